@@ -1,0 +1,51 @@
+# dinomaly: build, test and demo on a fresh machine with only Rust and
+# python3/pip. libtorch 2.11.0 (what tch 0.24.0 expects) comes from the
+# registry's torch==2.11.0 wheel, unpacked into the ignored folder .libtorch.
+#   make demo   the main job: extract -> train -> score -> metrics on real images
+#   make test   the test suite
+#   CUDA=1 make ...  also install the CUDA libraries (2.7 GB) for GPU runs
+
+PYTHON    ?= python3
+CARGO     ?= cargo
+LIBTORCH_DIR := $(CURDIR)/.libtorch
+export LIBTORCH := $(LIBTORCH_DIR)/torch
+CUDA      ?= 0
+
+TORCH_PIN := torch==2.11.0
+# The two CUDA runtime libraries libtorch_cpu.so links against; enough for CPU.
+CUDA_MIN  := nvidia-cuda-runtime==13.0.96.* nvidia-cuda-cupti==13.0.85.*
+# Libraries a CPU-only binary never loads (removed unless CUDA=1).
+CUDA_ONLY_LIBS := libtorch_cuda.so libtorch_cuda_linalg.so libtorch_python.so \
+                  libtorch_nvshmem.so libc10_cuda.so libcaffe2_nvrtc.so
+
+.PHONY: all build test demo libtorch clean-libtorch man bench fixtures
+
+all: build
+
+libtorch: $(LIBTORCH_DIR)/.installed
+
+$(LIBTORCH_DIR)/.installed:
+	@echo "installing libtorch 2.11.0 from the $(TORCH_PIN) wheel into $(LIBTORCH_DIR)"
+	rm -rf $(LIBTORCH_DIR)
+ifeq ($(CUDA),1)
+	$(PYTHON) -m pip install -q --disable-pip-version-check --target $(LIBTORCH_DIR) '$(TORCH_PIN)'
+else
+	$(PYTHON) -m pip install -q --disable-pip-version-check --no-deps --target $(LIBTORCH_DIR) '$(TORCH_PIN)' $(foreach p,$(CUDA_MIN),'$(p)')
+	cd $(LIBTORCH_DIR)/torch/lib && rm -f $(CUDA_ONLY_LIBS)
+endif
+	touch $@
+
+build: libtorch
+	$(CARGO) build --release --locked
+
+test: libtorch
+	$(CARGO) test --release --locked
+
+demo: build
+	bash examples/demo.sh
+
+man: build
+	bash scripts/gen-man.sh
+
+clean-libtorch:
+	rm -rf $(LIBTORCH_DIR)

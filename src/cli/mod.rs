@@ -1,0 +1,9 @@
+//! What the four binaries share: the run wrapper that turns errors into exit
+//! codes, stdout handling, progress bars, common flags and the generation of
+//! man pages and shell completions.
+
+pub mod args;
+pub mod exit;
+pub mod generate;
+pub mod output;
+pub mod progress;

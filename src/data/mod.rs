@@ -1,0 +1,7 @@
+//! Samples and images: the JSON-lines record schema shared by all tools,
+//! dataset layouts that produce records, and image decoding and
+//! pre-processing identical to the reference pipeline.
+
+pub mod dataset;
+pub mod preprocess;
+pub mod record;

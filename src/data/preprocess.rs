@@ -1,0 +1,1 @@
+//! Image decoding and pre-processing identical to the reference pipeline.

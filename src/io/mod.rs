@@ -1,0 +1,4 @@
+//! Files on disk: atomic writes, `.npy` arrays, feature stores and
+//! checkpoints.
+
+pub mod atomic;

@@ -1,0 +1,25 @@
+//! # dinomaly
+//!
+//! Dinomaly (Guo et al., CVPR 2025, "The Less Is More Philosophy in
+//! Multi-Class Unsupervised Anomaly Detection") as a library and four
+//! chainable command-line tools on libtorch:
+//!
+//! ```text
+//!  images ──dinomaly-extract──▶ feature store ──dinomaly-train──▶ checkpoint
+//!                                                                   │
+//!  images ─────────────────────dinomaly-score◀──────────────────────┘
+//!                                   │ one JSON line per image (score, map)
+//!                                   ▼
+//!                            dinomaly-metrics ──▶ the paper's seven metrics
+//! ```
+//!
+//! The method follows the official code exactly; the numbers and their
+//! sources are in the README.
+
+pub mod cli;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod io;
+
+pub use error::{Error, Result};
