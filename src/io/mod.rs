@@ -2,3 +2,7 @@
 //! checkpoints.
 
 pub mod atomic;
+pub mod pickle;
+pub mod pth;
+pub mod safetensors_load;
+pub mod sniff;
