@@ -2,6 +2,7 @@
 //! checkpoints.
 
 pub mod atomic;
+pub mod hash;
 pub mod pickle;
 pub mod pth;
 pub mod safetensors_load;

@@ -1,0 +1,150 @@
+//! Loading a ViT encoder's weights from a file or a folder into canonical
+//! named tensors ([`EncoderWeights`]), choosing the reader by the file's
+//! content, checking every tensor against the architecture the file implies
+//! and, when one is given, against the architecture the caller expects.
+
+use std::path::{Path, PathBuf};
+
+use tch::{nn, Kind, Tensor};
+
+use crate::backbone::arch::ArchInfo;
+use crate::backbone::layout::{self, Layout};
+use crate::io::hash::sha256_file;
+use crate::io::pth::read_state_dict;
+use crate::io::safetensors_load::{read_safetensors, FloatKind};
+use crate::io::sniff::{self, FileKind};
+use crate::{Error, Result};
+
+/// An encoder's weights in the canonical layout, float32, on the CPU.
+pub struct EncoderWeights {
+    /// The architecture the tensors imply (heads from the expected
+    /// architecture, a Hugging Face config.json, or D / 64).
+    pub arch: ArchInfo,
+    /// Canonical `(name, tensor)` pairs in [`ArchInfo::canonical_shapes`]
+    /// order.
+    pub tensors: Vec<(String, Tensor)>,
+    /// How the file was laid out and what conversion did.
+    pub source_layout: Layout,
+    /// The file read (inside the folder, when a folder was given).
+    pub path: PathBuf,
+    /// SHA-256 of that file, lowercase hex.
+    pub sha256: String,
+}
+
+impl EncoderWeights {
+    /// The canonical tensor `key`.
+    pub fn get(&self, key: &str) -> Option<&Tensor> {
+        self.tensors.iter().find(|(k, _)| k == key).map(|(_, t)| t)
+    }
+
+    /// Copies the weights into the variables of `vs` (whose names must be
+    /// canonical keys, as `nn::Path` builds them), checking every shape.
+    /// Every variable must be covered; returns the canonical keys no
+    /// variable used (blocks after the last one the model builds, say).
+    pub fn copy_into(&self, vs: &nn::VarStore) -> Result<Vec<String>> {
+        let vars = vs.variables();
+        let _no_grad = tch::no_grad_guard();
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
+            let mut var = vars[name].shallow_clone();
+            let Some(src) = self.get(name) else {
+                return Err(Error::MissingKey {
+                    path: self.path.clone(),
+                    key: name.clone(),
+                    hint: format!(" (the model needs it; the weights are a {})", self.arch.name()),
+                });
+            };
+            if var.size() != src.size() {
+                return Err(Error::Shape { path: self.path.clone(), key: name.clone(), expected: var.size(), found: src.size() });
+            }
+            var.f_copy_(src)?;
+        }
+        Ok(self.tensors.iter().filter(|(k, _)| !vars.contains_key(k)).map(|(k, _)| k.clone()).collect())
+    }
+}
+
+/// Choices for [`load_encoder_weights_with`].
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Key prefix of the encoder inside a larger state dict (`encoder.`);
+    /// `None` finds it from the patch-embedding key.
+    pub prefix: Option<String>,
+    /// For `torch.save` files: the nested dict holding the state dict
+    /// (`model`, `state_dict`, `/` between levels); `None` finds it.
+    pub dict_key: Option<String>,
+    /// The file's SHA-256 when the caller has just computed it (on
+    /// download or cache verification), to avoid hashing twice.
+    pub known_sha256: Option<String>,
+}
+
+/// Loads encoder weights from `path` (a `torch.save` file, a safetensors
+/// file, or a Hugging Face model folder), converts them to the canonical
+/// layout and checks them; with `expected`, the architecture must match it.
+pub fn load_encoder_weights(path: &Path, expected: Option<&ArchInfo>) -> Result<EncoderWeights> {
+    load_encoder_weights_with(path, expected, &LoadOptions::default())
+}
+
+/// [`load_encoder_weights`] with a prefix, a nested-dict key or a known hash.
+pub fn load_encoder_weights_with(path: &Path, expected: Option<&ArchInfo>, opts: &LoadOptions) -> Result<EncoderWeights> {
+    let (file, config_heads) = weights_file(path)?;
+    let raw = match sniff::file_kind(&file)? {
+        FileKind::Safetensors => read_safetensors(&file, FloatKind::F32)?,
+        FileKind::TorchZip => read_state_dict(&file, opts.dict_key.as_deref())?.tensors,
+        FileKind::TorchLegacy => return Err(Error::format(&file, sniff::legacy_message())),
+        FileKind::Pickle => {
+            return Err(Error::format(&file, "is a plain pickle, not a torch.save checkpoint or safetensors file"))
+        }
+        FileKind::Unknown => {
+            return Err(Error::format(&file, "is neither a torch.save checkpoint nor a safetensors file"))
+        }
+    };
+    // Everything downstream (and any position folding) works in float32.
+    let raw = raw
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if matches!(t.kind(), Kind::Half | Kind::BFloat16 | Kind::Double) { t.f_to_kind(Kind::Float)? } else { t };
+            Ok((k, t))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let heads = expected.map(|e| e.num_heads).or(config_heads);
+    let canonical = layout::to_canonical(&file, raw, opts.prefix.as_deref(), heads)?;
+    if let Some(expected) = expected {
+        if let Some(why) = canonical.arch.mismatch(expected) {
+            return Err(Error::format(&file, why));
+        }
+    }
+    let sha256 = match &opts.known_sha256 {
+        Some(s) => s.to_ascii_lowercase(),
+        None => sha256_file(&file)?,
+    };
+    Ok(EncoderWeights {
+        arch: canonical.arch,
+        tensors: canonical.tensors,
+        source_layout: canonical.layout,
+        path: file,
+        sha256,
+    })
+}
+
+/// The file to read for `path`, and the head count from a Hugging Face
+/// `config.json` when `path` is a model folder.
+fn weights_file(path: &Path) -> Result<(PathBuf, Option<i64>)> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_dir() {
+        return Ok((path.to_path_buf(), None));
+    }
+    if path.join("model.safetensors.index.json").exists() && !path.join("model.safetensors").exists() {
+        return Err(Error::format(path, "holds a sharded checkpoint (model.safetensors.index.json), which is not supported"));
+    }
+    let file = ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .map(|n| path.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::format(path, "is a folder without model.safetensors or pytorch_model.bin"))?;
+    let heads = std::fs::read_to_string(path.join("config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v.get("num_attention_heads")?.as_i64());
+    Ok((file, heads))
+}
