@@ -5,5 +5,7 @@
 //! ([`download`]).
 
 pub mod arch;
+pub mod download;
 pub mod layout;
+pub mod registry;
 pub mod weights;
