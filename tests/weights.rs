@@ -593,3 +593,71 @@ fn explicit_paths_and_cached_files_of_published_backbones() {
     assert!(first.describe().contains("recorded now"));
     assert_eq!(r.resolve(b, None, None, &mut |_, _| {}).unwrap().verification, Verification::Recorded);
 }
+
+// ------------------------- the encoder fixtures (tests/fixtures/gen/encoder.py)
+
+fn encoder_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoder").join(name)
+}
+
+fn small(depth: i64, heads: i64, regs: i64, patch: i64, layer_scale: bool, grid: i64) -> ArchInfo {
+    ArchInfo {
+        embed_dim: 16,
+        depth,
+        num_heads: heads,
+        patch_size: patch,
+        in_chans: 3,
+        num_registers: regs,
+        mlp_hidden: 64,
+        ffn: Ffn::Mlp,
+        layer_scale,
+        qkv_bias: true,
+        pos_grid: grid,
+    }
+}
+
+/// `b` equals `a` tensor for tensor, allowing for timm's folded cls
+/// position when `b` folded it.
+fn assert_same_weights(what: &str, a: &EncoderWeights, b: &EncoderWeights) {
+    assert!(!a.source_layout.cls_pos_folded);
+    let names = |w: &EncoderWeights| w.tensors.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(names(a), names(b), "{what}: names");
+    let pos = a.get("pos_embed").unwrap();
+    for ((k, x), (_, y)) in a.tensors.iter().zip(&b.tensors) {
+        match (b.source_layout.cls_pos_folded, k.as_str()) {
+            (true, "cls_token") => assert!(y.allclose(&(x + pos.narrow(1, 0, 1)), 0.0, 0.0, false), "{what}: {k}"),
+            (true, "pos_embed") => {
+                let rows = x.size()[1];
+                assert_eq!(y.narrow(1, 0, 1).abs().max().double_value(&[]), 0.0, "{what}: pos row 0");
+                assert_same(&format!("{what}: {k}"), &y.narrow(1, 1, rows - 1), &x.narrow(1, 1, rows - 1));
+            }
+            _ => assert_same(&format!("{what}: {k}"), y, x),
+        }
+    }
+}
+
+#[test]
+fn encoder_fixtures_load_identically_in_all_layouts() {
+    let arch = small(10, 4, 4, 14, true, 37);
+    let meta = load_encoder_weights(&encoder_fixture("reg4/meta.pth"), Some(&arch)).unwrap();
+    let timm = load_encoder_weights(&encoder_fixture("reg4/timm.safetensors"), Some(&arch)).unwrap();
+    // The HF folder's config.json gives the head count.
+    let hf = load_encoder_weights(&encoder_fixture("reg4/hf"), None).unwrap();
+    assert_eq!((meta.arch, timm.arch, hf.arch), (arch, arch, arch));
+    assert_eq!(meta.source_layout.kind, LayoutKind::Meta);
+    assert!(timm.source_layout.kind == LayoutKind::Timm && timm.source_layout.cls_pos_folded);
+    assert_eq!(hf.source_layout.kind, LayoutKind::HuggingFace);
+    assert_same_weights("reg4 hf", &meta, &hf);
+    assert_same_weights("reg4 timm", &meta, &timm);
+
+    let arch = small(4, 2, 0, 14, true, 37);
+    let meta = load_encoder_weights(&encoder_fixture("dinov2/meta.pth"), Some(&arch)).unwrap();
+    let timm = load_encoder_weights(&encoder_fixture("dinov2/timm.safetensors"), Some(&arch)).unwrap();
+    assert!(!timm.source_layout.cls_pos_folded);
+    assert_same_weights("dinov2 timm", &meta, &timm);
+
+    let arch = small(3, 4, 0, 16, false, 14);
+    let vit16 = load_encoder_weights(&encoder_fixture("vit16/timm.safetensors"), Some(&arch)).unwrap();
+    assert_eq!(vit16.arch, arch);
+    assert!(vit16.get("blocks.0.ls1.gamma").is_none() && vit16.get("blocks.2.attn.qkv.bias").is_some());
+}
