@@ -2,3 +2,5 @@
 //! checkpoints.
 
 pub mod atomic;
+pub mod features;
+pub mod varstore;
