@@ -2,5 +2,6 @@
 //! checkpoints.
 
 pub mod atomic;
+pub mod checkpoint;
 pub mod features;
 pub mod varstore;
