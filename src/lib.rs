@@ -22,5 +22,6 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod io;
+pub mod train;
 
 pub use error::{Error, Result};
