@@ -1,1 +1,5 @@
 //! The integration test binary (one binary: linking libtorch is slow).
+
+mod util;
+
+mod docs;

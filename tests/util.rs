@@ -50,6 +50,9 @@ impl Dir {
     }
 }
 
+/// Every binary of the suite.
+pub const TOOLS: &[&str] = &["dinomaly-extract"];
+
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {
     let path = match name {
