@@ -23,5 +23,6 @@ pub mod device;
 pub mod error;
 pub mod io;
 pub mod train;
+pub mod score;
 
 pub use error::{Error, Result};
