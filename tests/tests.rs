@@ -3,4 +3,5 @@
 mod util;
 
 mod docs;
+mod encoder;
 mod maps;
