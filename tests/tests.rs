@@ -1,1 +1,2 @@
 //! The integration test binary (one binary: linking libtorch is slow).
+mod model;

@@ -51,8 +51,8 @@ pub struct StepOutcome {
     pub lr: f64,
     /// Hard-mining share p used (0 for the plain cosine loss).
     pub p: f64,
-    /// Number of tensors whose update StableAdamW's RMS clip scaled down.
-    pub rms_clipped: usize,
+    /// Tensors whose update StableAdamW's RMS clip scaled down.
+    pub rms_clipped: Vec<String>,
     /// Set when the step was skipped.
     pub skipped: Option<SkipReason>,
 }
@@ -76,7 +76,7 @@ pub fn train_step(
         grad_norm: f64::NAN,
         lr,
         p,
-        rms_clipped: 0,
+        rms_clipped: Vec::new(),
         skipped: None,
     };
     opt.zero_grad();
@@ -103,7 +103,7 @@ fn clip_and_step(
         return Ok(());
     }
     let report = opt.step(outcome.lr)?;
-    outcome.rms_clipped = report.rms_clipped.len();
+    outcome.rms_clipped = report.rms_clipped;
     Ok(())
 }
 
@@ -196,7 +196,7 @@ mod tests {
             grad_norm: f64::NAN,
             lr: 0.01,
             p: 0.0,
-            rms_clipped: 0,
+            rms_clipped: Vec::new(),
             skipped: None,
         };
         clip_and_step(&mut opt, 0.1, &mut out).unwrap();
