@@ -65,21 +65,30 @@ impl Attention {
     }
 
     /// `(B, N, D) → (B, N, D)`.
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, n, c) = x.size3().unwrap_or((0, 0, 0));
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, c) = x.size3()?;
         let h = self.num_heads;
+        let expected = self.proj.weight.size()[0];
+        if c != expected {
+            return Err(crate::Error::mismatch(
+                "attention input",
+                format!("width {c}, expected {expected}"),
+            ));
+        }
         // (B, N, 3, h, d) → (3, B, h, N, d), the references' layout.
         let qkv = self
             .qkv
             .forward(x)
-            .reshape([b, n, 3, h, c / h])
-            .permute([2, 0, 3, 1, 4]);
+            .f_reshape([b, n, 3, h, c / h])?
+            .f_permute([2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let y = match self.kind {
             AttentionKind::Linear { eps } => linear_attention(&q, &k, &v, eps),
             AttentionKind::Softmax => softmax_attention(&q, &k, &v),
         };
-        self.proj.forward(&y.transpose(1, 2).reshape([b, n, c]))
+        Ok(self
+            .proj
+            .forward(&y.f_transpose(1, 2)?.f_reshape([b, n, c])?))
     }
 
     pub fn push_parameters(&self, out: &mut Vec<NamedTensor>) {
@@ -187,6 +196,13 @@ mod tests {
     fn heads_must_divide_the_dimension() {
         let vs = nn::VarStore::new(Device::Cpu);
         assert!(Attention::new(&vs.root(), 10, 4, AttentionKind::OFFICIAL).is_err());
+        let attn = Attention::new(&vs.root(), 8, 4, AttentionKind::OFFICIAL).unwrap();
+        assert!(attn
+            .forward(&Tensor::zeros([1, 3, 6], (Kind::Float, Device::Cpu)))
+            .is_err());
+        assert!(attn
+            .forward(&Tensor::zeros([3, 8], (Kind::Float, Device::Cpu)))
+            .is_err());
         let bad = AttentionKind::Linear { eps: Some(-1.0) };
         assert!(Attention::new(&vs.root(), 8, 4, bad).is_err());
     }

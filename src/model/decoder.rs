@@ -45,10 +45,10 @@ impl Block {
     }
 
     /// `(B, N, D) → (B, N, D)`. No stochastic layer, so no train flag.
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.attn.forward(&self.norm1.forward(x));
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x + self.attn.forward(&self.norm1.forward(x))?;
         let y = self.mlp.forward_t(&self.norm2.forward(&x), false);
-        x + y
+        Ok(x + y)
     }
 
     pub fn push_parameters(&self, out: &mut Vec<NamedTensor>) {
@@ -82,14 +82,14 @@ impl Decoder {
     }
 
     /// The output of every block, in block order (block 0 first).
-    pub fn forward(&self, x: &Tensor) -> Vec<Tensor> {
+    pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let mut outs = Vec::with_capacity(self.blocks.len());
         let mut x = x.shallow_clone();
         for blk in &self.blocks {
-            x = blk.forward(&x);
+            x = blk.forward(&x)?;
             outs.push(x.shallow_clone());
         }
-        outs
+        Ok(outs)
     }
 
     pub fn push_parameters(&self, out: &mut Vec<NamedTensor>) {

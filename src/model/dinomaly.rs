@@ -180,7 +180,7 @@ impl Dinomaly {
     pub fn reconstruct_t(&self, bottleneck_input: &Tensor, train: bool) -> Result<Reconstruction> {
         self.check_tokens("bottleneck input", bottleneck_input, None)?;
         let bottleneck = self.bottleneck.forward_t(bottleneck_input, train);
-        let blocks = self.decoder.forward(&bottleneck);
+        let blocks = self.decoder.forward(&bottleneck)?;
         Ok(Reconstruction { bottleneck, blocks })
     }
 
@@ -192,26 +192,7 @@ impl Dinomaly {
         grid: (i64, i64),
         train: bool,
     ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
-        if encoder_layers.len() != self.cfg.num_layers {
-            return Err(Error::mismatch(
-                "encoder features",
-                format!(
-                    "{} layers given, the model was built for {}",
-                    encoder_layers.len(),
-                    self.cfg.num_layers
-                ),
-            ));
-        }
-        let first = self.check_tokens("encoder layer 0", &encoder_layers[0], Some(grid))?;
-        for (i, t) in encoder_layers.iter().enumerate().skip(1) {
-            let shape = self.check_tokens(&format!("encoder layer {i}"), t, Some(grid))?;
-            if shape != first {
-                return Err(Error::mismatch(
-                    format!("encoder layer {i}"),
-                    format!("shape {shape:?} differs from layer 0's {first:?}"),
-                ));
-            }
-        }
+        self.check_layers(encoder_layers, Some(grid))?;
         let all: Vec<usize> = (0..encoder_layers.len()).collect();
         let x = fusion::fuse(encoder_layers, &all)?;
         let enc = fusion::fuse_groups(encoder_layers, &self.cfg.groups)?;
@@ -221,6 +202,7 @@ impl Dinomaly {
     /// The fused encoder groups with all tokens, `(B, G, N, D)`: what a
     /// feature store keeps per image for [`Dinomaly::forward_groups_t`].
     pub fn encoder_groups(&self, encoder_layers: &[Tensor]) -> Result<Tensor> {
+        self.check_layers(encoder_layers, None)?;
         let groups = fusion::fuse_groups(encoder_layers, &self.cfg.groups)?;
         Ok(Tensor::f_stack(&groups, 1)?)
     }
@@ -294,6 +276,32 @@ impl Dinomaly {
                 .collect()
         };
         Ok((spatial(enc_groups)?, spatial(dec_groups)?))
+    }
+
+    /// Checks the target-layer outputs: the configured count, all of one
+    /// `(B, N, D)` shape (see [`Dinomaly::check_tokens`]).
+    fn check_layers(&self, layers: &[Tensor], grid: Option<(i64, i64)>) -> Result<()> {
+        if layers.len() != self.cfg.num_layers {
+            return Err(Error::mismatch(
+                "encoder features",
+                format!(
+                    "{} layers given, the model was built for {}",
+                    layers.len(),
+                    self.cfg.num_layers
+                ),
+            ));
+        }
+        let first = self.check_tokens("encoder layer 0", &layers[0], grid)?;
+        for (i, t) in layers.iter().enumerate().skip(1) {
+            let shape = self.check_tokens(&format!("encoder layer {i}"), t, grid)?;
+            if shape != first {
+                return Err(Error::mismatch(
+                    format!("encoder layer {i}"),
+                    format!("shape {shape:?} differs from layer 0's {first:?}"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks a `(B, N, D)` token tensor (float, on the model's device,
@@ -417,6 +425,7 @@ mod tests {
         let l = layers(2, 7, 8);
         // Wrong layer count, wrong token count, wrong width, wrong dtype.
         assert!(m.forward_t(&l[..7], (2, 2), false).is_err());
+        assert!(m.encoder_groups(&l[..7]).is_err());
         assert!(m.forward_t(&l, (3, 2), false).is_err());
         assert!(m.forward_t(&layers(2, 7, 6), (2, 2), false).is_err());
         let dbl: Vec<_> = l.iter().map(|t| t.to_kind(Kind::Double)).collect();

@@ -25,7 +25,8 @@ pub const LINEAR_INIT_CUT: f64 = 0.03;
 ///
 /// Runs without gradient tracking, so it may be applied to parameters.
 pub fn trunc_normal_(t: &Tensor, mean: f64, std: f64, a: f64, b: f64) -> Result<()> {
-    if !(std > 0.0) || !(a < b) {
+    // Written so that NaN bounds are refused too.
+    if std.is_nan() || a.is_nan() || b.is_nan() || std <= 0.0 || a >= b {
         return Err(crate::Error::config(format!(
             "truncated normal needs std > 0 and a < b, got std {std}, a {a}, b {b}"
         )));

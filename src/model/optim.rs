@@ -174,7 +174,7 @@ impl StableAdamW {
                 let second = match &mut s.max_exp_avg_sq {
                     Some(vmax) => {
                         let m = vmax.f_maximum(&s.exp_avg_sq)?;
-                        let _ = vmax.f_copy_(&m)?;
+                        vmax.f_copy_(&m)?;
                         vmax.shallow_clone()
                     }
                     None => s.exp_avg_sq.shallow_clone(),
@@ -266,10 +266,10 @@ impl StableAdamW {
         }
         tch::no_grad(|| -> Result<()> {
             for (s, (m, v, vmax, step)) in self.slots.iter_mut().zip(staged) {
-                let _ = s.exp_avg.f_copy_(&m)?;
-                let _ = s.exp_avg_sq.f_copy_(&v)?;
+                s.exp_avg.f_copy_(&m)?;
+                s.exp_avg_sq.f_copy_(&v)?;
                 if let (Some(dst), Some(src)) = (&mut s.max_exp_avg_sq, vmax) {
-                    let _ = dst.f_copy_(&src)?;
+                    dst.f_copy_(&src)?;
                 }
                 s.step = step;
             }
