@@ -24,5 +24,6 @@ pub mod error;
 pub mod io;
 pub mod train;
 pub mod score;
+pub mod model;
 
 pub use error::{Error, Result};

@@ -5,3 +5,4 @@ mod util;
 mod docs;
 mod encoder;
 mod maps;
+mod model;
