@@ -22,5 +22,8 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod io;
+pub mod train;
+pub mod score;
+pub mod model;
 
 pub use error::{Error, Result};

@@ -1,3 +1,9 @@
 //! The integration test binary (one binary: linking libtorch is slow).
 
+mod util;
+
+mod docs;
+mod encoder;
+mod maps;
+mod model;
 mod weights;

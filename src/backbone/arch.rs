@@ -11,7 +11,7 @@
 //! register_tokens          (1, R, D)         only when R > 0
 //! patch_embed.proj.weight  (D, C, P, P)      and .bias (D)
 //! blocks.{i}.norm1.{weight,bias}             (D)
-//! blocks.{i}.attn.qkv.weight (3D, D)         and .bias (3D) when qkv_bias
+//! blocks.{i}.attn.qkv.{weight (3D, D), bias (3D)}   (a zero bias when the source has none)
 //! blocks.{i}.attn.proj.{weight (D, D), bias (D)}
 //! blocks.{i}.ls1.gamma     (D)               when layer_scale
 //! blocks.{i}.norm2.{weight,bias}             (D)
@@ -28,14 +28,8 @@
 
 use std::fmt;
 
-/// The feed-forward network of each block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ffn {
-    /// `fc2(gelu(fc1(x)))`, exact (erf) GELU.
-    Mlp,
-    /// `w3(silu(x1) * x2)` with `x1, x2` the two halves of `w12(x)` (ViT-g).
-    SwiGlu,
-}
+pub use super::vit::Ffn;
+use super::vit::VitConfig;
 
 /// Everything about the encoder's architecture that the weights fix (plus
 /// the number of heads, which they do not).
@@ -61,8 +55,6 @@ pub struct ArchInfo {
     pub ffn: Ffn,
     /// Blocks scale their two residual branches by `ls1.gamma`/`ls2.gamma`.
     pub layer_scale: bool,
-    /// `attn.qkv` has a bias.
-    pub qkv_bias: bool,
     /// Side G of the square patch grid the stored `pos_embed` covers (37 for
     /// DINOv2, trained at 518 px with patch 14).
     pub pos_grid: i64,
@@ -88,26 +80,47 @@ impl ArchInfo {
         }
     }
 
+    /// The configuration of the encoder ([`crate::backbone::vit`]) that
+    /// runs these weights. The canonical `pos_embed` always has its cls row.
+    pub fn vit_config(&self) -> VitConfig {
+        VitConfig {
+            embed_dim: self.embed_dim,
+            depth: self.depth as usize,
+            num_heads: self.num_heads,
+            patch_size: self.patch_size,
+            num_registers: self.num_registers,
+            ffn_hidden: self.mlp_hidden,
+            ffn: self.ffn,
+            layer_scale: self.layer_scale,
+            pos_grid: (self.pos_grid, self.pos_grid),
+            pos_has_cls: true,
+        }
+    }
+
     /// The canonical tensor names and shapes, in canonical order.
     pub fn canonical_shapes(&self) -> Vec<(String, Vec<i64>)> {
         let (d, h) = (self.embed_dim, self.mlp_hidden);
         let mut out: Vec<(String, Vec<i64>)> = vec![
             ("cls_token".into(), vec![1, 1, d]),
-            ("pos_embed".into(), vec![1, 1 + self.pos_grid * self.pos_grid, d]),
+            (
+                "pos_embed".into(),
+                vec![1, 1 + self.pos_grid * self.pos_grid, d],
+            ),
         ];
         if self.num_registers > 0 {
             out.push(("register_tokens".into(), vec![1, self.num_registers, d]));
         }
-        out.push(("patch_embed.proj.weight".into(), vec![d, self.in_chans, self.patch_size, self.patch_size]));
+        out.push((
+            "patch_embed.proj.weight".into(),
+            vec![d, self.in_chans, self.patch_size, self.patch_size],
+        ));
         out.push(("patch_embed.proj.bias".into(), vec![d]));
         for i in 0..self.depth {
             let b = |k: &str| format!("blocks.{i}.{k}");
             out.push((b("norm1.weight"), vec![d]));
             out.push((b("norm1.bias"), vec![d]));
             out.push((b("attn.qkv.weight"), vec![3 * d, d]));
-            if self.qkv_bias {
-                out.push((b("attn.qkv.bias"), vec![3 * d]));
-            }
+            out.push((b("attn.qkv.bias"), vec![3 * d]));
             out.push((b("attn.proj.weight"), vec![d, d]));
             out.push((b("attn.proj.bias"), vec![d]));
             if self.layer_scale {
@@ -154,27 +167,42 @@ impl ArchInfo {
             ));
         }
         let this = f.name();
-        let diff = |what: &str, a: String, b: String| Some(format!("this {this} has {what} {a}, expected {b}"));
+        let diff = |what: &str, a: String, b: String| {
+            Some(format!("this {this} has {what} {a}, expected {b}"))
+        };
         if f.depth != e.depth {
             return diff("depth", f.depth.to_string(), e.depth.to_string());
         }
         if f.num_registers != e.num_registers {
-            return diff("register tokens:", f.num_registers.to_string(), e.num_registers.to_string());
+            return diff(
+                "register tokens:",
+                f.num_registers.to_string(),
+                e.num_registers.to_string(),
+            );
         }
         if f.ffn != e.ffn {
-            return diff("feed-forward", format!("{:?}", f.ffn), format!("{:?}", e.ffn));
+            return diff(
+                "feed-forward",
+                format!("{:?}", f.ffn),
+                format!("{:?}", e.ffn),
+            );
         }
         if f.mlp_hidden != e.mlp_hidden {
-            return diff("feed-forward width", f.mlp_hidden.to_string(), e.mlp_hidden.to_string());
+            return diff(
+                "feed-forward width",
+                f.mlp_hidden.to_string(),
+                e.mlp_hidden.to_string(),
+            );
         }
         if f.layer_scale != e.layer_scale {
             return diff("LayerScale", yes_no(f.layer_scale), yes_no(e.layer_scale));
         }
-        if f.qkv_bias != e.qkv_bias {
-            return diff("qkv bias", yes_no(f.qkv_bias), yes_no(e.qkv_bias));
-        }
         if f.in_chans != e.in_chans {
-            return diff("input channels", f.in_chans.to_string(), e.in_chans.to_string());
+            return diff(
+                "input channels",
+                f.in_chans.to_string(),
+                e.in_chans.to_string(),
+            );
         }
         None
     }
@@ -219,7 +247,6 @@ mod tests {
             mlp_hidden: 3072,
             ffn: Ffn::Mlp,
             layer_scale: true,
-            qkv_bias: true,
             pos_grid: 37,
         }
     }
@@ -237,10 +264,31 @@ mod tests {
     #[test]
     fn mismatch_messages() {
         let b = vit_b();
-        let s = ArchInfo { embed_dim: 384, num_heads: 6, mlp_hidden: 1536, ..b };
-        assert_eq!(b.mismatch(&s).unwrap(), "this is a ViT-B/14 (embed 768), expected ViT-S/14 (embed 384)");
-        let no_reg = ArchInfo { num_registers: 0, ..b };
-        assert_eq!(no_reg.mismatch(&b).unwrap(), "this ViT-B/14 has register tokens: 0, expected 4");
-        assert_eq!(b.mismatch(&ArchInfo { num_heads: 1, pos_grid: 16, ..b }), None);
+        let s = ArchInfo {
+            embed_dim: 384,
+            num_heads: 6,
+            mlp_hidden: 1536,
+            ..b
+        };
+        assert_eq!(
+            b.mismatch(&s).unwrap(),
+            "this is a ViT-B/14 (embed 768), expected ViT-S/14 (embed 384)"
+        );
+        let no_reg = ArchInfo {
+            num_registers: 0,
+            ..b
+        };
+        assert_eq!(
+            no_reg.mismatch(&b).unwrap(),
+            "this ViT-B/14 has register tokens: 0, expected 4"
+        );
+        assert_eq!(
+            b.mismatch(&ArchInfo {
+                num_heads: 1,
+                pos_grid: 16,
+                ..b
+            }),
+            None
+        );
     }
 }

@@ -67,6 +67,9 @@ pub struct Layout {
     /// The source gave registers positions; they were added into
     /// `register_tokens`.
     pub reg_pos_folded: bool,
+    /// The source's `attn.qkv` had no bias (some timm ViTs); the canonical
+    /// one is zero, which computes the same.
+    pub qkv_bias_zeroed: bool,
 }
 
 impl fmt::Display for Layout {
@@ -85,6 +88,9 @@ impl fmt::Display for Layout {
         }
         if self.reg_pos_folded {
             write!(f, ", register positions folded into register_tokens")?;
+        }
+        if self.qkv_bias_zeroed {
+            write!(f, ", zero qkv bias added")?;
         }
         Ok(())
     }
@@ -120,9 +126,21 @@ pub fn to_canonical(
     };
     let mut src = Source::new(path, &prefix, tensors)?;
     let is_hf = src.has_hf_names;
-    let mut conv = Converter { src: &mut src, out: Vec::new(), origins: HashMap::new(), kind: LayoutKind::Meta };
-    let (cls_pos_folded, reg_pos_folded) = if is_hf { conv.hugging_face()? } else { conv.meta_or_timm()? };
-    let Converter { out, origins, kind, .. } = conv;
+    let mut conv = Converter {
+        src: &mut src,
+        out: Vec::new(),
+        origins: HashMap::new(),
+        kind: LayoutKind::Meta,
+    };
+    let (cls_pos_folded, reg_pos_folded) = if is_hf {
+        conv.hugging_face()?
+    } else {
+        conv.meta_or_timm()?
+    };
+    let qkv_bias_zeroed = conv.zero_qkv_bias()?;
+    let Converter {
+        out, origins, kind, ..
+    } = conv;
     let leftovers = src.leftovers();
     if let Some(k) = leftovers.first() {
         return Err(Error::format(
@@ -130,14 +148,28 @@ pub fn to_canonical(
             format!(
                 "unexpected tensor '{prefix}{k}'{}: this ViT variant is not supported{}",
                 src.shape_note(k),
-                if leftovers.len() > 1 { format!(" ({} more unused tensors)", leftovers.len() - 1) } else { String::new() }
+                if leftovers.len() > 1 {
+                    format!(" ({} more unused tensors)", leftovers.len() - 1)
+                } else {
+                    String::new()
+                }
             ),
         ));
     }
-    let layout = Layout { kind: if is_hf { LayoutKind::HuggingFace } else { kind }, prefix, cls_pos_folded, reg_pos_folded };
+    let layout = Layout {
+        kind: if is_hf { LayoutKind::HuggingFace } else { kind },
+        prefix,
+        cls_pos_folded,
+        reg_pos_folded,
+        qkv_bias_zeroed,
+    };
     let arch = infer_arch(path, &out, num_heads, &layout)?;
     let tensors = validate(path, out, &arch, &layout, &origins)?;
-    Ok(Canonical { arch, layout, tensors })
+    Ok(Canonical {
+        arch,
+        layout,
+        tensors,
+    })
 }
 
 /// Finds the encoder's key prefix from its patch-embedding weight.
@@ -197,7 +229,9 @@ impl<'p> Source<'p> {
             shapes: HashMap::new(),
         };
         for (k, t) in tensors {
-            let Some(k) = k.strip_prefix(prefix) else { continue };
+            let Some(k) = k.strip_prefix(prefix) else {
+                continue;
+            };
             let k = flatten_block_chunks(k);
             s.shapes.insert(k.clone(), t.size());
             if s.map.insert(k.clone(), t).is_none() {
@@ -205,7 +239,10 @@ impl<'p> Source<'p> {
             }
         }
         if s.map.is_empty() {
-            return Err(Error::format(path, format!("no tensor name starts with '{prefix}'")));
+            return Err(Error::format(
+                path,
+                format!("no tensor name starts with '{prefix}'"),
+            ));
         }
         s.has_hf_names = s.has("embeddings.cls_token") || s.has(HF_PATCH);
         Ok(s)
@@ -232,7 +269,11 @@ impl<'p> Source<'p> {
     }
 
     fn leftovers(&self) -> Vec<String> {
-        self.order.iter().filter(|k| self.map.contains_key(*k)).cloned().collect()
+        self.order
+            .iter()
+            .filter(|k| self.map.contains_key(*k))
+            .cloned()
+            .collect()
     }
 
     /// Block indices from keys `<head><i>.<rest>`.
@@ -250,7 +291,9 @@ impl<'p> Source<'p> {
 /// name.
 fn flatten_block_chunks(k: &str) -> String {
     let mut parts = k.splitn(4, '.');
-    if let (Some("blocks"), Some(c), Some(i), Some(rest)) = (parts.next(), parts.next(), parts.next(), parts.next()) {
+    if let (Some("blocks"), Some(c), Some(i), Some(rest)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    {
         if c.parse::<u32>().is_ok() && i.parse::<u32>().is_ok() {
             return format!("blocks.{i}.{rest}");
         }
@@ -269,7 +312,10 @@ struct Converter<'s, 'p> {
 impl Converter<'_, '_> {
     /// Adds canonical tensor `name`, made from the source tensors `from`.
     fn put(&mut self, name: String, t: Tensor, from: &[&str]) {
-        let origin: Vec<String> = from.iter().map(|f| format!("{}{f}", self.src.prefix)).collect();
+        let origin: Vec<String> = from
+            .iter()
+            .map(|f| format!("{}{f}", self.src.prefix))
+            .collect();
         self.origins.insert(name.clone(), origin.join(" + "));
         self.out.push((name, t));
     }
@@ -292,14 +338,22 @@ impl Converter<'_, '_> {
             return Err(Error::MissingKey {
                 path: self.src.path.to_path_buf(),
                 key: parts[i].clone(),
-                hint: format!(" (needed with '{}' to build '{to}')", parts[(i + 1) % parts.len()]),
+                hint: format!(
+                    " (needed with '{}' to build '{to}')",
+                    parts[(i + 1) % parts.len()]
+                ),
             });
         }
         let first = self.src.shape(&parts[0]).unwrap_or(&[]).to_vec();
         for p in &parts[1..] {
             let s = self.src.shape(p).unwrap_or(&[]).to_vec();
             if s != first {
-                return Err(Error::Shape { path: self.src.path.to_path_buf(), key: p.clone(), expected: first, found: s });
+                return Err(Error::Shape {
+                    path: self.src.path.to_path_buf(),
+                    key: p.clone(),
+                    expected: first,
+                    found: s,
+                });
             }
         }
         let ts: Vec<Tensor> = parts.iter().filter_map(|p| self.src.take(p)).collect();
@@ -318,44 +372,80 @@ impl Converter<'_, '_> {
         }
         // Only for classification or pooling; features are block outputs.
         self.src.drop_matching(|k| {
-            k == "mask_token" || k.starts_with("head.") || k.starts_with("fc_norm.") || k.starts_with("attn_pool.")
+            k == "mask_token"
+                || k.starts_with("head.")
+                || k.starts_with("fc_norm.")
+                || k.starts_with("attn_pool.")
         });
         let blocks = self.src.block_indices("blocks.");
         for i in &blocks {
             let p = format!("blocks.{i}.");
             for k in ["q_norm", "k_norm"] {
                 if self.src.has(&format!("{p}attn.{k}.weight")) {
-                    return Err(Error::format(self.src.path, format!("has '{p}attn.{k}' (qk-norm), which the DINOv2 encoder does not apply")));
+                    return Err(Error::format(
+                        self.src.path,
+                        format!(
+                            "has '{p}attn.{k}' (qk-norm), which the DINOv2 encoder does not apply"
+                        ),
+                    ));
                 }
             }
             for k in [
-                "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-                "ls1.gamma", "norm2.weight", "norm2.bias", "ls2.gamma", "mlp.w12.weight", "mlp.w12.bias", "mlp.w3.weight",
+                "norm1.weight",
+                "norm1.bias",
+                "attn.qkv.weight",
+                "attn.qkv.bias",
+                "attn.proj.weight",
+                "attn.proj.bias",
+                "ls1.gamma",
+                "norm2.weight",
+                "norm2.bias",
+                "ls2.gamma",
+                "mlp.w12.weight",
+                "mlp.w12.bias",
+                "mlp.w3.weight",
                 "mlp.w3.bias",
             ] {
                 self.rename(&format!("{p}{k}"), &format!("{p}{k}"));
             }
             self.mlp_meta_or_timm(&p)?;
         }
-        for k in ["patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"] {
+        for k in [
+            "patch_embed.proj.weight",
+            "patch_embed.proj.bias",
+            "norm.weight",
+            "norm.bias",
+        ] {
             self.rename(k, k);
         }
         let cls = self.src.take("cls_token");
         let pos = self.src.take("pos_embed");
-        let (regs, from_timm) = match (self.src.take("register_tokens"), self.src.take("reg_token")) {
+        let (regs, from_timm) = match (self.src.take("register_tokens"), self.src.take("reg_token"))
+        {
             (Some(r), None) => (Some(r), false),
             (None, Some(r)) => (Some(r), true),
             (None, None) => (None, false),
             (Some(_), Some(_)) => {
-                return Err(Error::format(self.src.path, "has both 'register_tokens' and 'reg_token'"))
+                return Err(Error::format(
+                    self.src.path,
+                    "has both 'register_tokens' and 'reg_token'",
+                ))
             }
         };
         if from_timm {
             self.kind = LayoutKind::Timm;
         }
         let (Some(cls), Some(pos)) = (cls, pos) else {
-            let key = if self.out.iter().any(|(k, _)| k == "cls_token") { "pos_embed" } else { "cls_token" };
-            return Err(missing(self.src.path, key, " (a ViT without learned positions is not supported)"));
+            let key = if self.out.iter().any(|(k, _)| k == "cls_token") {
+                "pos_embed"
+            } else {
+                "cls_token"
+            };
+            return Err(missing(
+                self.src.path,
+                key,
+                " (a ViT without learned positions is not supported)",
+            ));
         };
         self.positions(cls, pos, regs, from_timm)
     }
@@ -366,8 +456,14 @@ impl Converter<'_, '_> {
         if self.src.has(&k("mlp.fc1_g.weight")) {
             // timm SwiGLU: fc2(act(fc1_g(x)) * fc1_x(x)); the gate is w12's first half.
             self.kind = LayoutKind::Timm;
-            self.concat(&[k("mlp.fc1_g.weight"), k("mlp.fc1_x.weight")], &k("mlp.w12.weight"))?;
-            self.concat(&[k("mlp.fc1_g.bias"), k("mlp.fc1_x.bias")], &k("mlp.w12.bias"))?;
+            self.concat(
+                &[k("mlp.fc1_g.weight"), k("mlp.fc1_x.weight")],
+                &k("mlp.w12.weight"),
+            )?;
+            self.concat(
+                &[k("mlp.fc1_g.bias"), k("mlp.fc1_x.bias")],
+                &k("mlp.w12.bias"),
+            )?;
             self.rename(&k("mlp.fc2.weight"), &k("mlp.w3.weight"));
             self.rename(&k("mlp.fc2.bias"), &k("mlp.w3.bias"));
             return Ok(());
@@ -393,8 +489,14 @@ impl Converter<'_, '_> {
     fn hugging_face(&mut self) -> Result<(bool, bool)> {
         self.src.drop_matching(|k| k == "embeddings.mask_token");
         for (from, to) in [
-            ("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight"),
-            ("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
+            (
+                "embeddings.patch_embeddings.projection.weight",
+                "patch_embed.proj.weight",
+            ),
+            (
+                "embeddings.patch_embeddings.projection.bias",
+                "patch_embed.proj.bias",
+            ),
             ("layernorm.weight", "norm.weight"),
             ("layernorm.bias", "norm.bias"),
         ] {
@@ -429,12 +531,24 @@ impl Converter<'_, '_> {
                 self.rename(&s(from), &format!("{q}{to}"));
             }
             for w in ["weight", "bias"] {
-                let old: Vec<String> = ["query", "key", "value"].iter().map(|n| s(&format!("attention.attention.{n}.{w}"))).collect();
-                let new: Vec<String> = ["q_proj", "k_proj", "v_proj"].iter().map(|n| s(&format!("attention.{n}.{w}"))).collect();
+                let old: Vec<String> = ["query", "key", "value"]
+                    .iter()
+                    .map(|n| s(&format!("attention.attention.{n}.{w}")))
+                    .collect();
+                let new: Vec<String> = ["q_proj", "k_proj", "v_proj"]
+                    .iter()
+                    .map(|n| s(&format!("attention.{n}.{w}")))
+                    .collect();
                 if !self.concat(&old, &format!("{q}attn.qkv.{w}"))? {
                     self.concat(&new, &format!("{q}attn.qkv.{w}"))?;
                 }
-                self.concat(&[s(&format!("mlp.gate_proj.{w}")), s(&format!("mlp.up_proj.{w}"))], &format!("{q}mlp.w12.{w}"))?;
+                self.concat(
+                    &[
+                        s(&format!("mlp.gate_proj.{w}")),
+                        s(&format!("mlp.up_proj.{w}")),
+                    ],
+                    &format!("{q}mlp.w12.{w}"),
+                )?;
             }
         }
         let cls = self.src.take("embeddings.cls_token");
@@ -446,19 +560,70 @@ impl Converter<'_, '_> {
         self.positions(cls, pos, regs, false)
     }
 
+    /// When block 0 has no qkv bias, gives every block a zero one (so the
+    /// encoder has a single form). A block that has one while block 0 has
+    /// none is left for validation to reject.
+    fn zero_qkv_bias(&mut self) -> Result<bool> {
+        let has = |out: &[(String, Tensor)], k: &str| out.iter().any(|(n, _)| n == k);
+        if has(&self.out, "blocks.0.attn.qkv.bias") {
+            return Ok(false);
+        }
+        let weights: Vec<(String, i64, Kind)> = self
+            .out
+            .iter()
+            .filter_map(|(k, t)| {
+                let block = k.strip_suffix(".attn.qkv.weight")?;
+                Some((
+                    block.to_string(),
+                    t.size().first().copied().unwrap_or(0),
+                    t.kind(),
+                ))
+            })
+            .collect();
+        let mut added = false;
+        for (block, rows, kind) in weights {
+            let key = format!("{block}.attn.qkv.bias");
+            if !has(&self.out, &key) {
+                let zero = Tensor::f_zeros([rows], (kind, tch::Device::Cpu))?;
+                self.origins.insert(
+                    key.clone(),
+                    format!("zero bias for {}{block}.attn.qkv", self.src.prefix),
+                );
+                self.out.push((key, zero));
+                added = true;
+            }
+        }
+        Ok(added)
+    }
+
     /// Puts cls_token, pos_embed (with its cls row) and register_tokens.
     /// Returns (cls position folded, register positions folded).
-    fn positions(&mut self, cls: Tensor, pos: Tensor, regs: Option<Tensor>, timm_regs: bool) -> Result<(bool, bool)> {
+    fn positions(
+        &mut self,
+        cls: Tensor,
+        pos: Tensor,
+        regs: Option<Tensor>,
+        timm_regs: bool,
+    ) -> Result<(bool, bool)> {
         let path = self.src.path;
         let ps = pos.size();
         if ps.len() != 3 || ps[0] != 1 {
-            return Err(Error::format(path, format!("pos_embed has shape {ps:?}, expected (1, rows, D)")));
+            return Err(Error::format(
+                path,
+                format!("pos_embed has shape {ps:?}, expected (1, rows, D)"),
+            ));
         }
         let rows = ps[1];
         let r = match &regs {
             Some(t) if t.dim() == 3 => t.size()[1],
             Some(t) => {
-                return Err(Error::format(path, format!("register tokens have shape {:?}, expected (1, R, D)", t.size())))
+                return Err(Error::format(
+                    path,
+                    format!(
+                        "register tokens have shape {:?}, expected (1, R, D)",
+                        t.size()
+                    ),
+                ))
             }
             None => 0,
         };
@@ -494,9 +659,21 @@ impl Converter<'_, '_> {
             self.kind = LayoutKind::Timm;
         }
         let names = if self.kind == LayoutKind::HuggingFace || self.src.has_hf_names {
-            ["embeddings.cls_token", "embeddings.position_embeddings", "embeddings.register_tokens"]
+            [
+                "embeddings.cls_token",
+                "embeddings.position_embeddings",
+                "embeddings.register_tokens",
+            ]
         } else {
-            ["cls_token", "pos_embed", if timm_regs { "reg_token" } else { "register_tokens" }]
+            [
+                "cls_token",
+                "pos_embed",
+                if timm_regs {
+                    "reg_token"
+                } else {
+                    "register_tokens"
+                },
+            ]
         };
         self.put("cls_token".into(), cls, &[names[0]]);
         self.put("pos_embed".into(), pos, &[names[1]]);
@@ -512,24 +689,39 @@ fn bad_rows(path: &Path, rows: i64, regs: i64) -> Error {
         path,
         format!(
             "pos_embed has {rows} rows, which is neither G*G nor 1 + G*G{} for a square grid",
-            if regs > 0 { format!(" nor 1 + {regs} + G*G") } else { String::new() }
+            if regs > 0 {
+                format!(" nor 1 + {regs} + G*G")
+            } else {
+                String::new()
+            }
         ),
     )
 }
 
 fn missing(path: &Path, key: &str, hint: &str) -> Error {
-    Error::MissingKey { path: path.to_path_buf(), key: key.to_string(), hint: hint.to_string() }
+    Error::MissingKey {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        hint: hint.to_string(),
+    }
 }
 
 /// Reads the architecture off the canonical tensors.
-fn infer_arch(path: &Path, out: &[(String, Tensor)], num_heads: Option<i64>, layout: &Layout) -> Result<ArchInfo> {
+fn infer_arch(
+    path: &Path,
+    out: &[(String, Tensor)],
+    num_heads: Option<i64>,
+    layout: &Layout,
+) -> Result<ArchInfo> {
     let shape = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, t)| t.size());
-    let need = |k: &str| {
-        shape(k).ok_or_else(|| missing(path, k, &format!(" (weights in the {layout})")))
-    };
+    let need =
+        |k: &str| shape(k).ok_or_else(|| missing(path, k, &format!(" (weights in the {layout})")));
     let cls = need("cls_token")?;
     if cls.len() != 3 || cls[0] != 1 || cls[1] != 1 {
-        return Err(Error::format(path, format!("cls_token has shape {cls:?}, expected (1, 1, D)")));
+        return Err(Error::format(
+            path,
+            format!("cls_token has shape {cls:?}, expected (1, 1, D)"),
+        ));
     }
     let d = cls[2];
     let patch = need("patch_embed.proj.weight")?;
@@ -543,28 +735,53 @@ fn infer_arch(path: &Path, out: &[(String, Tensor)], num_heads: Option<i64>, lay
     let grid = ((pos[1] - 1) as f64).sqrt().round() as i64;
     let depth = out
         .iter()
-        .filter_map(|(k, _)| k.strip_prefix("blocks.")?.split('.').next()?.parse::<i64>().ok())
+        .filter_map(|(k, _)| {
+            k.strip_prefix("blocks.")?
+                .split('.')
+                .next()?
+                .parse::<i64>()
+                .ok()
+        })
         .max()
         .map_or(0, |m| m + 1);
     if depth == 0 {
-        return Err(missing(path, "blocks.0.norm1.weight", &format!(" (no transformer blocks; weights in the {layout})")));
+        return Err(missing(
+            path,
+            "blocks.0.norm1.weight",
+            &format!(" (no transformer blocks; weights in the {layout})"),
+        ));
     }
-    let (ffn, mlp_hidden) = match (shape("blocks.0.mlp.w12.weight"), shape("blocks.0.mlp.fc1.weight")) {
+    let (ffn, mlp_hidden) = match (
+        shape("blocks.0.mlp.w12.weight"),
+        shape("blocks.0.mlp.fc1.weight"),
+    ) {
         (Some(w12), _) => (Ffn::SwiGlu, w12[0] / 2),
         (None, Some(fc1)) => (Ffn::Mlp, fc1[0]),
-        (None, None) => return Err(missing(path, "blocks.0.mlp.fc1.weight", &format!(" (weights in the {layout})"))),
-    };
-    let num_heads = match num_heads {
-        Some(h) if h > 0 && d % h == 0 => h,
-        Some(h) => return Err(Error::format(path, format!("embed dim {d} is not divisible into {h} heads"))),
-        None if d % 64 == 0 => d / 64,
-        None => {
-            return Err(Error::format(
+        (None, None) => {
+            return Err(missing(
                 path,
-                format!("embed dim {d} is not a multiple of 64, so the number of heads must be given"),
+                "blocks.0.mlp.fc1.weight",
+                &format!(" (weights in the {layout})"),
             ))
         }
     };
+    let num_heads =
+        match num_heads {
+            Some(h) if h > 0 && d % h == 0 => h,
+            Some(h) => {
+                return Err(Error::format(
+                    path,
+                    format!("embed dim {d} is not divisible into {h} heads"),
+                ))
+            }
+            None if d % 64 == 0 => d / 64,
+            None => return Err(Error::format(
+                path,
+                format!(
+                    "embed dim {d} is not a multiple of 64, so the number of heads must be given"
+                ),
+            )),
+        };
     Ok(ArchInfo {
         embed_dim: d,
         depth,
@@ -575,7 +792,6 @@ fn infer_arch(path: &Path, out: &[(String, Tensor)], num_heads: Option<i64>, lay
         mlp_hidden,
         ffn,
         layer_scale: shape("blocks.0.ls1.gamma").is_some(),
-        qkv_bias: shape("blocks.0.attn.qkv.bias").is_some(),
         pos_grid: grid,
     })
 }
@@ -594,21 +810,44 @@ fn validate(
     let mut ordered = Vec::with_capacity(by_name.len());
     for (key, expected) in arch.canonical_shapes() {
         let Some(t) = by_name.remove(&key) else {
-            return Err(missing(path, &key, &format!(" (weights in the {layout}, {})", arch.name())));
+            return Err(missing(
+                path,
+                &key,
+                &format!(" (weights in the {layout}, {})", arch.name()),
+            ));
         };
         let found = t.size();
         if found != expected {
-            return Err(Error::Shape { path: path.to_path_buf(), key: origin(&key), expected, found });
+            return Err(Error::Shape {
+                path: path.to_path_buf(),
+                key: origin(&key),
+                expected,
+                found,
+            });
         }
-        if !matches!(t.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) {
-            return Err(Error::format(path, format!("tensor '{}' has dtype {:?}, expected floating point", origin(&key), t.kind())));
+        if !matches!(
+            t.kind(),
+            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
+        ) {
+            return Err(Error::format(
+                path,
+                format!(
+                    "tensor '{}' has dtype {:?}, expected floating point",
+                    origin(&key),
+                    t.kind()
+                ),
+            ));
         }
         ordered.push((key, t));
     }
     if let Some(extra) = by_name.keys().min() {
         return Err(Error::format(
             path,
-            format!("unexpected tensor '{}': block 0 of this {} has no such tensor", origin(extra), arch.name()),
+            format!(
+                "unexpected tensor '{}': block 0 of this {} has no such tensor",
+                origin(extra),
+                arch.name()
+            ),
         ));
     }
     Ok(ordered)
@@ -620,9 +859,18 @@ mod tests {
 
     #[test]
     fn block_chunks_are_flattened() {
-        assert_eq!(flatten_block_chunks("blocks.1.7.norm1.weight"), "blocks.7.norm1.weight");
-        assert_eq!(flatten_block_chunks("blocks.7.norm1.weight"), "blocks.7.norm1.weight");
-        assert_eq!(flatten_block_chunks("blocks.7.attn.qkv.weight"), "blocks.7.attn.qkv.weight");
+        assert_eq!(
+            flatten_block_chunks("blocks.1.7.norm1.weight"),
+            "blocks.7.norm1.weight"
+        );
+        assert_eq!(
+            flatten_block_chunks("blocks.7.norm1.weight"),
+            "blocks.7.norm1.weight"
+        );
+        assert_eq!(
+            flatten_block_chunks("blocks.7.attn.qkv.weight"),
+            "blocks.7.attn.qkv.weight"
+        );
         assert_eq!(flatten_block_chunks("pos_embed"), "pos_embed");
     }
 }

@@ -1,11 +1,18 @@
-//! The DINOv2 encoder's weights: the canonical tensor layout and
-//! architecture ([`arch`]), conversion from the Meta, timm and Hugging Face
-//! layouts ([`layout`]), loading a weights file ([`weights`]), the known
-//! backbones ([`registry`]) and finding or downloading their files
-//! ([`download`]).
+//! The frozen encoder: ViT architecture, positional-embedding resizing,
+//! weight files in Meta / Hugging Face / timm layouts, and where weights come
+//! from (path, cache, download).
+//!
+//! [`arch`] fixes the canonical tensor layout (Meta's DINOv2 keys) and the
+//! architecture numbers read off it; [`layout`] converts the other layouts to
+//! it; [`weights`] loads a file or folder by content into canonical tensors;
+//! [`registry`] names the known DINOv2 backbones and [`download`] finds or
+//! fetches their files.
 
 pub mod arch;
 pub mod download;
+pub mod encoder;
 pub mod layout;
+pub mod pos_embed;
 pub mod registry;
+pub mod vit;
 pub mod weights;

@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use tch::{nn, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::backbone::arch::ArchInfo;
 use crate::backbone::layout::{self, Layout};
+use crate::backbone::vit::VitConfig;
 use crate::io::hash::sha256_file;
 use crate::io::pth::read_state_dict;
 use crate::io::safetensors_load::{read_safetensors, FloatKind};
@@ -37,30 +38,10 @@ impl EncoderWeights {
         self.tensors.iter().find(|(k, _)| k == key).map(|(_, t)| t)
     }
 
-    /// Copies the weights into the variables of `vs` (whose names must be
-    /// canonical keys, as `nn::Path` builds them), checking every shape.
-    /// Every variable must be covered; returns the canonical keys no
-    /// variable used (blocks after the last one the model builds, say).
-    pub fn copy_into(&self, vs: &nn::VarStore) -> Result<Vec<String>> {
-        let vars = vs.variables();
-        let _no_grad = tch::no_grad_guard();
-        let mut names: Vec<&String> = vars.keys().collect();
-        names.sort();
-        for name in names {
-            let mut var = vars[name].shallow_clone();
-            let Some(src) = self.get(name) else {
-                return Err(Error::MissingKey {
-                    path: self.path.clone(),
-                    key: name.clone(),
-                    hint: format!(" (the model needs it; the weights are a {})", self.arch.name()),
-                });
-            };
-            if var.size() != src.size() {
-                return Err(Error::Shape { path: self.path.clone(), key: name.clone(), expected: var.size(), found: src.size() });
-            }
-            var.f_copy_(src)?;
-        }
-        Ok(self.tensors.iter().filter(|(k, _)| !vars.contains_key(k)).map(|(k, _)| k.clone()).collect())
+    /// The configuration of the encoder that runs these weights (load them
+    /// into it with [`crate::io::varstore::load_into`]).
+    pub fn vit_config(&self) -> VitConfig {
+        self.arch.vit_config()
     }
 }
 
@@ -85,25 +66,45 @@ pub fn load_encoder_weights(path: &Path, expected: Option<&ArchInfo>) -> Result<
     load_encoder_weights_with(path, expected, &LoadOptions::default())
 }
 
+/// [`load_encoder_weights`] without an expected architecture (the head
+/// count is then D / 64, or a Hugging Face folder's config.json).
+pub fn load(path: &Path) -> Result<EncoderWeights> {
+    load_encoder_weights(path, None)
+}
+
 /// [`load_encoder_weights`] with a prefix, a nested-dict key or a known hash.
-pub fn load_encoder_weights_with(path: &Path, expected: Option<&ArchInfo>, opts: &LoadOptions) -> Result<EncoderWeights> {
+pub fn load_encoder_weights_with(
+    path: &Path,
+    expected: Option<&ArchInfo>,
+    opts: &LoadOptions,
+) -> Result<EncoderWeights> {
     let (file, config_heads) = weights_file(path)?;
     let raw = match sniff::file_kind(&file)? {
         FileKind::Safetensors => read_safetensors(&file, FloatKind::F32)?,
         FileKind::TorchZip => read_state_dict(&file, opts.dict_key.as_deref())?.tensors,
         FileKind::TorchLegacy => return Err(Error::format(&file, sniff::legacy_message())),
         FileKind::Pickle => {
-            return Err(Error::format(&file, "is a plain pickle, not a torch.save checkpoint or safetensors file"))
+            return Err(Error::format(
+                &file,
+                "is a plain pickle, not a torch.save checkpoint or safetensors file",
+            ))
         }
         FileKind::Unknown => {
-            return Err(Error::format(&file, "is neither a torch.save checkpoint nor a safetensors file"))
+            return Err(Error::format(
+                &file,
+                "is neither a torch.save checkpoint nor a safetensors file",
+            ))
         }
     };
     // Everything downstream (and any position folding) works in float32.
     let raw = raw
         .into_iter()
         .map(|(k, t)| {
-            let t = if matches!(t.kind(), Kind::Half | Kind::BFloat16 | Kind::Double) { t.f_to_kind(Kind::Float)? } else { t };
+            let t = if matches!(t.kind(), Kind::Half | Kind::BFloat16 | Kind::Double) {
+                t.f_to_kind(Kind::Float)?
+            } else {
+                t
+            };
             Ok((k, t))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -134,14 +135,24 @@ fn weights_file(path: &Path) -> Result<(PathBuf, Option<i64>)> {
     if !meta.is_dir() {
         return Ok((path.to_path_buf(), None));
     }
-    if path.join("model.safetensors.index.json").exists() && !path.join("model.safetensors").exists() {
-        return Err(Error::format(path, "holds a sharded checkpoint (model.safetensors.index.json), which is not supported"));
+    if path.join("model.safetensors.index.json").exists()
+        && !path.join("model.safetensors").exists()
+    {
+        return Err(Error::format(
+            path,
+            "holds a sharded checkpoint (model.safetensors.index.json), which is not supported",
+        ));
     }
     let file = ["model.safetensors", "pytorch_model.bin"]
         .iter()
         .map(|n| path.join(n))
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::format(path, "is a folder without model.safetensors or pytorch_model.bin"))?;
+        .ok_or_else(|| {
+            Error::format(
+                path,
+                "is a folder without model.safetensors or pytorch_model.bin",
+            )
+        })?;
     let heads = std::fs::read_to_string(path.join("config.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())

@@ -56,3 +56,86 @@ pub struct SampleArgs {
     #[arg(long, value_delimiter = ',', requires = "dataset")]
     pub classes: Vec<String>,
 }
+
+/// A size in pixels: `N` (square) or `HxW`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size2 {
+    /// Height.
+    pub height: u32,
+    /// Width.
+    pub width: u32,
+}
+
+impl std::str::FromStr for Size2 {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| format!("'{s}' is not a size: use N or HxW with positive integers"))
+        };
+        match s.split_once(['x', 'X']) {
+            Some((h, w)) => Ok(Size2 {
+                height: parse(h)?,
+                width: parse(w)?,
+            }),
+            None => {
+                let n = parse(s)?;
+                Ok(Size2 { height: n, width: n })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Size2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.height == self.width {
+            write!(f, "{}", self.height)
+        } else {
+            write!(f, "{}x{}", self.height, self.width)
+        }
+    }
+}
+
+/// The encoder and its input: which backbone, which weights, which layers,
+/// which pre-processing.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EncoderArgs {
+    /// Backbone: dinov2_vit{s,b,l,g}14_reg4 (DINOv2 with registers),
+    /// dinov2_vit{s,b,l,g}14 (plain), or any name when --weights is given
+    /// (the architecture is read from the weights).
+    #[arg(long, default_value = "dinov2_vitb14_reg4", value_name = "NAME")]
+    pub backbone: String,
+
+    /// Weights file or folder (Meta .pth, Hugging Face or timm safetensors).
+    /// Default: the cache ($DINOMALY_CACHE, else the XDG cache), else a
+    /// download from the official URL.
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+
+    /// Expected sha256 of the weights file; a different file is refused.
+    #[arg(long, value_name = "HEX")]
+    pub weights_sha256: Option<String>,
+
+    /// Target encoder blocks, 0-based, comma-separated (default per size:
+    /// 2..9 for S/B, 4,6,...,18 for L).
+    #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
+    pub layers: Vec<usize>,
+
+    /// Resize before the centre crop: N or HxW.
+    #[arg(long, default_value = "448", value_name = "SIZE")]
+    pub resize: Size2,
+
+    /// Centre crop fed to the encoder: N or HxW (a multiple of the patch size).
+    #[arg(long, default_value = "392", value_name = "SIZE")]
+    pub crop: Size2,
+
+    /// How the positional embedding is fitted to the patch grid: official
+    /// (DINOv2's scale factor with the 0.1 offset), exact (timm/anomalib),
+    /// exact-antialias (timm default, Hugging Face).
+    #[arg(long, value_enum, default_value = "official")]
+    pub pos_interp: crate::backbone::pos_embed::PosInterp,
+}

@@ -2,6 +2,7 @@
 //! dataset layouts that produce records, and image decoding and
 //! pre-processing identical to the reference pipeline.
 
+pub mod batches;
 pub mod dataset;
 pub mod preprocess;
 pub mod record;

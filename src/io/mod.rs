@@ -1,9 +1,13 @@
 //! Files on disk: atomic writes, `.npy` arrays, feature stores and
-//! checkpoints.
+//! checkpoints, and the readers of foreign weight files (`torch.save`
+//! checkpoints through a pickle reader that runs nothing, safetensors).
 
 pub mod atomic;
+pub mod checkpoint;
+pub mod features;
 pub mod hash;
 pub mod pickle;
 pub mod pth;
 pub mod safetensors_load;
 pub mod sniff;
+pub mod varstore;

@@ -72,10 +72,16 @@ pub fn read_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
             ))
         }
         FileKind::Safetensors => {
-            return Err(Error::format(path, "is a safetensors file, not a torch.save checkpoint"))
+            return Err(Error::format(
+                path,
+                "is a safetensors file, not a torch.save checkpoint",
+            ))
         }
         FileKind::Unknown => {
-            return Err(Error::format(path, "is not a pytorch checkpoint (no zip or pickle header)"))
+            return Err(Error::format(
+                path,
+                "is not a pytorch checkpoint (no zip or pickle header)",
+            ))
         }
     }
     let mut reader = Archive::open(path, &map)?;
@@ -100,7 +106,9 @@ fn persistent_storage(pid: Value) -> std::result::Result<Value, PickleError> {
     let dtype = match &items[1] {
         Value::Global(pickle::Global::Storage(d)) => *d,
         Value::Refused(name) => {
-            return Err(PickleError(format!("storage type '{name}' is not supported")))
+            return Err(PickleError(format!(
+                "storage type '{name}' is not supported"
+            )))
         }
         _ => return bad("has no storage type"),
     };
@@ -138,13 +146,24 @@ fn select(path: &Path, root: &Value, key: Option<&str>) -> Result<Rc<std::cell::
             for part in key.split('/').filter(|p| !p.is_empty()) {
                 let next = dict.borrow().get(part).cloned();
                 let Some(next) = next else {
-                    let place = if walked.is_empty() { "the top level".to_string() } else { format!("'{walked}'") };
+                    let place = if walked.is_empty() {
+                        "the top level".to_string()
+                    } else {
+                        format!("'{walked}'")
+                    };
                     return Err(Error::format(
                         path,
-                        format!("no entry '{part}' in {place} (entries: {})", entry_names(&dict.borrow())),
+                        format!(
+                            "no entry '{part}' in {place} (entries: {})",
+                            entry_names(&dict.borrow())
+                        ),
                     ));
                 };
-                walked = if walked.is_empty() { part.to_string() } else { format!("{walked}/{part}") };
+                walked = if walked.is_empty() {
+                    part.to_string()
+                } else {
+                    format!("{walked}/{part}")
+                };
                 dict = as_dict(&next, &format!("entry '{walked}'"))?;
             }
             Ok(dict)
@@ -180,7 +199,9 @@ fn select(path: &Path, root: &Value, key: Option<&str>) -> Result<Rc<std::cell::
 }
 
 fn holds_tensors(d: &Dict) -> bool {
-    d.entries().iter().any(|(_, v)| matches!(v, Value::Tensor(_)))
+    d.entries()
+        .iter()
+        .any(|(_, v)| matches!(v, Value::Tensor(_)))
 }
 
 fn entry_names(d: &Dict) -> String {
@@ -219,7 +240,10 @@ fn materialize(path: &Path, dict: &Dict, reader: &mut Archive<'_>) -> Result<Sta
             other => {
                 return Err(Error::format(
                     path,
-                    format!("state dict has a key of type {}, expected names", other.type_name()),
+                    format!(
+                        "state dict has a key of type {}, expected names",
+                        other.type_name()
+                    ),
                 ))
             }
         };
@@ -275,7 +299,10 @@ struct Archive<'m> {
 impl<'m> Archive<'m> {
     fn open(path: &Path, map: &'m [u8]) -> Result<Self> {
         let zip = ZipArchive::new(Cursor::new(map)).map_err(|e| {
-            Error::format(path, format!("is a truncated or damaged checkpoint (zip: {e})"))
+            Error::format(
+                path,
+                format!("is a truncated or damaged checkpoint (zip: {e})"),
+            )
         })?;
         // torch.save writes `<folder>/data.pkl`; the folder name is the file
         // stem at save time, so anything is accepted.
@@ -283,22 +310,30 @@ impl<'m> Archive<'m> {
             .file_names()
             .filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
             .collect();
-        let prefix = match pkls.as_slice() {
-            [one] => one.trim_end_matches("data.pkl").to_string(),
-            [] => {
-                return Err(Error::format(
+        let prefix =
+            match pkls.as_slice() {
+                [one] => one.trim_end_matches("data.pkl").to_string(),
+                [] => return Err(Error::format(
                     path,
                     "is a zip file but not a torch.save checkpoint (no <folder>/data.pkl inside)",
-                ))
-            }
-            _ => {
-                return Err(Error::format(
-                    path,
-                    format!("holds {} checkpoints (several */data.pkl), expected one", pkls.len()),
-                ))
-            }
+                )),
+                _ => {
+                    return Err(Error::format(
+                        path,
+                        format!(
+                            "holds {} checkpoints (several */data.pkl), expected one",
+                            pkls.len()
+                        ),
+                    ))
+                }
+            };
+        let mut archive = Archive {
+            path: path.to_path_buf(),
+            map,
+            zip,
+            prefix,
+            storages: HashMap::new(),
         };
-        let mut archive = Archive { path: path.to_path_buf(), map, zip, prefix, storages: HashMap::new() };
         archive.check_byteorder()?;
         Ok(archive)
     }
@@ -319,7 +354,10 @@ impl<'m> Archive<'m> {
             )),
             other => Err(Error::format(
                 &self.path,
-                format!("has an unknown byteorder '{}'", String::from_utf8_lossy(other)),
+                format!(
+                    "has an unknown byteorder '{}'",
+                    String::from_utf8_lossy(other)
+                ),
             )),
         }
     }
@@ -327,25 +365,36 @@ impl<'m> Archive<'m> {
     /// The bytes of `<prefix><name>`, borrowed from the map when stored
     /// uncompressed (as torch writes them), else decompressed. `limit` caps
     /// what is read from a compressed entry.
-    fn entry_bytes(&mut self, name: &str, limit: Option<u64>) -> Result<std::borrow::Cow<'m, [u8]>> {
+    fn entry_bytes(
+        &mut self,
+        name: &str,
+        limit: Option<u64>,
+    ) -> Result<std::borrow::Cow<'m, [u8]>> {
         let full = format!("{}{name}", self.prefix);
         let path = self.path.clone();
         let map = self.map;
         let mut f = self.zip.by_name(&full).map_err(|e| match e {
-            zip::result::ZipError::FileNotFound => {
-                Error::format(&path, format!("is missing '{full}' (truncated or damaged checkpoint)"))
-            }
+            zip::result::ZipError::FileNotFound => Error::format(
+                &path,
+                format!("is missing '{full}' (truncated or damaged checkpoint)"),
+            ),
             e => Error::format(&path, format!("cannot read '{full}': {e}")),
         })?;
         if f.compression() == CompressionMethod::Stored {
             let start = f.data_start() as usize;
             let end = start.checked_add(f.size() as usize);
             let Some(bytes) = end.and_then(|end| map.get(start..end)) else {
-                return Err(Error::format(&path, format!("'{full}' runs past the end of the file (truncated)")));
+                return Err(Error::format(
+                    &path,
+                    format!("'{full}' runs past the end of the file (truncated)"),
+                ));
             };
             // Read from the map, the bytes bypass zip's own CRC check.
             if crc32fast::hash(bytes) != f.crc32() {
-                return Err(Error::format(&path, format!("'{full}' is damaged (CRC mismatch)")));
+                return Err(Error::format(
+                    &path,
+                    format!("'{full}' is damaged (CRC mismatch)"),
+                ));
             }
             return Ok(std::borrow::Cow::Borrowed(bytes));
         }
@@ -363,9 +412,14 @@ impl<'m> Archive<'m> {
         if let Some(t) = self.storages.get(&s.key) {
             return Ok(t.shallow_clone());
         }
-        let needed = (s.numel as u64).checked_mul(s.dtype.size() as u64).ok_or_else(|| {
-            Error::format(&self.path, format!("storage '{}' claims an impossible size", s.key))
-        })?;
+        let needed = (s.numel as u64)
+            .checked_mul(s.dtype.size() as u64)
+            .ok_or_else(|| {
+                Error::format(
+                    &self.path,
+                    format!("storage '{}' claims an impossible size", s.key),
+                )
+            })?;
         let bytes = self.entry_bytes(&format!("data/{}", s.key), Some(needed))?;
         if (bytes.len() as u64) < needed {
             return Err(Error::format(
@@ -381,7 +435,13 @@ impl<'m> Archive<'m> {
         }
         let bytes = &bytes[..needed as usize];
         if s.dtype == StorageDtype::Bool && bytes.iter().any(|&b| b > 1) {
-            return Err(Error::format(&self.path, format!("bool storage data/{} holds values other than 0 and 1", s.key)));
+            return Err(Error::format(
+                &self.path,
+                format!(
+                    "bool storage data/{} holds values other than 0 and 1",
+                    s.key
+                ),
+            ));
         }
         // from_data_size copies numel * element-size bytes: the length was
         // checked above.
@@ -396,7 +456,10 @@ impl<'m> Archive<'m> {
         let path = self.path.clone();
         let bad = |why: String| Error::format(&path, format!("tensor '{name}': {why}"));
         if t.size.len() != t.stride.len() {
-            return Err(bad(format!("size {:?} and stride {:?} differ in length", t.size, t.stride)));
+            return Err(bad(format!(
+                "size {:?} and stride {:?} differ in length",
+                t.size, t.stride
+            )));
         }
         if t.size.iter().any(|&s| s < 0) || t.stride.iter().any(|&s| s < 0) || t.offset < 0 {
             return Err(bad(format!(
@@ -404,11 +467,20 @@ impl<'m> Archive<'m> {
                 t.size, t.stride, t.offset
             )));
         }
-        let numel = t.size.iter().try_fold(1i128, |acc, &s| acc.checked_mul(s as i128));
-        let numel = numel.filter(|&n| n <= i64::MAX as i128).ok_or_else(|| bad("size overflows".into()))?;
+        let numel = t
+            .size
+            .iter()
+            .try_fold(1i128, |acc, &s| acc.checked_mul(s as i128));
+        let numel = numel
+            .filter(|&n| n <= i64::MAX as i128)
+            .ok_or_else(|| bad("size overflows".into()))?;
         if numel > 0 {
             let last: i128 = t.offset as i128
-                + t.size.iter().zip(&t.stride).map(|(&s, &st)| (s as i128 - 1) * st as i128).sum::<i128>();
+                + t.size
+                    .iter()
+                    .zip(&t.stride)
+                    .map(|(&s, &st)| (s as i128 - 1) * st as i128)
+                    .sum::<i128>();
             if last >= t.storage.numel as i128 {
                 return Err(bad(format!(
                     "view (offset {}, size {:?}, stride {:?}) reaches element {last} of a storage of {}",
@@ -417,7 +489,8 @@ impl<'m> Archive<'m> {
             }
         }
         let storage = self.storage(&t.storage)?;
-        let whole = t.offset == 0 && numel == t.storage.numel as i128 && is_contiguous(&t.size, &t.stride);
+        let whole =
+            t.offset == 0 && numel == t.storage.numel as i128 && is_contiguous(&t.size, &t.stride);
         if whole && !shared {
             return Ok(storage.f_view(t.size.as_slice())?);
         }

@@ -1,0 +1,378 @@
+//! The feature store: what `dinomaly-extract` writes and `dinomaly-train`
+//! (and `dinomaly-score --features`) read, so the frozen encoder runs once
+//! per image instead of once per training iteration.
+//!
+//! A single safetensors file, loadable in one line of Python
+//! (`safetensors.torch.load_file(path)["features"]`), memory-mapped here:
+//! - tensor `features`, shape (N, G, T, D), fp16 (default) or fp32: per image,
+//!   G encoder feature maps with all T = 1 + R + gh*gw tokens (class token,
+//!   registers, patches in row-major order), D channels. G is the number of
+//!   fused groups (2 for Dinomaly's loose groups) or, with `--all-layers`,
+//!   the number of target layers (8), for the strict/single ablations;
+//! - `__metadata__`: format name and version, backbone, weights sha256,
+//!   architecture, layers, groups, what G holds, resize/crop, pre-processing
+//!   backend, positional-embedding mode, grid, and the sample records (one
+//!   per row, as JSON) so class labels, masks and extra fields travel along.
+//!
+//! Written atomically: rows stream to a hidden temporary file beside the
+//! destination, and the final file (header + rows) appears only when all
+//! rows are in.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::record::Sample;
+use crate::io::atomic::AtomicFile;
+use crate::{Error, Result};
+
+/// Name of the format, stored in metadata.
+pub const FORMAT: &str = "dinomaly-features";
+/// Version of the layout described above.
+pub const FORMAT_VERSION: u32 = 1;
+/// Name of the tensor holding the rows.
+const TENSOR: &str = "features";
+
+/// Storage precision of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDtype {
+    /// Half precision: half the disk and memory, ~1e-3 relative rounding.
+    F16,
+    /// Full precision, bit-exact encoder outputs.
+    F32,
+}
+
+impl StoreDtype {
+    fn kind(self) -> Kind {
+        match self {
+            StoreDtype::F16 => Kind::Half,
+            StoreDtype::F32 => Kind::Float,
+        }
+    }
+
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            StoreDtype::F16 => "F16",
+            StoreDtype::F32 => "F32",
+        }
+    }
+
+    fn bytes(self) -> usize {
+        match self {
+            StoreDtype::F16 => 2,
+            StoreDtype::F32 => 4,
+        }
+    }
+}
+
+/// What a feature store was made from; everything a consumer must check
+/// before trusting the rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureMeta {
+    /// Backbone name (e.g. `dinov2_vitb14_reg4`, or the weights file stem).
+    pub backbone: String,
+    /// sha256 of the weights file.
+    pub weights_sha256: String,
+    /// Token width D.
+    pub embed_dim: i64,
+    /// Encoder attention heads (the decoder uses as many).
+    pub num_heads: i64,
+    /// Register tokens R.
+    pub num_registers: i64,
+    /// Patch size in pixels.
+    pub patch_size: i64,
+    /// Target encoder layers, 0-based block indices, in order.
+    pub layers: Vec<usize>,
+    /// Groups of indices into `layers` that were averaged per stored map;
+    /// with `all_layers` each layer is its own group.
+    pub groups: Vec<Vec<usize>>,
+    /// True when the G axis holds every target layer unfused.
+    pub all_layers: bool,
+    /// Resize before cropping, (height, width).
+    pub resize: (u32, u32),
+    /// Centre crop fed to the encoder, (height, width).
+    pub crop: (u32, u32),
+    /// Image pre-processing backend name.
+    pub preprocess: String,
+    /// Positional-embedding resize mode name.
+    pub pos_interp: String,
+    /// Patch grid (gh, gw).
+    pub grid: (i64, i64),
+    /// Storage dtype.
+    pub dtype: StoreDtype,
+}
+
+impl FeatureMeta {
+    /// Tokens per map: class token, registers, patches.
+    pub fn tokens(&self) -> i64 {
+        1 + self.num_registers + self.grid.0 * self.grid.1
+    }
+
+    /// Maps per image (the G axis).
+    pub fn maps_per_image(&self) -> i64 {
+        if self.all_layers {
+            self.layers.len() as i64
+        } else {
+            self.groups.len() as i64
+        }
+    }
+
+    fn row_shape(&self) -> [i64; 3] {
+        [self.maps_per_image(), self.tokens(), self.embed_dim]
+    }
+}
+
+/// Streams rows into a new feature store.
+pub struct FeatureWriter {
+    meta: FeatureMeta,
+    dest: PathBuf,
+    rows: tempfile::NamedTempFile,
+    records: Vec<Sample>,
+    row_bytes: usize,
+}
+
+impl FeatureWriter {
+    /// Starts a store at `dest`; fails now if the folder is not writable.
+    pub fn create(dest: &Path, meta: FeatureMeta) -> Result<Self> {
+        crate::io::atomic::check_writable(dest)?;
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let rows = tempfile::Builder::new()
+            .prefix(".dinomaly-features.")
+            .suffix(".rows")
+            .tempfile_in(&dir)
+            .map_err(|e| Error::io(dest, e))?;
+        let row_bytes = meta.row_shape().iter().product::<i64>() as usize * meta.dtype.bytes();
+        Ok(FeatureWriter {
+            meta,
+            dest: dest.to_path_buf(),
+            rows,
+            records: Vec::new(),
+            row_bytes,
+        })
+    }
+
+    /// Appends one row per sample from `maps`, shaped (B, G, T, D).
+    pub fn push(&mut self, samples: &[Sample], maps: &Tensor) -> Result<()> {
+        let [g, t, d] = self.meta.row_shape();
+        let expected = vec![samples.len() as i64, g, t, d];
+        if maps.size() != expected {
+            return Err(Error::Shape {
+                path: self.dest.clone(),
+                key: TENSOR.into(),
+                expected,
+                found: maps.size(),
+            });
+        }
+        let host = maps
+            .to_device(Device::Cpu)
+            .to_kind(self.meta.dtype.kind())
+            .contiguous();
+        let numel = host.numel();
+        let mut bytes = vec![0u8; numel * self.meta.dtype.bytes()];
+        host.f_copy_data_u8(&mut bytes, numel)?;
+        self.rows
+            .as_file_mut()
+            .write_all(&bytes)
+            .map_err(|e| Error::io(&self.dest, e))?;
+        self.records.extend_from_slice(samples);
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True before the first row.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Writes the header and the rows under the final name. Returns the
+    /// number of rows. A store with no rows is an error: nothing is written.
+    pub fn finish(mut self) -> Result<usize> {
+        let n = self.records.len();
+        if n == 0 {
+            return Err(Error::config(format!(
+                "{}: no image could be encoded, no feature store written",
+                self.dest.display()
+            )));
+        }
+        let [g, t, d] = self.meta.row_shape();
+        let data_len = n * self.row_bytes;
+        let mut metadata = HashMap::new();
+        metadata.insert("format".to_string(), FORMAT.to_string());
+        metadata.insert("format_version".to_string(), FORMAT_VERSION.to_string());
+        metadata.insert("meta".to_string(), to_json(&self.meta)?);
+        metadata.insert("records".to_string(), to_json(&self.records)?);
+        let header = serde_json::json!({
+            "__metadata__": metadata,
+            TENSOR: {
+                "dtype": self.meta.dtype.safetensors_name(),
+                "shape": [n as i64, g, t, d],
+                "data_offsets": [0, data_len],
+            }
+        });
+        let mut header = serde_json::to_vec(&header).map_err(|e| Error::format(&self.dest, e.to_string()))?;
+        // Pad with spaces so the data starts 8-byte aligned (mmap-friendly).
+        while (header.len() + 8) % 8 != 0 {
+            header.push(b' ');
+        }
+        let mut out = AtomicFile::create(&self.dest)?;
+        let dest = self.dest.clone();
+        let io_err = |e| Error::io(&dest, e);
+        out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io_err)?;
+        out.write_all(&header).map_err(io_err)?;
+        let rows = self.rows.as_file_mut();
+        rows.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let copied = std::io::copy(rows, out.file()).map_err(io_err)?;
+        if copied as usize != data_len {
+            return Err(Error::format(&self.dest, "row data was cut short while writing"));
+        }
+        out.commit()?;
+        Ok(n)
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::config(format!("cannot encode metadata: {e}")))
+}
+
+/// A feature store opened for reading, memory-mapped.
+pub struct FeatureStore {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    meta: FeatureMeta,
+    records: Vec<Sample>,
+    len: usize,
+    data_start: usize,
+    row_bytes: usize,
+}
+
+impl FeatureStore {
+    /// Opens and validates `path`: format, version, tensor shape against the
+    /// metadata, file length.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the file is opened read-only; a concurrent writer would be
+        // a misuse (stores are never modified in place, only replaced).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let bad = |reason: String| Error::format(path, reason);
+        let (header_len, st_meta) = safetensors::SafeTensors::read_metadata(&map)
+            .map_err(|e| bad(format!("not a feature store (safetensors header: {e:?})")))?;
+        let kv = st_meta
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| bad("not a feature store: no metadata".into()))?;
+        if kv.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(bad(format!(
+                "not a feature store (format is {:?}, expected \"{FORMAT}\")",
+                kv.get("format")
+            )));
+        }
+        let version = kv.get("format_version").cloned().unwrap_or_default();
+        if version != FORMAT_VERSION.to_string() {
+            return Err(bad(format!(
+                "feature store format version {version}, this build reads version {FORMAT_VERSION}"
+            )));
+        }
+        let meta: FeatureMeta = serde_json::from_str(kv.get("meta").map(String::as_str).unwrap_or(""))
+            .map_err(|e| bad(format!("bad metadata: {e}")))?;
+        let records: Vec<Sample> = serde_json::from_str(kv.get("records").map(String::as_str).unwrap_or(""))
+            .map_err(|e| bad(format!("bad records metadata: {e}")))?;
+        let info = st_meta
+            .info(TENSOR)
+            .ok_or_else(|| bad(format!("no '{TENSOR}' tensor")))?;
+        let [g, t, d] = meta.row_shape();
+        let n = records.len();
+        let expected = vec![n, g as usize, t as usize, d as usize];
+        if info.shape != expected {
+            return Err(Error::Shape {
+                path: path.to_path_buf(),
+                key: TENSOR.into(),
+                expected: expected.iter().map(|&v| v as i64).collect(),
+                found: info.shape.iter().map(|&v| v as i64).collect(),
+            });
+        }
+        if format!("{:?}", info.dtype) != meta.dtype.safetensors_name() {
+            return Err(bad(format!("tensor dtype {:?} does not match the metadata", info.dtype)));
+        }
+        let row_bytes = (g * t * d) as usize * meta.dtype.bytes();
+        let data_start = 8 + header_len + info.data_offsets.0;
+        if info.data_offsets.1 - info.data_offsets.0 != n * row_bytes || map.len() < data_start + n * row_bytes {
+            return Err(bad(format!(
+                "truncated: {} bytes of rows expected, file has {}",
+                n * row_bytes,
+                map.len().saturating_sub(data_start)
+            )));
+        }
+        Ok(FeatureStore {
+            path: path.to_path_buf(),
+            map,
+            meta,
+            records,
+            len: n,
+            data_start,
+            row_bytes,
+        })
+    }
+
+    /// Metadata.
+    pub fn meta(&self) -> &FeatureMeta {
+        &self.meta
+    }
+
+    /// One record per row.
+    pub fn records(&self) -> &[Sample] {
+        &self.records
+    }
+
+    /// Number of rows (images).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the store has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rows `indices` as one (B, G, T, D) tensor of `kind` on `device`.
+    pub fn batch(&self, indices: &[usize], kind: Kind, device: Device) -> Result<Tensor> {
+        let [g, t, d] = self.meta.row_shape();
+        let mut bytes = Vec::with_capacity(indices.len() * self.row_bytes);
+        for &i in indices {
+            if i >= self.len {
+                return Err(Error::config(format!(
+                    "{}: row {i} requested, the store has {}",
+                    self.path.display(),
+                    self.len
+                )));
+            }
+            let start = self.data_start + i * self.row_bytes;
+            bytes.extend_from_slice(&self.map[start..start + self.row_bytes]);
+        }
+        let shape = [indices.len() as i64, g, t, d];
+        let host = Tensor::f_from_data_size(&bytes, &shape, self.meta.dtype.kind())?;
+        Ok(host.to_device(device).to_kind(kind))
+    }
+
+    /// All rows as one tensor on `device` (for holding a store in GPU memory).
+    pub fn all(&self, kind: Kind, device: Device) -> Result<Tensor> {
+        let indices: Vec<usize> = (0..self.len).collect();
+        self.batch(&indices, kind, device)
+    }
+}

@@ -1,0 +1,10 @@
+//! Scoring: anomaly maps and image scores from fused feature groups
+//! ([`anomaly_map`], with the Gaussian in [`smoothing`]) and heatmap
+//! overlays for people ([`overlay`]).
+
+pub mod anomaly_map;
+pub mod overlay;
+pub mod smoothing;
+
+pub use anomaly_map::{PostProcess, PostProcessor, ScoredBatch};
+pub use smoothing::Padding;

@@ -1,0 +1,4 @@
+//! Training from a feature store: batch sampling, the iteration loop,
+//! checkpoints and resume.
+
+pub mod sampler;
