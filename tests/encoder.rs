@@ -143,3 +143,20 @@ fn check_model_cases(model: &str, weights: &Path) {
 fn reg4_timm_layout_matches_every_case() {
     check_model_cases("reg4", &dir().join("reg4/timm.safetensors"));
 }
+
+#[test]
+fn reg4_meta_and_hugging_face_layouts_match_every_case() {
+    check_model_cases("reg4", &dir().join("reg4/meta.pth"));
+    check_model_cases("reg4", &dir().join("reg4/hf"));
+}
+
+#[test]
+fn dinov2_meta_and_timm_layouts_match_every_case() {
+    check_model_cases("dinov2", &dir().join("dinov2/meta.pth"));
+    check_model_cases("dinov2", &dir().join("dinov2/timm.safetensors"));
+}
+
+#[test]
+fn vit16_timm_matches_its_case() {
+    check_model_cases("vit16", &dir().join("vit16/timm.safetensors"));
+}
