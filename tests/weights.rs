@@ -1004,3 +1004,52 @@ fn encoder_fixtures_load_identically_in_all_layouts() {
         vit16.get("blocks.0.ls1.gamma").is_none() && vit16.get("blocks.2.attn.qkv.bias").is_some()
     );
 }
+
+#[test]
+fn damaged_checkpoints_never_panic() {
+    let good = std::fs::read(fixture("state_dict.pth")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.pth");
+    // Truncated anywhere: always an error.
+    for len in (0..good.len()).step_by(7) {
+        std::fs::write(&p, &good[..len]).unwrap();
+        assert!(
+            read_state_dict(&p, None).is_err(),
+            "truncated to {len} bytes was accepted"
+        );
+    }
+    // One byte changed anywhere: an error, or (in bytes nothing reads, such
+    // as zip comments and timestamps) the same tensors.
+    let want = read_state_dict(&fixture("state_dict.pth"), None).unwrap();
+    for at in (0..good.len()).step_by(3) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x5a;
+        std::fs::write(&p, &bad).unwrap();
+        if let Ok(sd) = read_state_dict(&p, None) {
+            assert_eq!(sd.tensors.len(), want.tensors.len(), "byte {at}");
+            for ((k, a), (_, b)) in sd.tensors.iter().zip(&want.tensors) {
+                assert!(a.equal(b), "byte {at} changed tensor {k} silently");
+            }
+        }
+    }
+    // The pickle alone, cut or changed anywhere, with storages resolved.
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(good)).unwrap();
+    let mut pkl = Vec::new();
+    std::io::Read::read_to_end(&mut zip.by_name("state_dict/data.pkl").unwrap(), &mut pkl).unwrap();
+    let storage = std::rc::Rc::new(dinomaly::io::pickle::StorageRef {
+        key: "0".into(),
+        dtype: dinomaly::io::pickle::StorageDtype::F32,
+        numel: 20,
+    });
+    let mut load = |_| Ok(dinomaly::io::pickle::Value::Storage(storage.clone()));
+    for len in 0..pkl.len() {
+        let _ = dinomaly::io::pickle::unpickle(&pkl[..len], &mut load);
+    }
+    for at in 0..pkl.len() {
+        for flip in [0x01u8, 0x80, 0xff] {
+            let mut bad = pkl.clone();
+            bad[at] ^= flip;
+            let _ = dinomaly::io::pickle::unpickle(&bad, &mut load);
+        }
+    }
+}

@@ -99,6 +99,67 @@ pub struct TensorRef {
     pub stride: Vec<i64>,
 }
 
+/// The items of a tuple, list or set.
+///
+/// Dropping a deeply nested value (a hostile pickle can nest millions of
+/// lists in a few megabytes) must not recurse once per level, so `Seq` and
+/// [`Dict`] hand their items to an explicit stack when dropped.
+#[derive(Debug, Default, Clone)]
+pub struct Seq(pub Vec<Value>);
+
+impl std::ops::Deref for Seq {
+    type Target = [Value];
+    fn deref(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+impl Drop for Seq {
+    fn drop(&mut self) {
+        drop_iteratively(std::mem::take(&mut self.0));
+    }
+}
+
+impl Drop for Dict {
+    fn drop(&mut self) {
+        let mut items = Vec::with_capacity(self.entries.len() * 2);
+        for (k, v) in self.entries.drain(..) {
+            items.push(k);
+            items.push(v);
+        }
+        drop_iteratively(items);
+    }
+}
+
+/// Drops values, unwrapping containers nobody else holds onto a work list
+/// instead of recursing.
+fn drop_iteratively(mut work: Vec<Value>) {
+    while let Some(v) = work.pop() {
+        match v {
+            Value::Tuple(rc) => {
+                if let Ok(mut seq) = Rc::try_unwrap(rc) {
+                    work.append(&mut seq.0);
+                }
+            }
+            Value::List(rc) | Value::Set(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    work.append(&mut cell.into_inner().0);
+                }
+            }
+            Value::Dict(rc) => {
+                if let Ok(cell) = Rc::try_unwrap(rc) {
+                    let mut d = cell.into_inner();
+                    for (k, v) in d.entries.drain(..) {
+                        work.push(k);
+                        work.push(v);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A dict keeping insertion order; string keys are unique as in Python.
 #[derive(Debug, Default)]
 pub struct Dict {
@@ -143,10 +204,10 @@ pub enum Value {
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<[Value]>),
-    List(Rc<RefCell<Vec<Value>>>),
+    Tuple(Rc<Seq>),
+    List(Rc<RefCell<Seq>>),
     Dict(Rc<RefCell<Dict>>),
-    Set(Rc<RefCell<Vec<Value>>>),
+    Set(Rc<RefCell<Seq>>),
     Global(Global),
     /// A global outside the allow-list (its dotted name), or anything built
     /// by "calling" or "instantiating" one.
@@ -156,6 +217,10 @@ pub enum Value {
 }
 
 impl Value {
+    fn tuple(items: Vec<Value>) -> Value {
+        Value::Tuple(Rc::new(Seq(items)))
+    }
+
     /// A short type name for messages.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -186,7 +251,7 @@ impl Value {
         match self {
             Value::Refused(name) => Some(name.clone()),
             Value::Tuple(items) => many(items),
-            Value::List(items) | Value::Set(items) => many(&items.borrow()),
+            Value::List(items) | Value::Set(items) => many(&items.borrow().0),
             Value::Dict(d) => d.borrow().entries.iter().find_map(|(k, v)| {
                 k.find_refused(depth - 1)
                     .or_else(|| v.find_refused(depth - 1))
@@ -286,7 +351,7 @@ fn call(func: Value, args: &[Value]) -> PResult<Value> {
             let mut dict = Dict::default();
             if let Some(items) = args.first() {
                 let items: Vec<Value> = match items {
-                    Value::List(l) => l.borrow().clone(),
+                    Value::List(l) => l.borrow().0.clone(),
                     Value::Tuple(t) => t.to_vec(),
                     other => return err(format!("OrderedDict built from a {}", other.type_name())),
                 };
@@ -455,7 +520,7 @@ impl<'d> Machine<'d, '_, '_> {
     fn append_items(&mut self, items: Vec<Value>) -> PResult<()> {
         match self.top()? {
             Value::List(l) | Value::Set(l) => {
-                l.borrow_mut().extend(items);
+                l.borrow_mut().0.extend(items);
                 Ok(())
             }
             Value::Refused(_) => Ok(()),
@@ -634,10 +699,10 @@ impl<'d> Machine<'d, '_, '_> {
                     self.stack.push(Value::Bytes(b.into()));
                 }
                 // Tuples.
-                b')' => self.stack.push(Value::Tuple(Rc::from(Vec::new()))),
+                b')' => self.stack.push(Value::tuple(Vec::new())),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Tuple(items.into()));
+                    self.stack.push(Value::tuple(items));
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -646,15 +711,16 @@ impl<'d> Machine<'d, '_, '_> {
                         items.push(self.pop()?);
                     }
                     items.reverse();
-                    self.stack.push(Value::Tuple(items.into()));
+                    self.stack.push(Value::tuple(items));
                 }
                 // Lists, dicts, sets.
                 b']' => self
                     .stack
-                    .push(Value::List(Rc::new(RefCell::new(Vec::new())))),
+                    .push(Value::List(Rc::new(RefCell::new(Seq(Vec::new()))))),
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::List(Rc::new(RefCell::new(items))));
+                    self.stack
+                        .push(Value::List(Rc::new(RefCell::new(Seq(items)))));
                 }
                 b'a' => {
                     let v = self.pop()?;
@@ -684,14 +750,15 @@ impl<'d> Machine<'d, '_, '_> {
                 }
                 0x8f => self
                     .stack
-                    .push(Value::Set(Rc::new(RefCell::new(Vec::new())))),
+                    .push(Value::Set(Rc::new(RefCell::new(Seq(Vec::new()))))),
                 0x90 => {
                     let items = self.pop_mark()?;
                     self.append_items(items)?;
                 }
                 0x91 => {
                     let items = self.pop_mark()?;
-                    self.stack.push(Value::Set(Rc::new(RefCell::new(items))));
+                    self.stack
+                        .push(Value::Set(Rc::new(RefCell::new(Seq(items)))));
                 }
                 // Globals and object construction: only the allow-list means
                 // anything; nothing is ever called.
@@ -858,7 +925,7 @@ mod tests {
         p.extend([b'K', 7, b't', b'.']);
         let v = run(&p).unwrap();
         let Value::Tuple(t) = &v else { panic!() };
-        assert_eq!(ints(&Value::Tuple(t[..4].into())), vec![1, 300, -2, -1]);
+        assert_eq!(ints(&Value::tuple(t[..4].to_vec())), vec![1, 300, -2, -1]);
         assert!(matches!(t[4], Value::BigInt(_)));
         assert!(matches!(t[5], Value::Int(7)));
     }
@@ -957,6 +1024,33 @@ mod tests {
             (1, vec![2, 2], vec![3, 1])
         );
         assert_eq!(t.storage, storage);
+    }
+
+    #[test]
+    fn deep_nesting_neither_overflows_nor_recurses_on_drop() {
+        // A million nested lists: ']' n times, then 'a' n-1 times.
+        let n = 1_000_000;
+        let mut p = vec![b']'; n];
+        p.extend(std::iter::repeat(b'a').take(n - 1));
+        p.push(b'.');
+        let v = run(&p).unwrap();
+        assert!(matches!(v, Value::List(_)));
+        // find_refused stops at its depth limit.
+        assert_eq!(v.find_refused(64), None);
+        drop(v);
+        // Nested 1-tuples: (((None,),),...).
+        let mut p = vec![b'N'];
+        p.extend(std::iter::repeat(0x85).take(n));
+        p.push(b'.');
+        assert!(matches!(run(&p).unwrap(), Value::Tuple(_)));
+        // Nested dicts: {1: {1: {...}}}.
+        let mut p = vec![b'}'];
+        for _ in 0..n {
+            p.extend(b"K\x01}");
+        }
+        p.extend(std::iter::repeat(b's').take(n));
+        p.push(b'.');
+        assert!(matches!(run(&p).unwrap(), Value::Dict(_)));
     }
 
     #[test]
