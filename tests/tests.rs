@@ -6,3 +6,4 @@ mod docs;
 mod encoder;
 mod maps;
 mod model;
+mod preprocess;

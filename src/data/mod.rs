@@ -4,5 +4,8 @@
 
 pub mod batches;
 pub mod dataset;
+pub mod decode;
+pub mod mask;
 pub mod preprocess;
 pub mod record;
+pub mod resample;
