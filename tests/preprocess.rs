@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use dinomaly::data::decode::{self, load_rgb, PilImage};
-use dinomaly::data::mask::{load_mask, load_mask_binarized};
+use dinomaly::data::mask::{load_mask, load_mask_binarized, load_sample_mask};
 use dinomaly::data::preprocess::{load_batch, load_image, Preprocess, ResizeBackend};
+use dinomaly::data::record::Sample;
 use dinomaly::data::resample::{resize_bilinear, Image8};
 use dinomaly::Error;
 use image::RgbImage;
@@ -368,16 +369,25 @@ fn masks_match_the_official_evaluation_exactly() {
     assert_eq!(a, b);
 
     let (_, want) = u8s(&st, "binarized/mask_p.png/r160c140/64x64");
-    let got = load_mask_binarized(
-        &dir().join("mask_p.png"),
-        &prep("r160c140", ResizeBackend::Pil),
-        (64, 64),
-    )
-    .unwrap();
+    let p160 = prep("r160c140", ResizeBackend::Pil);
+    let got = load_mask_binarized(&dir().join("mask_p.png"), &p160, (64, 64)).unwrap();
     assert!(got
         .iter()
         .zip(&want)
         .all(|(a, &b)| *a == f32::from(b) / 255.0));
+    // Records choose the rule: raw VisA records carry "binarize_mask".
+    let mut s = Sample::from_path(dir().join("chelsea.png"));
+    assert_eq!(load_sample_mask(&s, &p160, (64, 64)).unwrap(), None);
+    s.mask = Some(dir().join("mask_p.png"));
+    let raw = load_sample_mask(&s, &p160, (64, 64)).unwrap().unwrap();
+    assert_eq!(
+        raw,
+        load_mask(&dir().join("mask_p.png"), &p160, (64, 64)).unwrap()
+    );
+    assert_ne!(raw, got);
+    s.extra
+        .insert("binarize_mask".into(), serde_json::Value::Bool(true));
+    assert_eq!(load_sample_mask(&s, &p160, (64, 64)).unwrap().unwrap(), got);
 }
 
 #[test]

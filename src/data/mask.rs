@@ -22,6 +22,7 @@ use std::path::Path;
 
 use crate::data::decode::{open, PilImage};
 use crate::data::preprocess::Preprocess;
+use crate::data::record::Sample;
 use crate::data::resample::{resize_bilinear, resize_nearest, Image8};
 use crate::{Error, Result};
 
@@ -46,6 +47,29 @@ pub fn load_mask_binarized(
         path: path.to_path_buf(),
         reason,
     })
+}
+
+/// The mask of a sample record: `None` when it has none (normal images:
+/// an all-zero mask), binarised first when the record carries
+/// `"binarize_mask": true` (raw VisA masks, see [`crate::data::dataset`]).
+pub fn load_sample_mask(
+    sample: &Sample,
+    prep: &Preprocess,
+    map_size: (usize, usize),
+) -> Result<Option<Vec<f32>>> {
+    let Some(path) = &sample.mask else {
+        return Ok(None);
+    };
+    let binarize = sample
+        .extra
+        .get("binarize_mask")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    if binarize {
+        load_mask_binarized(path, prep, map_size).map(Some)
+    } else {
+        load_mask(path, prep, map_size).map(Some)
+    }
 }
 
 /// `np.array(mask); a[a != 0] = 255; Image.fromarray(a)`: palette masks
