@@ -20,7 +20,7 @@
 
 use std::path::Path;
 
-use crate::data::decode::{open, PilImage};
+use crate::data::decode::{muldiv255, open, PilImage};
 use crate::data::preprocess::Preprocess;
 use crate::data::record::Sample;
 use crate::data::resample::{resize_bilinear, resize_nearest, Image8};
@@ -89,6 +89,7 @@ pub fn binarize_nonzero(img: PilImage) -> PilImage {
         PilImage::La(i) => PilImage::La(bin(i)),
         PilImage::Rgb(i) => PilImage::Rgb(bin(i)),
         PilImage::Rgba(i) => PilImage::Rgba(bin(i)),
+        PilImage::Cmyk(i) => PilImage::Cmyk(bin(i)),
         PilImage::I16 {
             width,
             height,
@@ -112,7 +113,7 @@ pub fn mask_values(
 ) -> std::result::Result<Vec<f32>, String> {
     let (rh, rw) = prep.resize();
     let resized = match img {
-        PilImage::L(i) | PilImage::Rgb(i) => resize_bilinear(&i, rw, rh),
+        PilImage::L(i) | PilImage::Rgb(i) | PilImage::Cmyk(i) => resize_bilinear(&i, rw, rh),
         PilImage::Bilevel(i) => resize_nearest(&i, rw, rh),
         PilImage::P { indices, .. } => resize_nearest(&indices, rw, rh),
         PilImage::La(i) | PilImage::Rgba(i) => {
@@ -139,8 +140,7 @@ fn premultiply(mut img: Image8) -> Image8 {
     for px in img.data.chunks_exact_mut(c) {
         let a = u32::from(px[c - 1]);
         for v in &mut px[..c - 1] {
-            let t = u32::from(*v) * a + 128;
-            *v = (((t >> 8) + t) >> 8) as u8;
+            *v = muldiv255(u32::from(*v), a) as u8;
         }
     }
     img

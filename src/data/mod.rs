@@ -4,6 +4,7 @@
 
 pub mod dataset;
 pub mod decode;
+pub mod jpeg;
 pub mod mask;
 pub mod preprocess;
 pub mod record;
