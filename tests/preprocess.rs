@@ -180,8 +180,8 @@ fn decoding_matches_pillow_convert_rgb() {
         n += 1;
     }
     assert!(report.is_empty(), "{}", report.join("\n"));
-    // 4:2:0, 4:4:4, grey and CMYK JPEGs among them.
-    assert_eq!(n, 15);
+    // 4:2:0, 4:4:4, progressive 4:2:2, grey and CMYK JPEGs among them.
+    assert_eq!(n, 16);
 }
 
 #[test]
