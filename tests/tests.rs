@@ -6,4 +6,5 @@ mod docs;
 mod encoder;
 mod maps;
 mod model;
+mod dataset;
 mod preprocess;

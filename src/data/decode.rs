@@ -16,12 +16,12 @@
 //! | palette (any depth, tRNS)     | `P`         | palette colour; index past the palette -> black |
 //! | RGB 8 / 16-bit                | `RGB`       | 16-bit: high byte (v >> 8)         |
 //! | RGBA 8 / 16-bit               | `RGBA`      | alpha dropped, no compositing      |
-//! | JPEG grey / YCbCr / CMYK      | `L`/`RGB`/`CMYK` | CMYK (Adobe-inverted): round(c'k'/255) |
+//! | JPEG grey / YCbCr / CMYK      | `L`/`RGB`/`CMYK` | CMYK read Adobe-inverted, then `nk - nk*C/255` |
 //!
 //! PNG files are decoded here from their raw samples (the `png` crate with
-//! no transformation) so that every row of this table holds exactly;
-//! other formats go through the `image` crate and are mapped to the same
-//! modes.
+//! no transformation) so that every row of this table holds exactly; JPEG
+//! files by libjpeg-turbo like Pillow ([`crate::data::jpeg`]); other
+//! formats go through the `image` crate and are mapped to the same modes.
 
 use std::io::{BufReader, Cursor};
 use std::path::Path;
@@ -46,6 +46,8 @@ pub enum PilImage {
     Rgb(Image8),
     /// `RGBA`.
     Rgba(Image8),
+    /// `CMYK` (true ink values, after Pillow's Adobe inversion).
+    Cmyk(Image8),
     /// `I;16`: 16-bit grey, kept at full precision.
     I16 {
         width: usize,
@@ -62,7 +64,8 @@ impl PilImage {
             | PilImage::Bilevel(i)
             | PilImage::La(i)
             | PilImage::Rgb(i)
-            | PilImage::Rgba(i) => (i.width, i.height),
+            | PilImage::Rgba(i)
+            | PilImage::Cmyk(i) => (i.width, i.height),
             PilImage::P { indices, .. } => (indices.width, indices.height),
             PilImage::I16 { width, height, .. } => (*width, *height),
         }
@@ -77,6 +80,7 @@ impl PilImage {
             PilImage::La(_) => "LA",
             PilImage::Rgb(_) => "RGB",
             PilImage::Rgba(_) => "RGBA",
+            PilImage::Cmyk(_) => "CMYK",
             PilImage::I16 { .. } => "I;16",
         }
     }
@@ -110,6 +114,17 @@ impl PilImage {
                         .map_or([0, 0, 0], |c| [c[0], c[1], c[2]])
                 })
                 .collect(),
+            // Pillow's cmyk2rgb: nk - nk * C / 255 with nk = 255 - K,
+            // rounded by MULDIV255.
+            PilImage::Cmyk(i) => i
+                .data
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    let nk = 255 - u32::from(p[3]);
+                    let f = |c: u8| (nk - muldiv255(u32::from(c), nk)) as u8;
+                    [f(p[0]), f(p[1]), f(p[2])]
+                })
+                .collect(),
             // Pillow's I;16 -> RGB conversion clips instead of scaling.
             PilImage::I16 { data, .. } => data
                 .iter()
@@ -123,6 +138,12 @@ impl PilImage {
         RgbImage::from_raw(w as u32, h as u32, rgb)
             .unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
     }
+}
+
+/// Pillow's `MULDIV255`: `a * b / 255` rounded, exactly, for bytes.
+pub(crate) fn muldiv255(a: u32, b: u32) -> u32 {
+    let t = a * b + 128;
+    ((t >> 8) + t) >> 8
 }
 
 /// Decodes `path` like `PIL.Image.open(path).convert('RGB')`.
@@ -146,8 +167,10 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<PilImage, String> {
     }
     // Pillow identifies the format by content, never by the file name.
     let format = image::guess_format(bytes).map_err(|_| "unknown image format".to_string())?;
-    if format == image::ImageFormat::Png {
-        return decode_png(bytes);
+    match format {
+        image::ImageFormat::Png => return decode_png(bytes),
+        image::ImageFormat::Jpeg => return crate::data::jpeg::decode(bytes),
+        _ => {}
     }
     let img = image::ImageReader::with_format(BufReader::new(Cursor::new(bytes)), format)
         .decode()

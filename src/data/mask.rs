@@ -20,8 +20,9 @@
 
 use std::path::Path;
 
-use crate::data::decode::{open, PilImage};
+use crate::data::decode::{muldiv255, open, PilImage};
 use crate::data::preprocess::Preprocess;
+use crate::data::record::Sample;
 use crate::data::resample::{resize_bilinear, resize_nearest, Image8};
 use crate::{Error, Result};
 
@@ -48,6 +49,29 @@ pub fn load_mask_binarized(
     })
 }
 
+/// The mask of a sample record: `None` when it has none (normal images:
+/// an all-zero mask), binarised first when the record carries
+/// `"binarize_mask": true` (raw VisA masks, see [`crate::data::dataset`]).
+pub fn load_sample_mask(
+    sample: &Sample,
+    prep: &Preprocess,
+    map_size: (usize, usize),
+) -> Result<Option<Vec<f32>>> {
+    let Some(path) = &sample.mask else {
+        return Ok(None);
+    };
+    let binarize = sample
+        .extra
+        .get("binarize_mask")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    if binarize {
+        load_mask_binarized(path, prep, map_size).map(Some)
+    } else {
+        load_mask(path, prep, map_size).map(Some)
+    }
+}
+
 /// `np.array(mask); a[a != 0] = 255; Image.fromarray(a)`: palette masks
 /// become grey (`fromarray` of the index array), other modes keep theirs.
 pub fn binarize_nonzero(img: PilImage) -> PilImage {
@@ -65,6 +89,7 @@ pub fn binarize_nonzero(img: PilImage) -> PilImage {
         PilImage::La(i) => PilImage::La(bin(i)),
         PilImage::Rgb(i) => PilImage::Rgb(bin(i)),
         PilImage::Rgba(i) => PilImage::Rgba(bin(i)),
+        PilImage::Cmyk(i) => PilImage::Cmyk(bin(i)),
         PilImage::I16 {
             width,
             height,
@@ -88,7 +113,7 @@ pub fn mask_values(
 ) -> std::result::Result<Vec<f32>, String> {
     let (rh, rw) = prep.resize();
     let resized = match img {
-        PilImage::L(i) | PilImage::Rgb(i) => resize_bilinear(&i, rw, rh),
+        PilImage::L(i) | PilImage::Rgb(i) | PilImage::Cmyk(i) => resize_bilinear(&i, rw, rh),
         PilImage::Bilevel(i) => resize_nearest(&i, rw, rh),
         PilImage::P { indices, .. } => resize_nearest(&indices, rw, rh),
         PilImage::La(i) | PilImage::Rgba(i) => {
@@ -115,8 +140,7 @@ fn premultiply(mut img: Image8) -> Image8 {
     for px in img.data.chunks_exact_mut(c) {
         let a = u32::from(px[c - 1]);
         for v in &mut px[..c - 1] {
-            let t = u32::from(*v) * a + 128;
-            *v = (((t >> 8) + t) >> 8) as u8;
+            *v = muldiv255(u32::from(*v), a) as u8;
         }
     }
     img

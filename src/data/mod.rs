@@ -5,6 +5,7 @@
 pub mod batches;
 pub mod dataset;
 pub mod decode;
+pub mod jpeg;
 pub mod mask;
 pub mod preprocess;
 pub mod record;
