@@ -1,3 +1,4 @@
+//! `dinomaly-extract`: see `dinomaly::cmd::extract`.
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    dinomaly::cli::exit::main_with(dinomaly::cmd::extract::run)
 }

@@ -18,6 +18,7 @@
 
 pub mod backbone;
 pub mod cli;
+pub mod cmd;
 pub mod data;
 pub mod device;
 pub mod error;

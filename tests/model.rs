@@ -241,6 +241,7 @@ fn check_steps(variant: &str) {
             factor: 0.1,
         }),
         max_grad_norm: fx.opt("max_grad_norm"),
+        loss_ceiling: None,
     };
     let names: Vec<&str> = vm["names"]
         .as_array()

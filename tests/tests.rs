@@ -6,4 +6,6 @@ mod docs;
 mod encoder;
 mod maps;
 mod model;
+mod dataset;
+mod preprocess;
 mod weights;

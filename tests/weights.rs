@@ -410,7 +410,7 @@ fn meta_tensors() -> Vec<(String, Tensor)> {
 }
 
 fn convert(ts: Vec<(String, Tensor)>) -> String {
-    match to_canonical(&fixture("x.pth"), ts, None, Some(1)) {
+    match to_canonical(&fixture("x.pth"), ts, None, None, Some(1)) {
         Ok(_) => panic!("expected an error"),
         Err(e) => e.to_string(),
     }
@@ -608,7 +608,7 @@ fn hugging_face_transformers5_names_convert_too() {
             new.push((k, t));
         }
     }
-    let c = to_canonical(&fixture("x"), new, None, Some(1)).unwrap();
+    let c = to_canonical(&fixture("x"), new, None, None, Some(1)).unwrap();
     let want = canonical("canonical_swiglu.safetensors");
     assert_eq!(c.tensors.len(), want.len());
     for (k, t) in &c.tensors {

@@ -111,13 +111,17 @@ const HF_PATCH: &str = "embeddings.patch_embeddings.projection.weight";
 /// layout.
 ///
 /// `prefix` selects the encoder inside a larger state dict; `None` finds it
-/// from the patch-embedding key. `num_heads` is used as given (it is not in
-/// the weights); `None` means D / 64. `path` only names the file in errors.
+/// from the patch-embedding key. With `expected`, the weights must have that
+/// architecture (checked before the tensors, so a wrong size is reported as
+/// such). The head count is not in the weights: it is `expected`'s, else
+/// `config_heads` (a Hugging Face config.json), else D / 64. `path` only
+/// names the file in errors.
 pub fn to_canonical(
     path: &Path,
     tensors: Vec<(String, Tensor)>,
     prefix: Option<&str>,
-    num_heads: Option<i64>,
+    expected: Option<&ArchInfo>,
+    config_heads: Option<i64>,
 ) -> Result<Canonical> {
     let prefix = match prefix {
         Some(p) if !p.is_empty() && !p.ends_with('.') => format!("{p}."),
@@ -163,7 +167,22 @@ pub fn to_canonical(
         reg_pos_folded,
         qkv_bias_zeroed,
     };
-    let arch = infer_arch(path, &out, num_heads, &layout)?;
+    let heads = expected.map(|e| e.num_heads).or(config_heads);
+    let arch = infer_arch(path, &out, heads, &layout)?;
+    if let Some(expected) = expected {
+        if let Some(why) = arch.mismatch(expected) {
+            return Err(Error::format(path, why));
+        }
+    }
+    if arch.num_heads == 0 {
+        return Err(Error::format(
+            path,
+            format!(
+                "embed dim {} is not a multiple of 64, so the number of heads must be given",
+                arch.embed_dim
+            ),
+        ));
+    }
     let tensors = validate(path, out, &arch, &layout, &origins)?;
     Ok(Canonical {
         arch,
@@ -765,23 +784,13 @@ fn infer_arch(
             ))
         }
     };
-    let num_heads =
-        match num_heads {
-            Some(h) if h > 0 && d % h == 0 => h,
-            Some(h) => {
-                return Err(Error::format(
-                    path,
-                    format!("embed dim {d} is not divisible into {h} heads"),
-                ))
-            }
-            None if d % 64 == 0 => d / 64,
-            None => return Err(Error::format(
-                path,
-                format!(
-                    "embed dim {d} is not a multiple of 64, so the number of heads must be given"
-                ),
-            )),
-        };
+    // 0 = unknown; the caller reports it after the architecture check (a
+    // head count that does not divide D belongs to another width).
+    let num_heads = match num_heads {
+        Some(h) if h > 0 && d % h == 0 => h,
+        _ if d % 64 == 0 => d / 64,
+        _ => 0,
+    };
     Ok(ArchInfo {
         embed_dim: d,
         depth,

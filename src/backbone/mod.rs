@@ -12,6 +12,7 @@ pub mod arch;
 pub mod download;
 pub mod encoder;
 pub mod layout;
+pub mod open;
 pub mod pos_embed;
 pub mod registry;
 pub mod vit;

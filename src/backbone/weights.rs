@@ -108,13 +108,8 @@ pub fn load_encoder_weights_with(
             Ok((k, t))
         })
         .collect::<Result<Vec<_>>>()?;
-    let heads = expected.map(|e| e.num_heads).or(config_heads);
-    let canonical = layout::to_canonical(&file, raw, opts.prefix.as_deref(), heads)?;
-    if let Some(expected) = expected {
-        if let Some(why) = canonical.arch.mismatch(expected) {
-            return Err(Error::format(&file, why));
-        }
-    }
+    let canonical =
+        layout::to_canonical(&file, raw, opts.prefix.as_deref(), expected, config_heads)?;
     let sha256 = match &opts.known_sha256 {
         Some(s) => s.to_ascii_lowercase(),
         None => sha256_file(&file)?,

@@ -7,3 +7,4 @@ pub mod exit;
 pub mod generate;
 pub mod output;
 pub mod progress;
+pub mod samples;

@@ -4,5 +4,9 @@
 
 pub mod batches;
 pub mod dataset;
+pub mod decode;
+pub mod jpeg;
+pub mod mask;
 pub mod preprocess;
 pub mod record;
+pub mod resample;

@@ -17,6 +17,7 @@ use tch::Tensor;
 
 use crate::io::atomic;
 use crate::io::features::FeatureMeta;
+use crate::model::{AttentionKind, DinomalyConfig};
 use crate::{Error, Result};
 
 /// Format name stored in metadata.
@@ -30,12 +31,73 @@ pub struct CheckpointMeta {
     /// The encoder side, as recorded by the feature store it was trained on
     /// (backbone, weights sha256, layers, groups, resize/crop, pos-embed mode).
     pub encoder: FeatureMeta,
-    /// Model hyper-parameters (attention kind, dropout, MLP bias, eps...),
-    /// as the model module serialises them.
-    pub model: serde_json::Value,
+    /// Model hyper-parameters.
+    pub model: ModelMeta,
     /// Training settings and progress (iterations done, seed, skipped steps,
     /// mode, class for separated models, loss history).
     pub training: serde_json::Value,
+}
+
+/// The hyper-parameters that shape the trainable modules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// "linear" (ELU+1, the paper's) or "softmax" (ablation).
+    pub attention: String,
+    /// Epsilon added to the linear-attention normaliser, if any.
+    pub attention_eps: Option<f64>,
+    /// Bottleneck dropout used in training (inactive when scoring).
+    pub dropout: f64,
+    /// Biases in the bottleneck and decoder MLPs (official on, anomalib off).
+    pub mlp_bias: bool,
+    /// Layer groups, indices into the target layers.
+    pub groups: Vec<Vec<usize>>,
+    /// Target layers fed to the bottleneck.
+    pub num_layers: usize,
+    /// Decoder blocks.
+    pub depth_decoder: usize,
+}
+
+impl ModelMeta {
+    /// Records a model configuration.
+    pub fn from_config(cfg: &DinomalyConfig) -> Self {
+        let (attention, attention_eps) = match cfg.attention {
+            AttentionKind::Linear { eps } => ("linear", eps),
+            AttentionKind::Softmax => ("softmax", None),
+        };
+        ModelMeta {
+            attention: attention.to_string(),
+            attention_eps,
+            dropout: cfg.dropout,
+            mlp_bias: cfg.mlp_bias,
+            groups: cfg.groups.clone(),
+            num_layers: cfg.num_layers,
+            depth_decoder: cfg.depth_decoder,
+        }
+    }
+
+    /// Rebuilds the model configuration for an encoder of `encoder`'s shape.
+    pub fn to_config(&self, encoder: &FeatureMeta) -> Result<DinomalyConfig> {
+        let attention = match self.attention.as_str() {
+            "linear" => AttentionKind::Linear {
+                eps: self.attention_eps,
+            },
+            "softmax" => AttentionKind::Softmax,
+            other => return Err(Error::config(format!("unknown attention kind '{other}' in checkpoint"))),
+        };
+        let cfg = DinomalyConfig {
+            embed_dim: encoder.embed_dim,
+            num_heads: encoder.num_heads,
+            num_registers: encoder.num_registers,
+            num_layers: self.num_layers,
+            depth_decoder: self.depth_decoder,
+            dropout: self.dropout,
+            attention,
+            mlp_bias: self.mlp_bias,
+            groups: self.groups.clone(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
 }
 
 /// Writes `tensors` with `meta` to `path` atomically.

@@ -20,6 +20,9 @@ pub struct TrainSettings {
     pub loss: LossKind,
     /// Global gradient-norm limit (0.1).
     pub max_grad_norm: f64,
+    /// A loss above this value is treated as a spike: the step is skipped
+    /// before backward, so it never reaches the weights or the moments.
+    pub loss_ceiling: Option<f64>,
 }
 
 impl TrainSettings {
@@ -29,6 +32,7 @@ impl TrainSettings {
             schedule: WarmCosine::official(total_iters)?,
             loss: LossKind::default(),
             max_grad_norm: 0.1,
+            loss_ceiling: None,
         })
     }
 }
@@ -38,6 +42,8 @@ impl TrainSettings {
 pub enum SkipReason {
     NonFiniteLoss,
     NonFiniteGradient,
+    /// The loss exceeded [`TrainSettings::loss_ceiling`].
+    LossSpike,
 }
 
 /// What a step did.
@@ -82,6 +88,10 @@ pub fn train_step(
     opt.zero_grad();
     if !loss_value.is_finite() {
         outcome.skipped = Some(SkipReason::NonFiniteLoss);
+        return Ok(outcome);
+    }
+    if settings.loss_ceiling.is_some_and(|ceiling| loss_value > ceiling) {
+        outcome.skipped = Some(SkipReason::LossSpike);
         return Ok(outcome);
     }
     loss.f_backward()?;

@@ -2,3 +2,4 @@
 //! checkpoints and resume.
 
 pub mod sampler;
+pub mod trainer;

@@ -1,0 +1,5 @@
+//! The command-line tools: one module per binary, each holding its clap
+//! `Args` and `run`.
+
+pub mod extract;
+pub mod train;

@@ -1,0 +1,439 @@
+//! `dinomaly-train`: a feature store → a trained checkpoint (bottleneck +
+//! linear-attention decoder), unified (one model for all classes) or
+//! separated (one model per class), trained exactly as the official code
+//! trains it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use tch::Kind;
+
+use crate::cli::args::{DeviceArgs, QuietArgs};
+use crate::cli::progress;
+use crate::io::features::FeatureStore;
+use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
+use crate::train::sampler::{BatchSampler, Sampling};
+use crate::train::trainer::{StoreInput, Trainer};
+
+const TOOL: &str = "dinomaly-train";
+
+/// Train Dinomaly's bottleneck and decoder from a feature store.
+///
+/// Reads a store written by dinomaly-extract and writes a checkpoint that
+/// dinomaly-score uses. Defaults are the paper's MVTec-AD multi-class
+/// setting; --preset switches to another setting in one word and explicit
+/// flags override the preset.
+#[derive(Debug, clap::Parser)]
+#[command(name = "dinomaly-train", version, about, long_about)]
+pub struct Args {
+    /// Feature store from dinomaly-extract (the training split).
+    #[arg(value_name = "FEATURES")]
+    pub features: PathBuf,
+
+    /// Checkpoint to write; with --mode separated, a folder that receives
+    /// CLASS.safetensors per class.
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: PathBuf,
+
+    /// unified: one model for all classes (labels unused); separated: one
+    /// model per class.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+
+    /// The paper's per-setting defaults: mvtec and visa (unified, 10,000
+    /// iterations, dropout 0.2, eps 1e-10), realiad (unified, 50,000,
+    /// dropout 0.4), separated (per class, 5,000, eps 1e-8), large (as
+    /// mvtec; extract with --backbone dinov2_vitl14_reg4).
+    #[arg(long, value_enum, default_value = "mvtec")]
+    pub preset: Preset,
+
+    /// Training iterations (per class when separated).
+    #[arg(long, value_name = "N")]
+    pub iterations: Option<u64>,
+
+    /// Images per batch; incomplete batches at the end of an epoch are
+    /// dropped, as the official loader does.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub batch: usize,
+
+    /// How batches are drawn.
+    #[arg(long, value_enum, default_value = "shuffle")]
+    pub sampling: Sampling,
+
+    /// Peak learning rate (after warm-up).
+    #[arg(long, default_value_t = 2e-3, value_name = "LR")]
+    pub lr: f64,
+
+    /// Learning rate at the end of the cosine decay.
+    #[arg(long, default_value_t = 2e-4, value_name = "LR")]
+    pub final_lr: f64,
+
+    /// Linear warm-up iterations, starting from 0.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub warmup: u64,
+
+    /// Decoupled weight decay (all tensors).
+    #[arg(long, default_value_t = 1e-4, value_name = "WD")]
+    pub weight_decay: f64,
+
+    /// StableAdamW epsilon (default from the preset: 1e-10 unified, 1e-8 separated).
+    #[arg(long, value_name = "EPS")]
+    pub eps: Option<f64>,
+
+    /// Global gradient-norm clip.
+    #[arg(long, default_value_t = 0.1, value_name = "NORM")]
+    pub clip: f64,
+
+    /// Bottleneck dropout (default from the preset).
+    #[arg(long, value_name = "P")]
+    pub dropout: Option<f64>,
+
+    /// Decoder attention: linear (ELU+1, the paper's) or softmax (ablation).
+    #[arg(long, value_enum, default_value = "linear")]
+    pub attention: Attention,
+
+    /// Add this epsilon to the linear-attention normaliser (the official
+    /// README's fix when a dataset gives NaN losses); default none.
+    #[arg(long, value_name = "EPS")]
+    pub attention_eps: Option<f64>,
+
+    /// Layer groups: loose (two groups of four, the paper's), strict (layer
+    /// to layer) or single (all eight together).
+    #[arg(long, value_enum, default_value = "loose")]
+    pub groups: Groups,
+
+    /// Loss: hard-mining (the loose loss) or plain global cosine.
+    #[arg(long, value_enum, default_value = "hard-mining")]
+    pub loss: Loss,
+
+    /// Model variant: official (MLP biases) or anomalib (no MLP biases, so
+    /// its checkpoints fit).
+    #[arg(long, value_enum, default_value = "official")]
+    pub variant: Variant,
+
+    /// Seed for initialisation, batches and dropout.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// Skip a step whose loss exceeds this multiple of the median of the
+    /// last 100 losses (0 turns it off). Non-finite losses and gradients
+    /// are always skipped.
+    #[arg(long, default_value_t = 5.0, value_name = "X")]
+    pub spike_factor: f64,
+
+    /// Write the checkpoint (and its optimizer state, PATH.state) every N
+    /// iterations, so a killed run can --resume.
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<u64>,
+
+    /// Continue from a checkpoint written with --save-every (same flags).
+    #[arg(long, value_name = "CKPT")]
+    pub resume: Option<PathBuf>,
+
+    /// Only these classes (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub classes: Vec<String>,
+
+    /// Write one JSON line per iteration (it, loss, lr, p, grad_norm,
+    /// skipped) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    #[command(flatten)]
+    pub quiet: QuietArgs,
+}
+
+/// Training protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// One model for all classes.
+    Unified,
+    /// One model per class.
+    Separated,
+}
+
+/// Per-setting defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// MVTec-AD multi-class.
+    Mvtec,
+    /// VisA multi-class.
+    Visa,
+    /// Real-IAD multi-class.
+    Realiad,
+    /// Class-separated training.
+    Separated,
+    /// ViT-L (as mvtec).
+    Large,
+}
+
+/// Decoder attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Attention {
+    /// ELU+1 linear attention.
+    Linear,
+    /// Softmax attention.
+    Softmax,
+}
+
+/// Layer groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Groups {
+    /// [[0,1,2,3],[4,5,6,7]].
+    Loose,
+    /// Eight singleton groups.
+    Strict,
+    /// One group of all eight.
+    Single,
+}
+
+/// Training loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Loss {
+    /// Global cosine with hard-mining gradient weighting.
+    HardMining,
+    /// Global cosine.
+    Plain,
+}
+
+/// Model variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Variant {
+    /// MLP biases on.
+    Official,
+    /// MLP biases off.
+    Anomalib,
+}
+
+/// Validated settings (flags resolved against the preset).
+struct Plan {
+    mode: Mode,
+    iterations: u64,
+    dropout: f64,
+    eps: f64,
+}
+
+impl Args {
+    fn plan(&self) -> anyhow::Result<Plan> {
+        let (mode, iterations, dropout, eps) = match self.preset {
+            Preset::Mvtec | Preset::Visa | Preset::Large => (Mode::Unified, 10_000, 0.2, 1e-10),
+            Preset::Realiad => (Mode::Unified, 50_000, 0.4, 1e-10),
+            Preset::Separated => (Mode::Separated, 5_000, 0.2, 1e-8),
+        };
+        let mode = self.mode.unwrap_or(mode);
+        let eps = self
+            .eps
+            .unwrap_or(if mode == Mode::Separated { 1e-8 } else { eps });
+        let plan = Plan {
+            mode,
+            iterations: self.iterations.unwrap_or(iterations),
+            dropout: self.dropout.unwrap_or(dropout),
+            eps,
+        };
+        if plan.iterations == 0 {
+            bail!("--iterations must be at least 1");
+        }
+        if !(0.0..1.0).contains(&plan.dropout) {
+            bail!("--dropout must be in [0, 1), got {}", plan.dropout);
+        }
+        if self.save_every == Some(0) {
+            bail!("--save-every must be at least 1");
+        }
+        if self.resume.is_some() && plan.mode == Mode::Separated {
+            bail!("--resume works with one checkpoint: resume separated training class by class with --classes");
+        }
+        Ok(plan)
+    }
+}
+
+/// Runs the tool.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let plan = args.plan()?;
+    let quiet = args.quiet.quiet;
+    let store = FeatureStore::open(&args.features)?;
+    if store.is_empty() {
+        bail!("{}: the feature store has no images", args.features.display());
+    }
+    match plan.mode {
+        Mode::Unified => crate::io::atomic::check_writable(&args.output)?,
+        Mode::Separated => crate::io::atomic::check_writable_dir(&args.output)?,
+    }
+    let mut log = match &args.log {
+        Some(path) => Some(crate::io::atomic::AtomicFile::create(path)?),
+        None => None,
+    };
+    let device = args.device.device.resolve()?;
+    progress::note(quiet, TOOL, &format!("training on {} from {} ({} images)", crate::device::describe(device), args.features.display(), store.len()));
+
+    let records = store.records();
+    let classes: Vec<String> = records.iter().map(|r| r.class_name().to_string()).collect();
+    let selected: Vec<usize> = (0..records.len())
+        .filter(|&i| args.classes.is_empty() || args.classes.contains(&classes[i]))
+        .collect();
+    for wanted in &args.classes {
+        if !classes.contains(wanted) {
+            bail!("class '{wanted}' is not in {}", args.features.display());
+        }
+    }
+    let jobs: Vec<(Option<String>, Vec<usize>)> = match plan.mode {
+        Mode::Unified => vec![(None, selected)],
+        Mode::Separated => {
+            let mut names: Vec<String> = selected.iter().map(|&i| classes[i].clone()).collect();
+            names.sort();
+            names.dedup();
+            names
+                .into_iter()
+                .map(|c| {
+                    let rows = selected.iter().copied().filter(|&i| classes[i] == c).collect();
+                    (Some(c), rows)
+                })
+                .collect()
+        }
+    };
+    // Hold the store in device memory when on a GPU and it fits comfortably.
+    let held = match device {
+        tch::Device::Cuda(_) => Some(store.all(Kind::Half, device)?),
+        _ => None,
+    };
+    for (class, rows) in jobs {
+        let output = match (&class, plan.mode) {
+            (Some(c), Mode::Separated) => args.output.join(format!("{}.safetensors", if c.is_empty() { "unnamed" } else { c })),
+            _ => args.output.clone(),
+        };
+        train_one(&args, &plan, &store, held.as_ref(), class.as_deref(), rows, &classes, &output, device, log.as_mut())?;
+    }
+    if let Some(log) = log {
+        log.commit()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_one(
+    args: &Args,
+    plan: &Plan,
+    store: &FeatureStore,
+    held: Option<&tch::Tensor>,
+    class: Option<&str>,
+    rows: Vec<usize>,
+    classes: &[String],
+    output: &Path,
+    device: tch::Device,
+    mut log: Option<&mut crate::io::atomic::AtomicFile>,
+) -> anyhow::Result<()> {
+    let quiet = args.quiet.quiet;
+    let meta = store.meta();
+    let row_classes: Vec<String> = rows.iter().map(|&r| classes[r].clone()).collect();
+    let sampler = BatchSampler::new(rows.clone(), &row_classes, args.batch, args.seed, args.sampling)
+        .with_context(|| match class {
+            Some(c) => format!("class '{c}'"),
+            None => args.features.display().to_string(),
+        })?;
+    let attention = match args.attention {
+        Attention::Linear => AttentionKind::Linear { eps: args.attention_eps },
+        Attention::Softmax => AttentionKind::Softmax,
+    };
+    let mut cfg = DinomalyConfig::official(meta.embed_dim, meta.num_heads, meta.num_registers, plan.dropout);
+    cfg.num_layers = meta.layers.len();
+    cfg.attention = attention;
+    cfg.mlp_bias = args.variant == Variant::Official;
+    let cfg = cfg.with_groups(match args.groups {
+        Groups::Loose => GroupPreset::Loose,
+        Groups::Strict => GroupPreset::Strict,
+        Groups::Single => GroupPreset::Single,
+    })?;
+    let input = StoreInput::for_store(meta, &cfg.groups).with_context(|| args.features.display().to_string())?;
+    let settings = TrainSettings {
+        schedule: WarmCosine::new(args.lr, args.final_lr, plan.iterations, args.warmup.min(plan.iterations))?,
+        loss: match args.loss {
+            Loss::HardMining => LossKind::HardMining(HardMining::default()),
+            Loss::Plain => LossKind::Global,
+        },
+        max_grad_norm: args.clip,
+        loss_ceiling: None,
+    };
+    let opt_cfg = StableAdamWConfig {
+        eps: plan.eps,
+        weight_decay: args.weight_decay,
+        ..StableAdamWConfig::unified()
+    };
+    let spike = (args.spike_factor > 0.0).then_some(args.spike_factor);
+    let mut trainer = Trainer::new(cfg, opt_cfg, settings, input, args.seed, spike, device)?;
+    if let Some(resume) = &args.resume {
+        trainer.resume(resume).with_context(|| format!("cannot resume from {}", resume.display()))?;
+        progress::note(quiet, TOOL, &format!("resumed at iteration {}", trainer.progress.iterations_done));
+    }
+    let label = class.map_or("train".to_string(), |c| format!("train {c}"));
+    let bar = progress::bar(plan.iterations, &label, quiet);
+    bar.set_position(trainer.progress.iterations_done);
+    let training_meta = |trainer: &Trainer| {
+        serde_json::json!({
+            "mode": match plan.mode { Mode::Unified => "unified", Mode::Separated => "separated" },
+            "class": class,
+            "iterations": plan.iterations,
+            "iterations_done": trainer.progress.iterations_done,
+            "batch": args.batch,
+            "sampling": format!("{:?}", args.sampling).to_lowercase(),
+            "seed": args.seed,
+            "lr": args.lr, "final_lr": args.final_lr, "warmup": args.warmup,
+            "weight_decay": args.weight_decay, "eps": plan.eps, "clip": args.clip,
+            "loss": match args.loss { Loss::HardMining => "hard-mining", Loss::Plain => "plain" },
+            "train_images": rows.len(),
+            "skipped_steps": trainer.progress.skipped_steps,
+            "loss_history": trainer.progress.loss_history,
+            "features": args.features.display().to_string(),
+        })
+    };
+    let mut smoothed: Option<f64> = None;
+    let started = std::time::Instant::now();
+    let start_it = trainer.progress.iterations_done;
+    while trainer.progress.iterations_done < plan.iterations {
+        let it = trainer.progress.iterations_done;
+        let outcome = trainer.step(store, held, &sampler)?;
+        if let Some(reason) = outcome.skipped {
+            bar.suspend(|| eprintln!("{TOOL}: iteration {it}: step skipped ({reason:?}, loss {:.6})", outcome.loss));
+        } else {
+            smoothed = Some(smoothed.map_or(outcome.loss, |s| 0.98 * s + 0.02 * outcome.loss));
+        }
+        if let Some(log) = log.as_deref_mut() {
+            let line = serde_json::json!({
+                "class": class, "it": it, "loss": outcome.loss, "lr": outcome.lr, "p": outcome.p,
+                "grad_norm": outcome.grad_norm, "skipped": outcome.skipped.map(|r| format!("{r:?}")),
+            });
+            writeln!(log, "{line}").context("cannot write the --log file")?;
+        }
+        let done = trainer.progress.iterations_done;
+        let rate = (done - start_it) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "loss {:.4} lr {:.2e} p {:.2} {:.2} it/s",
+            smoothed.unwrap_or(f64::NAN),
+            outcome.lr,
+            outcome.p,
+            rate
+        ));
+        bar.set_position(done);
+        if args.save_every.is_some_and(|n| done % n == 0) && done < plan.iterations {
+            trainer.save(output, meta, training_meta(&trainer), true)?;
+        }
+    }
+    bar.finish_and_clear();
+    trainer.save(output, meta, training_meta(&trainer), args.save_every.is_some())?;
+    let last = trainer.progress.loss_history.last().map(|&(_, l)| l);
+    progress::note(
+        quiet,
+        TOOL,
+        &format!(
+            "wrote {} ({} iterations, {} skipped, final loss {})",
+            output.display(),
+            trainer.progress.iterations_done,
+            trainer.progress.skipped_steps,
+            last.or(smoothed).map_or("n/a".into(), |l| format!("{l:.4}"))
+        ),
+    );
+    Ok(())
+}

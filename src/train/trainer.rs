@@ -1,0 +1,270 @@
+//! One model being trained from a feature store: the modules, the
+//! optimizer, the iteration counter, and saving/restoring all of it so that
+//! a killed run resumed from its last save ends with the same weights as an
+//! uninterrupted one.
+//!
+//! Reproducibility: the model is initialised right after seeding libtorch
+//! with the run's seed, and before every iteration libtorch is reseeded with
+//! (seed, iteration), so the dropout masks of iteration `it` do not depend
+//! on what ran before; batches come from [`BatchSampler`], also a function
+//! of (seed, it). Resuming therefore needs only the weights, the optimizer
+//! moments and the iteration number.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::sampler::BatchSampler;
+use crate::io::checkpoint::{self, CheckpointMeta, ModelMeta};
+use crate::io::features::{FeatureMeta, FeatureStore};
+use crate::model::{train_step, Dinomaly, DinomalyConfig, Features, StableAdamW, StableAdamWConfig, StepOutcome, TrainSettings};
+use crate::{Error, Result};
+
+/// How store rows become model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreInput {
+    /// The store's G maps are the model's groups.
+    Groups,
+    /// The store holds every target layer (G = layers): fed as layers.
+    Layers,
+    /// The store's groups equally partition the layers and the model wants
+    /// a single group of all layers: the mean of the stored groups.
+    MeanOfGroups,
+}
+
+impl StoreInput {
+    /// Decides how a store with `store` metadata feeds a model with `groups`.
+    pub fn for_store(store: &FeatureMeta, groups: &[Vec<usize>]) -> Result<Self> {
+        let n = store.layers.len();
+        if store.all_layers {
+            return Ok(StoreInput::Layers);
+        }
+        if store.groups == groups {
+            return Ok(StoreInput::Groups);
+        }
+        let single = groups.len() == 1 && groups[0].len() == n;
+        if single && crate::model::fusion::is_equal_partition(&store.groups, n) {
+            return Ok(StoreInput::MeanOfGroups);
+        }
+        Err(Error::mismatch(
+            "feature store",
+            format!(
+                "it holds the layer groups {:?}; groups {groups:?} need a store written with \
+                 `dinomaly-extract --all-layers`",
+                store.groups
+            ),
+        ))
+    }
+}
+
+/// Training progress recorded in checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Progress {
+    /// Iterations completed (the next iteration to run).
+    pub iterations_done: u64,
+    /// Steps skipped (non-finite loss or gradient, loss spike).
+    pub skipped_steps: u64,
+    /// (iteration, mean loss) every `history_every` iterations.
+    pub loss_history: Vec<(u64, f64)>,
+    /// The last losses, for spike detection (saved so a resumed run judges
+    /// spikes exactly as the uninterrupted one).
+    pub recent_losses: Vec<f64>,
+    /// Sum and count of the losses since the last history entry.
+    pub window: (f64, u64),
+}
+
+/// A model under training.
+pub struct Trainer {
+    vs: nn::VarStore,
+    model: Dinomaly,
+    opt: StableAdamW,
+    settings: TrainSettings,
+    input: StoreInput,
+    seed: u64,
+    device: Device,
+    /// Progress so far.
+    pub progress: Progress,
+    spike_factor: Option<f64>,
+    history_every: u64,
+}
+
+/// Losses kept to judge spikes against their median.
+const SPIKE_WINDOW: usize = 100;
+/// Iterations before spike detection starts (the loss falls fast at first).
+const SPIKE_WARMUP: usize = 50;
+
+impl Trainer {
+    /// A freshly initialised model (seeded with `seed`).
+    pub fn new(
+        cfg: DinomalyConfig,
+        opt_cfg: StableAdamWConfig,
+        settings: TrainSettings,
+        input: StoreInput,
+        seed: u64,
+        spike_factor: Option<f64>,
+        device: Device,
+    ) -> Result<Self> {
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let model = Dinomaly::new(&vs.root(), cfg)?;
+        let opt = StableAdamW::new(model.named_parameters(), opt_cfg)?;
+        let history_every = (settings.schedule.total_iters / 200).max(1);
+        Ok(Trainer {
+            vs,
+            model,
+            opt,
+            settings,
+            input,
+            seed,
+            device,
+            progress: Progress::default(),
+            spike_factor,
+            history_every,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Dinomaly {
+        &self.model
+    }
+
+    /// Runs iteration `progress.iterations_done` on the rows the sampler
+    /// picks from `store` (or from `held`, the whole store already on the
+    /// device), and advances the counter.
+    pub fn step(&mut self, store: &FeatureStore, held: Option<&Tensor>, sampler: &BatchSampler) -> Result<StepOutcome> {
+        let it = self.progress.iterations_done;
+        let rows = sampler.batch_at(it as usize);
+        let batch = match held {
+            Some(all) => {
+                let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(self.device);
+                all.index_select(0, &index).to_kind(Kind::Float)
+            }
+            None => store.batch(&rows, Kind::Float, self.device)?,
+        };
+        let grid = store.meta().grid;
+        // Dropout masks of this iteration depend on (seed, it) only.
+        tch::manual_seed(self.seed.wrapping_mul(1_000_003).wrapping_add(it) as i64);
+        let mut settings = self.settings;
+        settings.loss_ceiling = self.loss_ceiling();
+        let outcome = match self.input {
+            StoreInput::Groups => train_step(&self.model, &mut self.opt, &settings, Features::Groups(&batch), grid, it)?,
+            StoreInput::MeanOfGroups => {
+                let single = batch.mean_dim(1, true, Kind::Float);
+                train_step(&self.model, &mut self.opt, &settings, Features::Groups(&single), grid, it)?
+            }
+            StoreInput::Layers => {
+                let layers: Vec<Tensor> = (0..batch.size()[1]).map(|i| batch.select(1, i)).collect();
+                train_step(&self.model, &mut self.opt, &settings, Features::Layers(&layers), grid, it)?
+            }
+        };
+        self.record(&outcome);
+        Ok(outcome)
+    }
+
+    fn loss_ceiling(&self) -> Option<f64> {
+        let factor = self.spike_factor?;
+        let recent = &self.progress.recent_losses;
+        if recent.len() < SPIKE_WARMUP {
+            return None;
+        }
+        let mut sorted = recent.clone();
+        sorted.sort_by(f64::total_cmp);
+        Some(factor * sorted[sorted.len() / 2])
+    }
+
+    fn record(&mut self, outcome: &StepOutcome) {
+        let it = self.progress.iterations_done;
+        self.progress.iterations_done += 1;
+        if outcome.skipped.is_some() {
+            self.progress.skipped_steps += 1;
+            return;
+        }
+        let progress = &mut self.progress;
+        progress.recent_losses.push(outcome.loss);
+        if progress.recent_losses.len() > SPIKE_WINDOW {
+            progress.recent_losses.remove(0);
+        }
+        progress.window.0 += outcome.loss;
+        progress.window.1 += 1;
+        if (it + 1) % self.history_every == 0 {
+            let (sum, count) = progress.window;
+            progress.loss_history.push((it + 1, sum / count as f64));
+            progress.window = (0.0, 0);
+        }
+    }
+
+    /// The model's tensors by checkpoint key.
+    pub fn weights(&self) -> Vec<(String, Tensor)> {
+        self.model.named_parameters()
+    }
+
+    /// Writes the model checkpoint to `path` and, with `with_state`, the
+    /// optimizer state and progress to [`state_path`]`(path)`.
+    pub fn save(&self, path: &Path, encoder: &FeatureMeta, training: serde_json::Value, with_state: bool) -> Result<()> {
+        let meta = CheckpointMeta {
+            encoder: encoder.clone(),
+            model: ModelMeta::from_config(self.model.config()),
+            training,
+        };
+        if with_state {
+            // The state goes first: a checkpoint never points at an older state.
+            let mut named = self.opt.state_tensors();
+            named.push((
+                "progress.iterations_done".into(),
+                Tensor::from_slice(&[self.progress.iterations_done as i64]),
+            ));
+            let mut kv = std::collections::HashMap::new();
+            kv.insert("format".to_string(), "dinomaly-train-state".to_string());
+            kv.insert(
+                "progress".to_string(),
+                serde_json::to_string(&self.progress).map_err(|e| Error::config(e.to_string()))?,
+            );
+            let state = state_path(path);
+            let bytes = checkpoint::serialize(&state, &named, kv)?;
+            crate::io::atomic::write_bytes(&state, &bytes)?;
+        }
+        checkpoint::save(path, &self.weights(), &meta)
+    }
+
+    /// Restores weights from the checkpoint at `path` and optimizer state and
+    /// progress from its state file.
+    pub fn resume(&mut self, path: &Path) -> Result<()> {
+        let ckpt = checkpoint::load(path)?;
+        let model_meta = ModelMeta::from_config(self.model.config());
+        if ckpt.meta.model != model_meta {
+            return Err(Error::mismatch(
+                path.display().to_string(),
+                format!(
+                    "the checkpoint's model settings {:?} differ from this run's {:?}",
+                    ckpt.meta.model, model_meta
+                ),
+            ));
+        }
+        crate::io::varstore::load_into(&self.vs, &ckpt.tensors, path, |_| false)?;
+        let state = state_path(path);
+        let bytes = std::fs::read(&state).map_err(|e| {
+            Error::io(&state, std::io::Error::new(e.kind(), format!("no training state to resume from ({e}); it is written with --save-every")))
+        })?;
+        let (_, st) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| Error::format(&state, format!("not a training state: {e:?}")))?;
+        let kv = st.metadata().clone().unwrap_or_default();
+        if kv.get("format").map(String::as_str) != Some("dinomaly-train-state") {
+            return Err(Error::format(&state, "not a dinomaly training state"));
+        }
+        let progress: Progress = serde_json::from_str(kv.get("progress").map(String::as_str).unwrap_or(""))
+            .map_err(|e| Error::format(&state, format!("bad progress metadata: {e}")))?;
+        let named = Tensor::read_safetensors(&state).map_err(|e| Error::format(&state, format!("corrupt or truncated training state: {e}")))?;
+        let named: Vec<(String, Tensor)> = named.into_iter().filter(|(k, _)| !k.starts_with("progress.")).collect();
+        self.opt.load_state_tensors(&named)?;
+        self.progress = progress;
+        Ok(())
+    }
+}
+
+/// Where the optimizer state of checkpoint `path` is kept.
+pub fn state_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".state");
+    path.with_file_name(name)
+}
