@@ -1053,3 +1053,54 @@ fn damaged_checkpoints_never_panic() {
         }
     }
 }
+
+#[test]
+fn open_encoder_with_weights_of_any_name() {
+    use dinomaly::backbone::open::{open_encoder, EncoderRequest};
+    let mut req = EncoderRequest {
+        backbone: "tiny-hf".into(),
+        weights: Some(crate::util::fixtures().join("encoder/reg4/hf")),
+        weights_sha256: None,
+        layers: vec![2, 5, 9],
+        pos_interp: PosInterp::Official,
+        quiet: true,
+        tool: "test".into(),
+    };
+    let opened = open_encoder(&req, Device::Cpu).unwrap();
+    assert_eq!(opened.name, "tiny-hf");
+    assert_eq!(opened.encoder.layers(), &[2, 5, 9]);
+    assert_eq!(
+        opened.sha256,
+        dinomaly::io::hash::sha256_file(&opened.weights).unwrap()
+    );
+    assert_eq!(opened.layout.kind, LayoutKind::HuggingFace);
+    // No default layers for a size the registry does not know.
+    req.layers.clear();
+    let e = err_of(open_encoder(&req, Device::Cpu));
+    assert!(e.contains("pass --layers"), "{e}");
+    // A hash that does not match.
+    req.layers = vec![1];
+    req.weights_sha256 = Some("0".repeat(64));
+    let e = err_of(open_encoder(&req, Device::Cpu));
+    assert!(e.contains("was asked for"), "{e}");
+    // Unknown names need weights.
+    req.weights = None;
+    let e = err_of(open_encoder(&req, Device::Cpu));
+    assert!(
+        e.starts_with("unknown backbone 'tiny-hf'")
+            && e.ends_with("other weights need --weights PATH"),
+        "{e}"
+    );
+    // A registry backbone checks the architecture of the weights given.
+    let req = EncoderRequest {
+        backbone: "dinov2_vits14_reg4".into(),
+        weights: Some(crate::util::fixtures().join("encoder/reg4/timm.safetensors")),
+        weights_sha256: None,
+        ..req
+    };
+    let e = err_of(open_encoder(&req, Device::Cpu));
+    assert!(
+        e.ends_with("this is a ViT/14 (embed 16), expected ViT-S/14 (embed 384)"),
+        "{e}"
+    );
+}
