@@ -69,6 +69,14 @@ impl Default for Preprocess {
 }
 
 impl Preprocess {
+    /// The paper's R448-C392 with the given resize backend.
+    pub fn default_with_backend(backend: ResizeBackend) -> Self {
+        Preprocess {
+            backend,
+            ..Preprocess::default()
+        }
+    }
+
     /// Resize to `resize` = (height, width), then centre-crop `crop` =
     /// (height, width). Sides must lie in 14..=2048 and the crop must fit
     /// in the resized image. Patch-grid divisibility is the encoder's check.
