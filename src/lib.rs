@@ -21,5 +21,6 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod io;
+pub mod metrics;
 
 pub use error::{Error, Result};

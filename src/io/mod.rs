@@ -2,3 +2,4 @@
 //! checkpoints.
 
 pub mod atomic;
+pub mod npy;
