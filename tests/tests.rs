@@ -1,1 +1,3 @@
 //! The integration test binary (one binary: linking libtorch is slow).
+
+mod metrics;
