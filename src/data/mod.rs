@@ -3,5 +3,8 @@
 //! pre-processing identical to the reference pipeline.
 
 pub mod dataset;
+pub mod decode;
+pub mod mask;
 pub mod preprocess;
 pub mod record;
+pub mod resample;

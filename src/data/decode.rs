@@ -1,0 +1,315 @@
+//! Image decoding as Pillow does it: `Image.open(p)` gives an image in one
+//! of Pillow's modes, `.convert('RGB')` turns it into 8-bit RGB.
+//!
+//! The reference opens every input with `Image.open(p).convert('RGB')` and
+//! every ground-truth mask with a bare `Image.open(p)` (no conversion), so
+//! both the mode Pillow picks and its conversion rules matter:
+//!
+//! | file                          | Pillow mode | to RGB (measured, Pillow 13)       |
+//! |-------------------------------|-------------|------------------------------------|
+//! | 8-bit grey (with or w/o tRNS) | `L`         | grey replicated                    |
+//! | 1-bit grey                    | `1`         | 0 / 255 replicated                 |
+//! | 2/4-bit grey                  | `L`         | scaled to 0..255 (x85, x17)        |
+//! | 16-bit grey                   | `I;16`      | **clipped**: min(v, 255), no scaling |
+//! | 8-bit grey + alpha            | `LA`        | grey replicated, alpha dropped     |
+//! | 16-bit grey + alpha           | `RGBA`      | high byte, alpha dropped           |
+//! | palette (any depth, tRNS)     | `P`         | palette colour; index past the palette -> black |
+//! | RGB 8 / 16-bit                | `RGB`       | 16-bit: high byte (v >> 8)         |
+//! | RGBA 8 / 16-bit               | `RGBA`      | alpha dropped, no compositing      |
+//! | JPEG grey / YCbCr / CMYK      | `L`/`RGB`/`CMYK` | CMYK (Adobe-inverted): round(c'k'/255) |
+//!
+//! PNG files are decoded here from their raw samples (the `png` crate with
+//! no transformation) so that every row of this table holds exactly;
+//! other formats go through the `image` crate and are mapped to the same
+//! modes.
+
+use std::io::{BufReader, Cursor};
+use std::path::Path;
+
+use image::{DynamicImage, RgbImage};
+
+use crate::data::resample::Image8;
+use crate::{Error, Result};
+
+/// An image in one of Pillow's modes, as `Image.open` returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PilImage {
+    /// `L`: 8-bit grey.
+    L(Image8),
+    /// `1`: bilevel, stored as 0 / 255 like Pillow does in memory.
+    Bilevel(Image8),
+    /// `P`: palette indices and an RGB palette (3 bytes per entry).
+    P { indices: Image8, palette: Vec<u8> },
+    /// `LA`: grey and alpha.
+    La(Image8),
+    /// `RGB`.
+    Rgb(Image8),
+    /// `RGBA`.
+    Rgba(Image8),
+    /// `I;16`: 16-bit grey, kept at full precision.
+    I16 {
+        width: usize,
+        height: usize,
+        data: Vec<u16>,
+    },
+}
+
+impl PilImage {
+    /// (width, height).
+    pub fn size(&self) -> (usize, usize) {
+        match self {
+            PilImage::L(i)
+            | PilImage::Bilevel(i)
+            | PilImage::La(i)
+            | PilImage::Rgb(i)
+            | PilImage::Rgba(i) => (i.width, i.height),
+            PilImage::P { indices, .. } => (indices.width, indices.height),
+            PilImage::I16 { width, height, .. } => (*width, *height),
+        }
+    }
+
+    /// Pillow's name for the mode.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            PilImage::L(_) => "L",
+            PilImage::Bilevel(_) => "1",
+            PilImage::P { .. } => "P",
+            PilImage::La(_) => "LA",
+            PilImage::Rgb(_) => "RGB",
+            PilImage::Rgba(_) => "RGBA",
+            PilImage::I16 { .. } => "I;16",
+        }
+    }
+
+    /// `.convert('RGB')`.
+    pub fn into_rgb(self) -> RgbImage {
+        let (w, h) = self.size();
+        let rgb: Vec<u8> = match self {
+            PilImage::Rgb(i) => i.data,
+            PilImage::L(i) | PilImage::Bilevel(i) => {
+                i.data.iter().flat_map(|&v| [v, v, v]).collect()
+            }
+            PilImage::La(i) => i
+                .data
+                .chunks_exact(2)
+                .flat_map(|p| [p[0], p[0], p[0]])
+                .collect(),
+            PilImage::Rgba(i) => i
+                .data
+                .chunks_exact(4)
+                .flat_map(|p| [p[0], p[1], p[2]])
+                .collect(),
+            PilImage::P { indices, palette } => indices
+                .data
+                .iter()
+                .flat_map(|&k| {
+                    let k = usize::from(k) * 3;
+                    // Pillow fills the palette past its last entry with black.
+                    palette
+                        .get(k..k + 3)
+                        .map_or([0, 0, 0], |c| [c[0], c[1], c[2]])
+                })
+                .collect(),
+            // Pillow's I;16 -> RGB conversion clips instead of scaling.
+            PilImage::I16 { data, .. } => data
+                .iter()
+                .flat_map(|&v| {
+                    let g = v.min(255) as u8;
+                    [g, g, g]
+                })
+                .collect(),
+        };
+        // The length matches by construction of every variant.
+        RgbImage::from_raw(w as u32, h as u32, rgb)
+            .unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
+    }
+}
+
+/// Decodes `path` like `PIL.Image.open(path).convert('RGB')`.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(open(path)?.into_rgb())
+}
+
+/// Decodes `path` like `PIL.Image.open(path)`: the image in its own mode.
+pub fn open(path: &Path) -> Result<PilImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode(&bytes).map_err(|reason| Error::Image {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Decodes an in-memory file; the error is a one-line reason.
+pub fn decode(bytes: &[u8]) -> std::result::Result<PilImage, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".to_string());
+    }
+    // Pillow identifies the format by content, never by the file name.
+    let format = image::guess_format(bytes).map_err(|_| "unknown image format".to_string())?;
+    if format == image::ImageFormat::Png {
+        return decode_png(bytes);
+    }
+    let img = image::ImageReader::with_format(BufReader::new(Cursor::new(bytes)), format)
+        .decode()
+        .map_err(|e| one_line(&e.to_string()))?;
+    from_dynamic(img)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Maps a non-PNG decode onto Pillow's modes.
+fn from_dynamic(img: DynamicImage) -> std::result::Result<PilImage, String> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let img8 = |c: usize, data: Vec<u8>| {
+        Image8::new(w, h, c, data).ok_or_else(|| "corrupt pixel buffer".to_string())
+    };
+    let hi = |v: &[u16]| v.iter().map(|&x| (x >> 8) as u8).collect::<Vec<u8>>();
+    Ok(match img {
+        DynamicImage::ImageLuma8(b) => PilImage::L(img8(1, b.into_raw())?),
+        DynamicImage::ImageLumaA8(b) => PilImage::La(img8(2, b.into_raw())?),
+        DynamicImage::ImageRgb8(b) => PilImage::Rgb(img8(3, b.into_raw())?),
+        DynamicImage::ImageRgba8(b) => PilImage::Rgba(img8(4, b.into_raw())?),
+        DynamicImage::ImageLuma16(b) => PilImage::I16 {
+            width: w,
+            height: h,
+            data: b.into_raw(),
+        },
+        DynamicImage::ImageLumaA16(b) => PilImage::La(img8(2, hi(b.as_raw()))?),
+        DynamicImage::ImageRgb16(b) => PilImage::Rgb(img8(3, hi(b.as_raw()))?),
+        DynamicImage::ImageRgba16(b) => PilImage::Rgba(img8(4, hi(b.as_raw()))?),
+        other => return Err(format!("unsupported pixel format {:?}", other.color())),
+    })
+}
+
+/// Decodes a PNG from its raw samples into Pillow's mode for it.
+fn decode_png(bytes: &[u8]) -> std::result::Result<PilImage, String> {
+    use png::{BitDepth, ColorType, Transformations};
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(Transformations::IDENTITY);
+    let mut reader = decoder.read_info().map_err(|e| one_line(&e.to_string()))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| "image too large".to_string())?;
+    let mut buf = vec![0u8; size];
+    let out = reader
+        .next_frame(&mut buf)
+        .map_err(|e| one_line(&e.to_string()))?;
+    let info = reader.info();
+    let (w, h) = (out.width as usize, out.height as usize);
+    let depth = out.bit_depth as u8;
+    let line = out.line_size;
+    let rows = || buf.chunks_exact(line).take(h);
+    let img8 = |c: usize, data: Vec<u8>| {
+        Image8::new(w, h, c, data).ok_or_else(|| "corrupt pixel buffer".to_string())
+    };
+    // 16-bit samples are big-endian; Pillow keeps the high byte of colour
+    // samples (raw modes RGB;16B, RGBA;16B, LA;16B).
+    let high_bytes = |samples_per_px: usize| -> Vec<u8> {
+        rows()
+            .flat_map(|r| r[..w * samples_per_px * 2].chunks_exact(2).map(|s| s[0]))
+            .collect()
+    };
+    let packed = |scale: bool| -> Vec<u8> {
+        // Samples of 1, 2 or 4 bits, most significant first.
+        let max = (1u16 << depth) - 1;
+        rows()
+            .flat_map(|r| {
+                (0..w).map(move |x| {
+                    let bit = x * depth as usize;
+                    let v = (r[bit / 8] >> (8 - depth as usize - bit % 8)) & max as u8;
+                    if scale {
+                        (u16::from(v) * 255 / max) as u8
+                    } else {
+                        v
+                    }
+                })
+            })
+            .collect()
+    };
+    let plain = |samples_per_px: usize| -> Vec<u8> {
+        rows()
+            .flat_map(|r| r[..w * samples_per_px].iter().copied())
+            .collect()
+    };
+    Ok(match (out.color_type, out.bit_depth) {
+        (ColorType::Grayscale, BitDepth::One) => PilImage::Bilevel(img8(1, packed(true))?),
+        (ColorType::Grayscale, BitDepth::Two | BitDepth::Four) => {
+            PilImage::L(img8(1, packed(true))?)
+        }
+        (ColorType::Grayscale, BitDepth::Eight) => PilImage::L(img8(1, plain(1))?),
+        (ColorType::Grayscale, BitDepth::Sixteen) => PilImage::I16 {
+            width: w,
+            height: h,
+            data: rows()
+                .flat_map(|r| {
+                    r[..w * 2]
+                        .chunks_exact(2)
+                        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+                })
+                .collect(),
+        },
+        (ColorType::Indexed, _) => {
+            let indices = if depth == 8 { plain(1) } else { packed(false) };
+            let palette = info
+                .palette
+                .as_ref()
+                .map(|p| p.to_vec())
+                .unwrap_or_default();
+            PilImage::P {
+                indices: img8(1, indices)?,
+                palette,
+            }
+        }
+        (ColorType::GrayscaleAlpha, BitDepth::Eight) => PilImage::La(img8(2, plain(2))?),
+        (ColorType::GrayscaleAlpha, _) => PilImage::La(img8(2, high_bytes(2))?),
+        (ColorType::Rgb, BitDepth::Eight) => PilImage::Rgb(img8(3, plain(3))?),
+        (ColorType::Rgb, _) => PilImage::Rgb(img8(3, high_bytes(3))?),
+        (ColorType::Rgba, BitDepth::Eight) => PilImage::Rgba(img8(4, plain(4))?),
+        (ColorType::Rgba, _) => PilImage::Rgba(img8(4, high_bytes(4))?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_unknown_bytes_are_errors() {
+        assert_eq!(decode(b"").unwrap_err(), "the file is empty");
+        assert_eq!(
+            decode(b"hello, not an image").unwrap_err(),
+            "unknown image format"
+        );
+    }
+
+    #[test]
+    fn png_round_trip_through_image_crate_encoder() {
+        let img = RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8 * 40, y as u8 * 70, 9]));
+        let mut bytes = Vec::new();
+        DynamicImage::ImageRgb8(img.clone())
+            .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .unwrap();
+        let got = decode(&bytes).unwrap();
+        assert_eq!(got.mode(), "RGB");
+        assert_eq!(got.into_rgb(), img);
+        // A truncated file is an error, not a panic.
+        let err = decode(&bytes[..bytes.len() - 20]).unwrap_err();
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn sixteen_bit_grey_clips_like_pillow() {
+        let img = PilImage::I16 {
+            width: 4,
+            height: 1,
+            data: vec![0, 254, 256, 65535],
+        };
+        let rgb = img.into_rgb();
+        assert_eq!(
+            rgb.as_raw(),
+            &[0, 0, 0, 254, 254, 254, 255, 255, 255, 255, 255, 255]
+        );
+    }
+}
