@@ -17,6 +17,7 @@
 //! sources are in the README.
 
 pub mod cli;
+pub mod cmd;
 pub mod data;
 pub mod device;
 pub mod error;

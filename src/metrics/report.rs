@@ -202,18 +202,14 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
             pixel_curves: None,
         };
         if with_pixels {
-            let mut warn = |what: &str, why: &String| {
-                warnings.push(format!("class '{name}': {what} null: {why}"));
-            };
-            match &px.binary {
-                Ok(_) => {}
-                Err(why) => warn("P-AUROC, P-AP and P-F1max are", why),
-            }
-            if let Err(why) = &px.aupro {
-                warn("AUPRO is", why);
-            }
-            if let Err(why) = &px.aupro_exact {
-                warn("the exact AUPRO is", why);
+            // One warning per distinct reason, naming the metrics it nulls.
+            let reasons = [
+                (&["P-AUROC", "P-AP", "P-F1max"][..], px.binary.as_ref().err()),
+                (&["AUPRO"][..], px.aupro.as_ref().err()),
+                (&["AUPRO (exact)"][..], px.aupro_exact.as_ref().err()),
+            ];
+            for (names, why) in group_by_reason(&reasons) {
+                warnings.push(format!("class '{name}': {} null: {why}", list(&names)));
             }
             let b = px.binary.as_ref().ok();
             result.values.extend([
@@ -268,7 +264,8 @@ fn mean_over(classes: &[ClassResult], warnings: &mut Vec<String>) -> Vec<(Metric
     let Some(first) = classes.first() else {
         return Vec::new();
     };
-    first
+    let mut undefined: Vec<(Vec<&str>, String)> = Vec::new();
+    let mean = first
         .values
         .iter()
         .map(|&(m, _)| {
@@ -278,17 +275,43 @@ fn mean_over(classes: &[ClassResult], warnings: &mut Vec<String>) -> Vec<(Metric
                 .map(|c| c.name.as_str())
                 .collect();
             if !missing.is_empty() {
-                warnings.push(format!(
-                    "the mean {} is null: undefined for {}",
-                    m.title(),
-                    missing.join(", ")
-                ));
+                let why = format!("undefined for {}", missing.join(", "));
+                match undefined.iter_mut().find(|u| u.1 == why) {
+                    Some(u) => u.0.push(m.title()),
+                    None => undefined.push((vec![m.title()], why)),
+                }
                 return (m, None);
             }
             let sum: f64 = classes.iter().filter_map(|c| c.get(m)).sum();
             (m, Some(sum / classes.len() as f64))
         })
-        .collect()
+        .collect();
+    for (names, why) in undefined {
+        warnings.push(format!("the mean {} null: {why}", list(&names)));
+    }
+    mean
+}
+
+/// Groups metric names by the reason they are undefined, in order.
+fn group_by_reason<'a>(items: &[(&[&'a str], Option<&'a String>)]) -> Vec<(Vec<&'a str>, &'a String)> {
+    let mut out: Vec<(Vec<&str>, &String)> = Vec::new();
+    for (names, why) in items {
+        let Some(why) = why else { continue };
+        match out.iter_mut().find(|o| o.1 == *why) {
+            Some(o) => o.0.extend_from_slice(names),
+            None => out.push((names.to_vec(), why)),
+        }
+    }
+    out
+}
+
+/// "A is", "A and B are", "A, B and C are".
+fn list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => format!("{one} is"),
+        [init @ .., last] => format!("{} and {last} are", init.join(", ")),
+    }
 }
 
 fn metrics_json(values: &[(Metric, Option<f64>)]) -> Value {
@@ -462,7 +485,7 @@ mod tests {
         assert_eq!(report.classes[1].get(Metric::IAuroc), None);
         assert_eq!(report.mean[0], (Metric::IAuroc, None));
         assert!(report.warnings.iter().any(|w| w.contains("class 'b'") && w.contains("anomalous")));
-        assert!(report.warnings.iter().any(|w| w.contains("mean I-AUROC")));
+        assert!(report.warnings.iter().any(|w| w.contains("mean I-AUROC, I-AP and I-F1max are null")));
         let j = report.to_json();
         assert!(j["classes"][1]["metrics"]["i_auroc"].is_null());
         assert!(j["classes"][0]["metrics"].get("p_auroc").is_none());
