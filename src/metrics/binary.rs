@@ -136,15 +136,23 @@ impl<T: Copy> Accumulator<T> {
     #[inline]
     fn point(&mut self, t: T, tp: u64, fp: u64) {
         self.area2 += (fp - self.prev_fp) as u128 * (tp + self.prev_tp) as u128;
+        if self.awaiting_below {
+            self.best_below = Some(t);
+            self.awaiting_below = false;
+        }
+        // A point that adds only negatives leaves recall unchanged and lowers
+        // precision: its AP term is exactly 0 (0 * P) and its F1 is below the
+        // previous point's, so the divisions are skipped (most pixel
+        // thresholds are such points).
+        if tp == self.prev_tp && self.curves.is_none() {
+            self.prev_fp = fp;
+            return;
+        }
         // As sklearn: precision = tp / (tp + fp), recall = tp / P, both f64.
         let precision = tp as f64 / (tp + fp) as f64;
         let recall = tp as f64 / self.p as f64;
         self.ap += (recall - self.prev_recall) * precision;
         let f1 = 2.0 * precision * recall / (precision + recall + F1_EPS);
-        if self.awaiting_below {
-            self.best_below = Some(t);
-            self.awaiting_below = false;
-        }
         // `>=`: on ties keep the lowest threshold, like numpy's argmax over
         // sklearn's increasing-threshold order.
         if f1 >= self.best_f1 {
@@ -264,6 +272,25 @@ mod tests {
         assert!(from_pairs(&pairs(&[1, 1], &[0.1, 0.2]), false).is_none());
         assert!(from_pairs(&pairs(&[0, 0], &[0.1, 0.2]), false).is_none());
         assert!(from_pairs(&[], false).is_none());
+    }
+
+    #[test]
+    fn skipping_negative_only_points_changes_nothing() {
+        // With plots every point is evaluated; without, points that add only
+        // negatives are skipped. Both must agree exactly, ties included.
+        let mut state = 99u64;
+        let pairs: Vec<(f64, bool)> = (0..2000)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let label = (state >> 40) % 7 == 0;
+                let score = ((state >> 20) % 50) as f64 / 10.0 + if label { 0.7 } else { 0.0 };
+                (score, label)
+            })
+            .collect();
+        let a = from_pairs(&pairs, false).unwrap();
+        let b = from_pairs(&pairs, true).unwrap();
+        assert_eq!((a.auroc, a.ap, a.f1max), (b.auroc, b.ap, b.f1max));
+        assert_eq!((a.f1_score_at, a.f1_below), (b.f1_score_at, b.f1_below));
     }
 
     #[test]
