@@ -2,4 +2,5 @@
 //! `Args` and `run`.
 
 pub mod extract;
+pub mod metrics;
 pub mod train;
