@@ -3,4 +3,5 @@
 
 pub mod extract;
 pub mod metrics;
+pub mod score;
 pub mod train;

@@ -137,6 +137,15 @@ impl Preprocess {
         resize_bilinear(&src, self.resize.1, self.resize.0)
     }
 
+    /// The resized and cropped RGB image the model sees, for people
+    /// (overlays), before normalisation.
+    pub fn visible_crop(&self, img: &RgbImage) -> RgbImage {
+        let (top, left) = self.crop_offset();
+        let cropped = self.resize_pil(img).crop(left, top, self.crop.1, self.crop.0);
+        RgbImage::from_raw(cropped.width as u32, cropped.height as u32, cropped.data)
+            .unwrap_or_else(|| RgbImage::new(self.crop.1 as u32, self.crop.0 as u32))
+    }
+
     /// The normalised crop as a CHW buffer of `3 * h * w` values.
     pub fn image_chw(&self, img: &RgbImage) -> Result<Vec<f32>> {
         match self.backend {
