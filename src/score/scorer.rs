@@ -153,7 +153,7 @@ pub fn detect_kind(path: &Path) -> Result<CheckpointKind> {
         FileKind::Safetensors => {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
             let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-                .map_err(|e| Error::format(path, format!("unreadable safetensors header: {e:?}")))?;
+                .map_err(|e| Error::format(path, crate::io::safetensors_load::header_problem("checkpoint", &e)))?;
             let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
             if format.as_deref() == Some(checkpoint::FORMAT) {
                 Ok(CheckpointKind::Dinomaly)
@@ -365,9 +365,9 @@ fn finish(
     })
 }
 
-/// A store can be scored by a model when both were made with the same
-/// encoder, layers, input size and pre-processing.
-fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<()> {
+/// A store can be scored by (or resume the training of) a model when both
+/// were made with the same encoder, layers, input size and pre-processing.
+pub fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<()> {
     let mut differences = Vec::new();
     if store.weights_sha256 != model.weights_sha256 {
         differences.push(format!("encoder weights (sha256 {} vs {})", short(&store.weights_sha256), short(&model.weights_sha256)));
