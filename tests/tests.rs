@@ -10,3 +10,7 @@ mod dataset;
 mod metrics;
 mod preprocess;
 mod weights;
+mod cli_fixture;
+mod cli_extract;
+mod cli_train;
+mod cli_score;
