@@ -229,6 +229,22 @@ fn cli_score_refuses_other_weights_and_damaged_checkpoints() {
     assert_error(&util::run(&mut fx::score(&text, &shared.weights), &input), &["notes.safetensors"]);
     let absent = dir.join("absent.safetensors");
     assert_error(&util::run(&mut fx::score(&absent, &shared.weights), &input), &["absent.safetensors"]);
+    // A checkpoint of a later format version.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + header_len]).unwrap();
+    assert!(header.contains(r#""format_version":"1""#));
+    let newer = header.replacen(r#""format_version":"1""#, r#""format_version":"7""#, 1);
+    let mut future = bytes[..8].to_vec();
+    future.extend_from_slice(newer.as_bytes());
+    future.extend_from_slice(&bytes[8 + header_len..]);
+    let future = dir.write("future.safetensors", future);
+    assert_error(&util::run(&mut fx::score(&future, &shared.weights), &input), &["future.safetensors", "version 7"]);
+    // A store made at another input size than the checkpoint's.
+    let store = dir.join("126.st");
+    assert_code(&util::run(&mut fx::extract_sized(&shared.weights, &store, 126), &input), 0);
+    let out = util::run(fx::score(&shared.ckpt, &shared.weights).arg("--features").arg(&store), "");
+    assert_error(&out, &["input size", "126"]);
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
