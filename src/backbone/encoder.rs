@@ -61,6 +61,12 @@ impl Encoder {
         self.vit.config()
     }
 
+    /// Casts the weights to `kind` (bfloat16 for reduced-precision
+    /// inference); inputs are cast to it by the forward.
+    pub fn set_kind(&mut self, kind: tch::Kind) {
+        self._vs.set_kind(kind);
+    }
+
     /// Target layers.
     pub fn layers(&self) -> &[usize] {
         &self.layers

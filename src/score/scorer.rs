@@ -61,6 +61,8 @@ pub struct ScorerRequest {
     pub max_ratio: Option<f64>,
     /// Build no encoder (scoring from a feature store).
     pub features_only: bool,
+    /// Weights and activations precision.
+    pub precision: crate::cli::args::Precision,
     /// Notes on stderr off.
     pub quiet: bool,
     /// Tool name for notes.
@@ -74,6 +76,7 @@ pub struct Scorer {
     /// Kind of the checkpoint.
     pub kind: CheckpointKind,
     encoder: Option<Encoder>,
+    precision: crate::cli::args::Precision,
     _vs: nn::VarStore,
     model: Dinomaly,
     prep: Preprocess,
@@ -129,12 +132,12 @@ impl Scorer {
     pub fn score_features(&self, rows: &Tensor, store: &FeatureMeta) -> Result<ScoredBatch> {
         check_store_matches(store, &self.encoder_meta)?;
         let input = StoreInput::for_store(store, &self.model.config().groups)?;
-        let rows = rows.to_device(self.device).to_kind(Kind::Float);
+        let rows = rows.to_device(self.device).to_kind(self.precision.kind());
         tch::no_grad(|| {
             let (enc, dec) = match input {
                 StoreInput::Groups => self.model.forward_features_t(Features::Groups(&rows), store.grid, false)?,
                 StoreInput::MeanOfGroups => {
-                    let single = rows.mean_dim(1, true, Kind::Float);
+                    let single = rows.mean_dim(1, true, None);
                     self.model.forward_features_t(Features::Groups(&single), store.grid, false)?
                 }
                 StoreInput::Layers => {
@@ -341,9 +344,15 @@ fn finish(
     post: PostProcess,
     device: Device,
 ) -> Result<Scorer> {
-    let vs = nn::VarStore::new(device);
+    let mut vs = nn::VarStore::new(device);
     let model = Dinomaly::new(&vs.root(), cfg)?;
     crate::io::varstore::load_into(&vs, tensors, &req.checkpoint, |_| false)?;
+    let weights_kind = req.precision.kind();
+    vs.set_kind(weights_kind);
+    let mut encoder = encoder;
+    if let Some(e) = encoder.as_mut() {
+        e.set_kind(weights_kind);
+    }
     let mut post = post.with_crop((meta.crop.0 as i64, meta.crop.1 as i64));
     if let Some(size) = req.map_size {
         post = post.with_map_size(size);
@@ -356,6 +365,7 @@ fn finish(
         encoder_meta: meta,
         kind,
         encoder,
+        precision: req.precision,
         _vs: vs,
         model,
         prep,
