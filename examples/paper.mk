@@ -262,7 +262,7 @@ $(ABL_TABLE): FORCE $(foreach v,$(ABL_VARIANTS),$(foreach s,$(SEEDS),$(ABL_ROOT)
 	mv $@.part $@
 
 help:
-	@echo 'Reproduce the Dinomaly paper with the dinomaly tools ($(BIN)).'
+	@echo 'Reproduce the Dinomaly paper with the dinomaly tools ($(or $(BIN),from the PATH)).'
 	@echo
 	@echo '  make -f examples/paper.mk mvtec DATA=/data/mvtec WEIGHTS=dinov2_vitb14_reg4_pretrain.pth'
 	@echo
