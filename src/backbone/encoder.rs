@@ -35,6 +35,13 @@ impl Encoder {
             .iter()
             .max()
             .ok_or_else(|| Error::config("no encoder layers given"))?;
+        // The official code collects layer outputs in block order; a list
+        // out of order or with repeats would silently change the groups.
+        if layers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::config(format!(
+                "target layers {layers:?} must be strictly increasing block indices"
+            )));
+        }
         if last >= cfg.depth {
             return Err(Error::config(format!(
                 "layer {last} asked for, but the encoder in {} has {} blocks (0..{})",
