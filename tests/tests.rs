@@ -9,6 +9,7 @@ mod model;
 mod dataset;
 mod metrics;
 mod preprocess;
+mod score_parity;
 mod weights;
 mod cli_fixture;
 mod cli_extract;
