@@ -29,7 +29,7 @@ use crate::io::checkpoint::{self, ModelMeta};
 use crate::io::features::{FeatureMeta, StoreDtype};
 use crate::io::pth::read_state_dict;
 use crate::io::sniff::{self, FileKind};
-use crate::model::{AttentionKind, Dinomaly, DinomalyConfig, Features};
+use crate::model::{AttentionKind, Dinomaly, DinomalyConfig};
 use crate::train::trainer::StoreInput;
 use crate::{Error, Result};
 
@@ -134,17 +134,7 @@ impl Scorer {
         let input = StoreInput::for_store(store, &self.model.config().groups)?;
         let rows = rows.to_device(self.device).to_kind(self.precision.kind());
         tch::no_grad(|| {
-            let (enc, dec) = match input {
-                StoreInput::Groups => self.model.forward_features_t(Features::Groups(&rows), store.grid, false)?,
-                StoreInput::MeanOfGroups => {
-                    let single = rows.mean_dim(1, true, None);
-                    self.model.forward_features_t(Features::Groups(&single), store.grid, false)?
-                }
-                StoreInput::Layers => {
-                    let layers: Vec<Tensor> = (0..rows.size()[1]).map(|i| rows.select(1, i)).collect();
-                    self.model.forward_features_t(Features::Layers(&layers), store.grid, false)?
-                }
-            };
+            let (enc, dec) = input.with_features(&rows, |f| self.model.forward_features_t(f, store.grid, false))?;
             self.post.apply(&enc, &dec)
         })
     }

@@ -58,6 +58,24 @@ impl StoreInput {
     }
 }
 
+impl StoreInput {
+    /// Calls `f` with the model input made from store rows `batch`
+    /// (B, G, T, D): the groups as they are, their mean, or the layers.
+    pub fn with_features<R>(self, batch: &Tensor, f: impl FnOnce(Features<'_>) -> R) -> R {
+        match self {
+            StoreInput::Groups => f(Features::Groups(batch)),
+            StoreInput::MeanOfGroups => {
+                let single = batch.mean_dim(1, true, None);
+                f(Features::Groups(&single))
+            }
+            StoreInput::Layers => {
+                let layers: Vec<Tensor> = (0..batch.size()[1]).map(|i| batch.select(1, i)).collect();
+                f(Features::Layers(&layers))
+            }
+        }
+    }
+}
+
 /// Training progress recorded in checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Progress {
@@ -147,17 +165,10 @@ impl Trainer {
         tch::manual_seed(self.seed.wrapping_mul(1_000_003).wrapping_add(it) as i64);
         let mut settings = self.settings;
         settings.loss_ceiling = self.loss_ceiling();
-        let outcome = match self.input {
-            StoreInput::Groups => train_step(&self.model, &mut self.opt, &settings, Features::Groups(&batch), grid, it)?,
-            StoreInput::MeanOfGroups => {
-                let single = batch.mean_dim(1, true, Kind::Float);
-                train_step(&self.model, &mut self.opt, &settings, Features::Groups(&single), grid, it)?
-            }
-            StoreInput::Layers => {
-                let layers: Vec<Tensor> = (0..batch.size()[1]).map(|i| batch.select(1, i)).collect();
-                train_step(&self.model, &mut self.opt, &settings, Features::Layers(&layers), grid, it)?
-            }
-        };
+        let (model, opt) = (&self.model, &mut self.opt);
+        let outcome = self
+            .input
+            .with_features(&batch, |features| train_step(model, opt, &settings, features, grid, it))?;
         self.record(&outcome);
         Ok(outcome)
     }

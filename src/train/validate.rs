@@ -5,7 +5,7 @@
 //! class and their mean (and pixel AUROC when every anomalous image has a
 //! mask).
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use super::trainer::StoreInput;
 use crate::data::mask::load_sample_mask;
@@ -13,7 +13,7 @@ use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::io::features::{FeatureMeta, FeatureStore};
 use crate::metrics::pixels::{reduce, PixelSet};
 use crate::metrics::report::{evaluate, ClassInput, Metric, Options, Report};
-use crate::model::{Dinomaly, Features};
+use crate::model::Dinomaly;
 use crate::score::anomaly_map::{PostProcess, PostProcessor};
 use crate::{Error, Result};
 
@@ -152,17 +152,7 @@ impl Validator {
             let rows: Vec<usize> = (start..(start + batch).min(n)).collect();
             let x = self.store.batch(&rows, Kind::Float, device)?;
             let scored = tch::no_grad(|| -> Result<_> {
-                let (enc, dec) = match input {
-                    StoreInput::Groups => model.forward_features_t(Features::Groups(&x), meta.grid, false)?,
-                    StoreInput::MeanOfGroups => {
-                        let single = x.mean_dim(1, true, Kind::Float);
-                        model.forward_features_t(Features::Groups(&single), meta.grid, false)?
-                    }
-                    StoreInput::Layers => {
-                        let layers: Vec<Tensor> = (0..x.size()[1]).map(|i| x.select(1, i)).collect();
-                        model.forward_features_t(Features::Layers(&layers), meta.grid, false)?
-                    }
-                };
+                let (enc, dec) = input.with_features(&x, |f| model.forward_features_t(f, meta.grid, false))?;
                 self.post.apply(&enc, &dec)
             })?;
             let batch_scores = Vec::<f32>::try_from(scored.scores.to_device(Device::Cpu))?;
