@@ -26,5 +26,6 @@ pub mod io;
 pub mod train;
 pub mod score;
 pub mod model;
+pub mod metrics;
 
 pub use error::{Error, Result};

@@ -7,5 +7,6 @@ mod encoder;
 mod maps;
 mod model;
 mod dataset;
+mod metrics;
 mod preprocess;
 mod weights;

@@ -206,7 +206,7 @@ fn resolve(
 
 /// The target layers of a registry backbone, or, for other weights, those
 /// of the registry backbone with the same width and depth.
-fn default_layers(arch: &ArchInfo, registry_layers: Option<&[i64]>) -> Result<Vec<usize>> {
+pub fn default_layers(arch: &ArchInfo, registry_layers: Option<&[i64]>) -> Result<Vec<usize>> {
     let layers = registry_layers.or_else(|| {
         registry::backbones()
             .iter()

@@ -2,4 +2,6 @@
 //! `Args` and `run`.
 
 pub mod extract;
+pub mod metrics;
+pub mod score;
 pub mod train;

@@ -69,6 +69,14 @@ impl Default for Preprocess {
 }
 
 impl Preprocess {
+    /// The paper's R448-C392 with the given resize backend.
+    pub fn default_with_backend(backend: ResizeBackend) -> Self {
+        Preprocess {
+            backend,
+            ..Preprocess::default()
+        }
+    }
+
     /// Resize to `resize` = (height, width), then centre-crop `crop` =
     /// (height, width). Sides must lie in 14..=2048 and the crop must fit
     /// in the resized image. Patch-grid divisibility is the encoder's check.
@@ -127,6 +135,15 @@ impl Preprocess {
     pub fn resize_pil(&self, img: &RgbImage) -> Image8 {
         let src = rgb_to_image8(img);
         resize_bilinear(&src, self.resize.1, self.resize.0)
+    }
+
+    /// The resized and cropped RGB image the model sees, for people
+    /// (overlays), before normalisation.
+    pub fn visible_crop(&self, img: &RgbImage) -> RgbImage {
+        let (top, left) = self.crop_offset();
+        let cropped = self.resize_pil(img).crop(left, top, self.crop.1, self.crop.0);
+        RgbImage::from_raw(cropped.width as u32, cropped.height as u32, cropped.data)
+            .unwrap_or_else(|| RgbImage::new(self.crop.1 as u32, self.crop.0 as u32))
     }
 
     /// The normalised crop as a CHW buffer of `3 * h * w` values.

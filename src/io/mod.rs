@@ -11,3 +11,4 @@ pub mod pth;
 pub mod safetensors_load;
 pub mod sniff;
 pub mod varstore;
+pub mod npy;

@@ -4,6 +4,7 @@
 
 pub mod anomaly_map;
 pub mod overlay;
+pub mod scorer;
 pub mod smoothing;
 
 pub use anomaly_map::{PostProcess, PostProcessor, ScoredBatch};

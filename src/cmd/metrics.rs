@@ -1,0 +1,416 @@
+//! `dinomaly-metrics`: the paper's seven metrics (and the exact AUPRO) per
+//! class and as the mean over classes, from the JSON lines of
+//! `dinomaly-score`.
+//!
+//! Records are read first (cheap, and every malformed line is reported
+//! before any heavy work); then maps and masks are loaded on rayon threads
+//! in chunks, reduced to per-class pixel lists as they come, and each
+//! class is evaluated after one sort of its pixels.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use crate::cli::args::QuietArgs;
+use crate::cli::output::DataOut;
+use crate::cli::progress;
+use crate::data::mask::load_mask;
+use crate::data::preprocess::{Preprocess, ResizeBackend};
+use crate::data::record::parse_line;
+use crate::io::{atomic, npy};
+use crate::metrics::pixels::{self, PixelOptions, PixelSet, ReducedImage};
+use crate::metrics::plot::{self, Series};
+use crate::metrics::report::{self, ClassInput, Metric, Options, Report};
+use crate::{Error, Result};
+
+const TOOL: &str = "dinomaly-metrics";
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON document: settings, per-class metrics and thresholds, the
+    /// mean, warnings.
+    Json,
+    /// One row per class then `mean`; fractions, empty cells for null.
+    Csv,
+    /// The paper's table: percent, one decimal, classes as rows, mean last.
+    Markdown,
+}
+
+/// Computes I-AUROC, I-AP, I-F1max, P-AUROC, P-AP, P-F1max and AUPRO per
+/// class and their mean over classes, exactly as the official evaluation.
+///
+/// Input: JSON lines from dinomaly-score, each with "class", "label" (0
+/// normal, 1 anomalous), "score", and for pixel metrics "map" (a float32
+/// (H, W) .npy file) and "mask" (the ground-truth image; normal images may
+/// have none). Lines with an "error" field are skipped with a warning.
+///
+/// Ground truth as the official code: the mask is resized (PIL bilinear)
+/// to --resize, centre-cropped to --crop, resized (nearest) to the map size,
+/// and a pixel is anomalous when its value in [0, 1] exceeds
+/// --mask-threshold (0: the official rule; 0.5: the common one).
+///
+/// Thresholds use the rule "anomalous when score > threshold".
+#[derive(Debug, clap::Parser)]
+#[command(name = "dinomaly-metrics", version)]
+pub struct Args {
+    /// Read records from FILE instead of stdin ('-' is stdin).
+    #[arg(long, short = 'i', value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// Output format on stdout.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
+
+    /// Write ROC and PR curves per class (image and pixel level) as SVG
+    /// files into DIR (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+
+    /// Image metrics only: maps and masks are neither needed nor read.
+    #[arg(long)]
+    pub image_only: bool,
+
+    /// False positive rate limit of both AUPRO variants (official: 0.3;
+    /// official AUPRO keeps points with FPR < limit).
+    #[arg(long, default_value_t = 0.3, value_name = "FPR")]
+    pub fpr_limit: f64,
+
+    /// A GT pixel is anomalous when its mask value in [0, 1] is greater than
+    /// this: 0 is the official rule, 0.5 the common one.
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub mask_threshold: f64,
+
+    /// Side the mask is resized to before the centre crop (as the images).
+    #[arg(long, default_value_t = 448, value_name = "PIXELS")]
+    pub resize: usize,
+
+    /// Side of the centre crop of the resized mask (the model's input).
+    #[arg(long, default_value_t = 392, value_name = "PIXELS")]
+    pub crop: usize,
+
+    /// Also report, per class and overall, the threshold reaching this false
+    /// positive rate on the normal images (e.g. 0.01).
+    #[arg(long, value_name = "FPR")]
+    pub target_fpr: Option<f64>,
+
+    #[command(flatten)]
+    pub quiet: QuietArgs,
+}
+
+/// One usable input record.
+#[derive(Debug, Clone)]
+struct Job {
+    line: usize,
+    class: usize,
+    anomalous: bool,
+    score: f64,
+    map: Option<PathBuf>,
+    mask: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    check_args(&args)?;
+    if let Some(dir) = &args.plots {
+        atomic::check_writable_dir(dir)?;
+    }
+    let (source, reader): (String, Box<dyn Read>) = match args.input.as_deref() {
+        None => ("stdin".to_string(), Box::new(std::io::stdin())),
+        Some(p) if p == Path::new("-") => ("stdin".to_string(), Box::new(std::io::stdin())),
+        Some(p) => (
+            p.display().to_string(),
+            Box::new(std::fs::File::open(p).map_err(|e| Error::io(p, e))?),
+        ),
+    };
+    let (classes, jobs) = read_jobs(BufReader::new(reader), &source, args.image_only, args.quiet.quiet)?;
+    if jobs.is_empty() {
+        anyhow::bail!("{source}: no scored records to evaluate");
+    }
+    let mut inputs: Vec<ClassInput> = classes
+        .iter()
+        .map(|name| ClassInput {
+            name: name.clone(),
+            images: Vec::new(),
+            pixels: (!args.image_only).then(PixelSet::new),
+        })
+        .collect();
+    for job in &jobs {
+        inputs[job.class].images.push((job.score, job.anomalous));
+    }
+    let mut map_size = None;
+    if !args.image_only {
+        let prep = Preprocess::new((args.resize, args.resize), (args.crop, args.crop), ResizeBackend::Pil)?;
+        map_size = Some(reduce_pixels(&jobs, &mut inputs, &prep, args.mask_threshold as f32, &source, args.quiet.quiet)?);
+    }
+    let opts = Options {
+        pixel: PixelOptions {
+            fpr_limit: args.fpr_limit,
+            ..PixelOptions::default()
+        },
+        target_fpr: args.target_fpr,
+        plots: args.plots.is_some(),
+    };
+    let mut report = report::evaluate(inputs, &opts);
+    report.settings = settings(&args, map_size);
+    for w in &report.warnings {
+        eprintln!("{TOOL}: warning: {w}");
+    }
+    if let Some(dir) = &args.plots {
+        write_plots(&report, dir)?;
+    }
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&report.to_json())? + "\n",
+        Format::Csv => report.to_csv(),
+        Format::Markdown => report.to_markdown(),
+    };
+    let mut out = DataOut::stdout();
+    std::io::Write::write_all(&mut out, text.as_bytes())?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check_args(args: &Args) -> Result<()> {
+    if !(args.fpr_limit > 0.0 && args.fpr_limit <= 1.0) {
+        return Err(Error::config(format!(
+            "--fpr-limit {} must be in (0, 1]",
+            args.fpr_limit
+        )));
+    }
+    if !(0.0..1.0).contains(&args.mask_threshold) {
+        return Err(Error::config(format!(
+            "--mask-threshold {} must be in [0, 1)",
+            args.mask_threshold
+        )));
+    }
+    if let Some(t) = args.target_fpr {
+        if !(0.0..1.0).contains(&t) {
+            return Err(Error::config(format!("--target-fpr {t} must be in [0, 1)")));
+        }
+    }
+    Ok(())
+}
+
+/// Parses every line; returns class names in order of first appearance
+/// and the jobs. Lines with an "error" field are skipped with a warning.
+fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) -> Result<(Vec<String>, Vec<Job>)> {
+    let mut classes: Vec<String> = Vec::new();
+    let mut jobs = Vec::new();
+    let mut skipped = 0usize;
+    for (i, line) in reader.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.map_err(|e| Error::io(source, e))?;
+        let bad = |reason: String| Error::Record {
+            source_name: source.to_string(),
+            line: line_no,
+            reason,
+        };
+        let Some(sample) = parse_line(&line, source, line_no)? else {
+            continue;
+        };
+        if !line.trim_start().starts_with('{') {
+            return Err(bad("a plain path, not a scored JSON record".to_string()));
+        }
+        if let Some(err) = sample.extra.get("error").filter(|e| !e.is_null()) {
+            skipped += 1;
+            if !quiet {
+                let msg = err.as_str().map_or_else(|| err.to_string(), str::to_string);
+                eprintln!(
+                    "{TOOL}: warning: {source}:{line_no}: skipping {}: it failed to score: {msg}",
+                    sample.image.display()
+                );
+            }
+            continue;
+        }
+        let class = sample
+            .class
+            .clone()
+            .ok_or_else(|| bad("the record has no \"class\"".to_string()))?;
+        let label = sample
+            .label
+            .ok_or_else(|| bad("the record has no \"label\" (0 normal, 1 anomalous)".to_string()))?;
+        let score = match sample.extra.get("score") {
+            Some(Value::Number(n)) => n.as_f64().filter(|s| s.is_finite()),
+            _ => None,
+        }
+        .ok_or_else(|| bad("the record has no numeric \"score\" (is it dinomaly-score output?)".to_string()))?;
+        let map = if image_only {
+            None
+        } else {
+            let map = sample
+                .extra
+                .get("map")
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| {
+                    bad("the record has no \"map\" path (score with --maps-dir, or use --image-only)".to_string())
+                })?;
+            if label == 1 && sample.mask.is_none() {
+                return Err(bad(
+                    "an anomalous image without a \"mask\": pixel metrics need its ground truth (or use --image-only)"
+                        .to_string(),
+                ));
+            }
+            Some(PathBuf::from(map))
+        };
+        let class_idx = match classes.iter().position(|c| *c == class) {
+            Some(k) => k,
+            None => {
+                classes.push(class);
+                classes.len() - 1
+            }
+        };
+        jobs.push(Job {
+            line: line_no,
+            class: class_idx,
+            anomalous: label == 1,
+            score,
+            map,
+            mask: if image_only { None } else { sample.mask.clone() },
+        });
+    }
+    if skipped > 0 && !quiet {
+        eprintln!("{TOOL}: warning: {skipped} record(s) with an \"error\" field skipped");
+    }
+    Ok((classes, jobs))
+}
+
+/// Loads maps and masks on rayon threads, a chunk at a time, and appends
+/// each image's pixels to its class in input order. Returns the map size.
+fn reduce_pixels(
+    jobs: &[Job],
+    inputs: &mut [ClassInput],
+    prep: &Preprocess,
+    mask_threshold: f32,
+    source: &str,
+    quiet: bool,
+) -> Result<(usize, usize)> {
+    // The first map fixes the size every other map must have.
+    let first_path = jobs[0].map.as_deref().unwrap_or(Path::new(""));
+    let first = npy::read_f32_2d(first_path).map_err(|e| Error::Record {
+        source_name: source.to_string(),
+        line: jobs[0].line,
+        reason: e.to_string(),
+    })?;
+    let size = (first.rows, first.cols);
+    let bar = progress::bar(jobs.len() as u64, "maps", quiet);
+    // Chunks bound the memory of maps in flight (~64 decoded maps).
+    const CHUNK: usize = 64;
+    for chunk in jobs.chunks(CHUNK) {
+        let reduced: Vec<Result<ReducedImage>> = chunk
+            .par_iter()
+            .map(|job| load_and_reduce(job, size, prep, mask_threshold, source))
+            .collect();
+        for (job, r) in chunk.iter().zip(reduced) {
+            let img = r?;
+            let set = inputs[job.class].pixels.as_mut().ok_or_else(|| Error::config("pixel set missing"))?;
+            set.push(img).map_err(|reason| Error::Record {
+                source_name: source.to_string(),
+                line: job.line,
+                reason,
+            })?;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(size)
+}
+
+fn load_and_reduce(
+    job: &Job,
+    size: (usize, usize),
+    prep: &Preprocess,
+    mask_threshold: f32,
+    source: &str,
+) -> Result<ReducedImage> {
+    let at_line = |e: Error| Error::Record {
+        source_name: source.to_string(),
+        line: job.line,
+        reason: e.to_string(),
+    };
+    let map_path = job.map.as_deref().unwrap_or(Path::new(""));
+    let map = npy::read_f32_2d(map_path).map_err(at_line)?;
+    if (map.rows, map.cols) != size {
+        return Err(at_line(Error::mismatch(
+            map_path.display().to_string(),
+            format!(
+                "the map is {}x{}, but the first map is {}x{}: all maps must have one size",
+                map.rows, map.cols, size.0, size.1
+            ),
+        )));
+    }
+    let gt: Vec<bool> = match &job.mask {
+        Some(mask) => load_mask(mask, prep, size)
+            .map_err(at_line)?
+            .into_iter()
+            .map(|v| v > mask_threshold)
+            .collect(),
+        None => vec![false; size.0 * size.1],
+    };
+    pixels::reduce(&map.data, &gt, size.0, size.1).map_err(|reason| Error::Record {
+        source_name: source.to_string(),
+        line: job.line,
+        reason: format!("{}: {reason}", map_path.display()),
+    })
+}
+
+fn settings(args: &Args, map_size: Option<(usize, usize)>) -> serde_json::Map<String, Value> {
+    let mut s = serde_json::Map::new();
+    s.insert("tool".into(), json!(TOOL));
+    s.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+    s.insert("image_only".into(), json!(args.image_only));
+    if !args.image_only {
+        s.insert("fpr_limit".into(), json!(args.fpr_limit));
+        s.insert("aupro_thresholds".into(), json!(crate::metrics::aupro::OFFICIAL_THRESHOLDS));
+        s.insert("mask_threshold".into(), json!(args.mask_threshold));
+        s.insert("resize".into(), json!(args.resize));
+        s.insert("crop".into(), json!(args.crop));
+        if let Some((h, w)) = map_size {
+            s.insert("map_size".into(), json!([h, w]));
+        }
+    }
+    if let Some(t) = args.target_fpr {
+        s.insert("target_fpr".into(), json!(t));
+    }
+    s
+}
+
+fn write_plots(report: &Report, dir: &Path) -> anyhow::Result<()> {
+    for c in &report.classes {
+        let stem = plot::file_stem(&c.name);
+        let mut roc = Vec::new();
+        let mut pr = Vec::new();
+        let labels: Vec<(String, String)> = [
+            ("image", &c.image_curves, Metric::IAuroc, Metric::IAp),
+            ("pixel", &c.pixel_curves, Metric::PAuroc, Metric::PAp),
+        ]
+        .iter()
+        .filter(|(_, curves, _, _)| curves.is_some())
+        .map(|(level, _, auc, ap)| {
+            (
+                format!("{level} (AUROC {:.1})", 100.0 * c.get(*auc).unwrap_or(f64::NAN)),
+                format!("{level} (AP {:.1})", 100.0 * c.get(*ap).unwrap_or(f64::NAN)),
+            )
+        })
+        .collect();
+        let curves: Vec<_> = [&c.image_curves, &c.pixel_curves].into_iter().flatten().collect();
+        if curves.is_empty() {
+            continue;
+        }
+        for (curve, (roc_label, pr_label)) in curves.iter().zip(&labels) {
+            roc.push(Series { label: roc_label, points: &curve.roc });
+            pr.push(Series { label: pr_label, points: &curve.pr });
+        }
+        let roc_svg = plot::chart(&format!("{} — ROC", c.name), "false positive rate", "true positive rate", &roc, true);
+        let pr_svg = plot::chart(&format!("{} — precision-recall", c.name), "recall", "precision", &pr, false);
+        let roc_path = dir.join(format!("{stem}-roc.svg"));
+        let pr_path = dir.join(format!("{stem}-pr.svg"));
+        atomic::write_bytes(&roc_path, roc_svg.as_bytes()).with_context(|| "writing plots")?;
+        atomic::write_bytes(&pr_path, pr_svg.as_bytes()).with_context(|| "writing plots")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,442 @@
+//! `dinomaly-score`: images (or a feature store) + a checkpoint → one JSON
+//! line per input, in input order: the input record's fields, `score`,
+//! `anomalous` with --threshold, `map` with --maps-dir.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Map, Value};
+use sha2::Digest;
+use tch::{Device, Kind, Tensor};
+
+use crate::cli::args::{DeviceArgs, OnError, QuietArgs, SampleArgs};
+use crate::cli::output::DataOut;
+use crate::cli::progress;
+use crate::data::batches::decode_in_background;
+use crate::data::preprocess::load_image;
+use crate::data::record::Sample;
+use crate::io::features::FeatureStore;
+use crate::score::anomaly_map::ScoredBatch;
+use crate::score::overlay::{self, MapView, Overlay};
+use crate::score::scorer::{CheckpointKind, Scorer, ScorerRequest};
+
+const TOOL: &str = "dinomaly-score";
+
+/// Score images with a trained Dinomaly model: one JSON line per image.
+///
+/// Input samples as for dinomaly-extract (JSON lines or paths on stdin,
+/// --input FILE, or --dataset), or the rows of a feature store (--features).
+/// Output: the input record with "score" added (and "anomalous" with
+/// --threshold, "map" with --maps-dir), in input order, flushed per batch.
+/// Exit status: 0 ok, 1 when --fail-above is exceeded, 2 on errors.
+#[derive(Debug, clap::Parser)]
+#[command(name = "dinomaly-score", version, about, long_about)]
+pub struct Args {
+    /// Checkpoint: from dinomaly-train, the official repository's saved
+    /// state dict, or anomalib 2.x Dinomaly weights.
+    #[arg(long, short = 'c', value_name = "CKPT")]
+    pub checkpoint: PathBuf,
+
+    /// Checkpoint kind (default: detected from the file).
+    #[arg(long, value_enum)]
+    pub kind: Option<CheckpointKind>,
+
+    /// Encoder weights for dinomaly-train checkpoints (default: the cache or
+    /// a download, by the backbone name the checkpoint records). Must be
+    /// the file the model was trained with (sha256 checked).
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub samples: SampleArgs,
+
+    /// Score the rows of this feature store (made with the checkpoint's
+    /// encoder settings) instead of reading images.
+    #[arg(long, value_name = "STORE", conflicts_with_all = ["input", "dataset"])]
+    pub features: Option<PathBuf>,
+
+    /// Target layers of official/anomalib checkpoints (default per size).
+    #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
+    pub layers: Vec<usize>,
+
+    /// Write each anomaly map as float32 .npy (map size) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub maps_dir: Option<PathBuf>,
+
+    /// Also write a PNG heatmap over the image per input (needs --maps-dir).
+    #[arg(long, requires = "maps_dir")]
+    pub overlay: bool,
+
+    /// Side of the anomaly map: N or HxW (official: 256).
+    #[arg(long, value_name = "SIZE")]
+    pub map_size: Option<crate::cli::args::Size2>,
+
+    /// Image score = mean of the top fraction of map pixels (0 = max).
+    #[arg(long, value_name = "R")]
+    pub max_ratio: Option<f64>,
+
+    /// Add "anomalous": score > T to each line.
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f64>,
+
+    /// Exit with status 1 when any score exceeds T (for alerting).
+    #[arg(long, value_name = "T")]
+    pub fail_above: Option<f64>,
+
+    /// Skip inputs whose image already has a scored line in this results
+    /// file (for cron reruns that append: `--skip-existing r.jsonl >> r.jsonl`).
+    /// A partial last line left by a killed run is cut off first.
+    #[arg(long, value_name = "RESULTS")]
+    pub skip_existing: Option<PathBuf>,
+
+    /// Score only shard I of N (1-based): a contiguous block of the inputs,
+    /// so the outputs of shards 1..N concatenated equal a single run's.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
+
+    /// Images per batch.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub batch: usize,
+
+    /// What to do with an image that cannot be scored: stop (exit 2 after
+    /// flushing what was done) or skip (a line with "error" instead of a
+    /// score).
+    #[arg(long, value_enum, default_value = "stop")]
+    pub on_error: OnError,
+
+    #[command(flatten)]
+    pub device: DeviceArgs,
+
+    #[command(flatten)]
+    pub quiet: QuietArgs,
+}
+
+/// `--shard I/N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based shard number.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a shard: use I/N with 1 <= I <= N");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// The contiguous block of `len` inputs this shard owns.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let start = (self.index - 1) * len / self.count;
+        let end = self.index * len / self.count;
+        start..end
+    }
+}
+
+/// Runs the tool.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let quiet = args.quiet.quiet;
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if let Some(dir) = &args.maps_dir {
+        crate::io::atomic::check_writable_dir(dir).with_context(|| "--maps-dir is not usable")?;
+    }
+    let done = match &args.skip_existing {
+        Some(path) => scored_images(path)?,
+        None => HashSet::new(),
+    };
+    let store = match &args.features {
+        Some(path) => Some(FeatureStore::open(path)?),
+        None => None,
+    };
+    // Inputs with their store row (when scoring a store).
+    let mut inputs: Vec<(Sample, Option<usize>)> = match &store {
+        Some(store) => store.records().iter().cloned().enumerate().map(|(i, s)| (s, Some(i))).collect(),
+        None => crate::cli::samples::read(&args.samples)?.into_iter().map(|s| (s, None)).collect(),
+    };
+    if let Some(shard) = args.shard {
+        let range = shard.range(inputs.len());
+        inputs = inputs.drain(range).collect();
+    }
+    let before = inputs.len();
+    inputs.retain(|(s, _)| !done.contains(&s.image.to_string_lossy().into_owned()));
+    let skipped = before - inputs.len();
+    let device = args.device.device.resolve()?;
+    let scorer = Scorer::open(
+        &ScorerRequest {
+            checkpoint: args.checkpoint.clone(),
+            kind: args.kind,
+            weights: args.weights.clone(),
+            layers: args.layers.clone(),
+            map_size: args.map_size.map(|s| (s.height as i64, s.width as i64)),
+            max_ratio: args.max_ratio,
+            features_only: store.is_some(),
+            quiet,
+            tool: TOOL.to_string(),
+        },
+        device,
+    )
+    .with_context(|| format!("cannot use checkpoint {}", args.checkpoint.display()))?;
+    progress::note(
+        quiet,
+        TOOL,
+        &format!(
+            "scoring {} inputs on {}{}",
+            inputs.len(),
+            crate::device::describe(device),
+            if skipped > 0 { format!(" ({skipped} already scored)") } else { String::new() }
+        ),
+    );
+    let mut state = Output {
+        out: DataOut::stdout(),
+        args: &args,
+        scorer: &scorer,
+        exceeded: false,
+        failed: 0,
+    };
+    let bar = progress::bar(inputs.len() as u64, "score", quiet);
+    let result = match &store {
+        Some(store) => score_store(&mut state, store, inputs, &bar),
+        None => score_images(&mut state, inputs, &bar),
+    };
+    bar.finish_and_clear();
+    // Whatever was scored before an error is on stdout.
+    state.out.flush()?;
+    result?;
+    if state.failed > 0 {
+        progress::note(quiet, TOOL, &format!("{} inputs could not be scored (lines with \"error\")", state.failed));
+    }
+    Ok(if state.exceeded {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+struct Output<'a> {
+    out: DataOut,
+    args: &'a Args,
+    scorer: &'a Scorer,
+    exceeded: bool,
+    failed: usize,
+}
+
+impl Output<'_> {
+    /// Writes the lines of one batch: `results[i]` is the score and map of
+    /// `samples[i]`, or why it failed.
+    fn emit(&mut self, samples: &[Sample], results: Vec<Result<(f32, Vec<f32>), String>>, map_hw: (usize, usize)) -> anyhow::Result<()> {
+        for (sample, result) in samples.iter().zip(results) {
+            let mut record: Map<String, Value> = sample.to_json();
+            match result {
+                Ok((score, map)) => {
+                    if let Some(dir) = &self.args.maps_dir {
+                        let stem = map_stem(&sample.image);
+                        let path = dir.join(format!("{stem}.npy"));
+                        crate::io::npy::write_f32_2d(&path, map_hw.0, map_hw.1, &map)?;
+                        if self.args.overlay {
+                            write_overlay(self.scorer, &sample.image, &dir.join(format!("{stem}.png")), &map, map_hw)?;
+                        }
+                        record.insert("map".into(), json!(path.to_string_lossy()));
+                    }
+                    record.insert("score".into(), json!(score));
+                    if let Some(t) = self.args.threshold {
+                        record.insert("anomalous".into(), json!(f64::from(score) > t));
+                    }
+                    if self.args.fail_above.is_some_and(|t| f64::from(score) > t) {
+                        self.exceeded = true;
+                    }
+                }
+                Err(reason) => {
+                    if self.args.on_error == OnError::Stop {
+                        bail!("{}: {reason}; stopped (pass --on-error skip to go on)", sample.image.display());
+                    }
+                    self.failed += 1;
+                    record.insert("error".into(), json!(reason));
+                }
+            }
+            self.out.line(&Value::Object(record).to_string())?;
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+/// Scores decoded images in batches while the next batch is decoded.
+fn score_images(state: &mut Output, inputs: Vec<(Sample, Option<usize>)>, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+    let prep = state.scorer.preprocess();
+    let samples: Vec<Sample> = inputs.into_iter().map(|(s, _)| s).collect();
+    let batches = decode_in_background(samples, state.args.batch, 2, move |s| load_image(&s.image, &prep));
+    for batch in batches {
+        let good: Vec<usize> = batch.images.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
+        let mut results: Vec<Result<(f32, Vec<f32>), String>> = batch
+            .images
+            .iter()
+            .map(|r| match r {
+                Ok(_) => Ok((0.0, Vec::new())),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect();
+        let mut map_hw = (0, 0);
+        if !good.is_empty() {
+            let stacked = Tensor::stack(
+                &good.iter().map(|&i| batch.images[i].as_ref().map(|t| t.shallow_clone())).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?,
+                0,
+            )
+            .to_device(state.scorer.device());
+            let scored = state.scorer.score_images(&stacked)?;
+            let (per_image, hw) = to_host(&scored)?;
+            map_hw = hw;
+            for (slot, value) in good.iter().zip(per_image) {
+                results[*slot] = value;
+            }
+        }
+        state.emit(&batch.samples, results, map_hw)?;
+        bar.inc(batch.samples.len() as u64);
+    }
+    Ok(())
+}
+
+/// Scores feature-store rows in batches.
+fn score_store(state: &mut Output, store: &FeatureStore, inputs: Vec<(Sample, Option<usize>)>, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+    for chunk in inputs.chunks(state.args.batch) {
+        let rows: Vec<usize> = chunk.iter().filter_map(|(_, r)| *r).collect();
+        let batch = store.batch(&rows, Kind::Float, state.scorer.device())?;
+        let scored = state.scorer.score_features(&batch, store.meta())?;
+        let (results, hw) = to_host(&scored)?;
+        let samples: Vec<Sample> = chunk.iter().map(|(s, _)| s.clone()).collect();
+        state.emit(&samples, results, hw)?;
+        bar.inc(chunk.len() as u64);
+    }
+    Ok(())
+}
+
+/// Scores and maps on the host, one entry per image; a non-finite score or
+/// map is an error for that image, never a number.
+type HostResults = Vec<Result<(f32, Vec<f32>), String>>;
+
+fn to_host(scored: &ScoredBatch) -> anyhow::Result<(HostResults, (usize, usize))> {
+    let maps = scored.maps.to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+    let size = maps.size();
+    let (b, h, w) = (size[0] as usize, size[1] as usize, size[2] as usize);
+    let flat: Vec<f32> = Vec::<f32>::try_from(maps.reshape([-1]))?;
+    let scores: Vec<f32> = Vec::<f32>::try_from(scored.scores.to_device(Device::Cpu).to_kind(Kind::Float))?;
+    let results = (0..b)
+        .map(|i| {
+            let map = flat[i * h * w..(i + 1) * h * w].to_vec();
+            if !scores[i].is_finite() || map.iter().any(|v| !v.is_finite()) {
+                Err("the model produced NaN or infinite values for this image".to_string())
+            } else {
+                Ok((scores[i], map))
+            }
+        })
+        .collect();
+    Ok((results, (h, w)))
+}
+
+/// A file name for an image's map: the last path components joined, plus a
+/// short hash of the whole path so equal names in different folders differ.
+pub fn map_stem(image: &Path) -> String {
+    let text = image.to_string_lossy();
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let parts: Vec<String> = image
+        .iter()
+        .rev()
+        .take(3)
+        .map(|c| c.to_string_lossy().replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_', "_"))
+        .collect();
+    let mut parts: Vec<String> = parts.into_iter().rev().collect();
+    if let Some(last) = parts.last_mut() {
+        if let Some(stem) = Path::new(&image.file_name().unwrap_or_default()).file_stem() {
+            *last = stem.to_string_lossy().replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_', "_");
+        }
+    }
+    format!("{}-{hash}", parts.join("_"))
+}
+
+fn write_overlay(scorer: &Scorer, image: &Path, dest: &Path, map: &[f32], hw: (usize, usize)) -> anyhow::Result<()> {
+    let rgb = crate::data::decode::load_rgb(image)?;
+    let visible = scorer.preprocess().visible_crop(&rgb);
+    overlay::write_overlay(
+        dest,
+        &visible,
+        MapView {
+            values: map,
+            height: hw.0,
+            width: hw.1,
+        },
+        &Overlay::default(),
+    )?;
+    Ok(())
+}
+
+/// The images that already have a scored line in `path`. A partial last
+/// line (a run killed mid-write) is cut off so that appending stays valid.
+fn scored_images(path: &Path) -> anyhow::Result<HashSet<String>> {
+    let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot open --skip-existing file {}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    if complete < bytes.len() {
+        eprintln!("{TOOL}: {}: cutting off a partial last line left by an interrupted run", path.display());
+        file.set_len(complete as u64)?;
+        file.seek(SeekFrom::End(0))?;
+    }
+    let mut done = HashSet::new();
+    for (i, line) in bytes[..complete].lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1))?;
+        if value.get("score").is_some_and(|s| s.is_number()) {
+            if let Some(image) = value.get("image").and_then(Value::as_str) {
+                done.insert(image.to_string());
+            }
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_contiguously() {
+        let shards: Vec<Shard> = (1..=3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        let ranges: Vec<_> = shards.iter().map(|s| s.range(10)).collect();
+        assert_eq!(ranges, vec![0..3, 3..6, 6..10]);
+        assert!("0/3".parse::<Shard>().is_err());
+        assert!("4/3".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+    }
+
+    #[test]
+    fn map_names_are_readable_and_distinct() {
+        let a = map_stem(Path::new("data/bottle/test/broken/000.png"));
+        let b = map_stem(Path::new("other/bottle/test/broken/000.png"));
+        assert!(a.starts_with("test_broken_000-"), "{a}");
+        assert_ne!(a, b);
+    }
+}

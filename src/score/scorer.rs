@@ -1,0 +1,407 @@
+//! A trained model ready to score: the frozen encoder (unless scoring from a
+//! feature store), the bottleneck and decoder in eval mode, the
+//! pre-processing and the post-processing, all reconstructed from one of
+//! three checkpoint kinds:
+//! - `dinomaly`: written by `dinomaly-train` (safetensors + metadata); the
+//!   encoder weights are resolved by the backbone name it records and must
+//!   have the sha256 it records;
+//! - `official`: a `torch.save(model.state_dict())` of the official
+//!   `ViTill` (keys `encoder.*` in Meta's layout, `bottleneck.0.*`,
+//!   `decoder.*`); official pre- and post-processing (PIL resize 448, crop
+//!   392, DINOv2's pos-embed interpolation, zero-padded blur);
+//! - `anomalib`: anomalib 2.x Dinomaly weights (a Lightning `.ckpt` with
+//!   `state_dict`, or the torch model's state dict; timm-layout encoder under
+//!   `encoder.feature_extractor.`, no MLP biases); anomalib's pre- and
+//!   post-processing (float-tensor resize, exact pos-embed resize, raw map,
+//!   reflect-padded blur for the score).
+
+use std::path::{Path, PathBuf};
+
+use tch::{nn, Device, Kind, Tensor};
+
+use super::anomaly_map::{PostProcess, PostProcessor, ScoredBatch};
+use crate::backbone::encoder::Encoder;
+use crate::backbone::open::{open_encoder, EncoderRequest};
+use crate::backbone::pos_embed::PosInterp;
+use crate::backbone::weights::{load_encoder_weights_with, LoadOptions};
+use crate::data::preprocess::{Preprocess, ResizeBackend};
+use crate::io::checkpoint::{self, ModelMeta};
+use crate::io::features::{FeatureMeta, StoreDtype};
+use crate::io::pth::read_state_dict;
+use crate::io::sniff::{self, FileKind};
+use crate::model::{AttentionKind, Dinomaly, DinomalyConfig, Features};
+use crate::train::trainer::StoreInput;
+use crate::{Error, Result};
+
+/// Which kind of checkpoint a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckpointKind {
+    /// Written by dinomaly-train.
+    Dinomaly,
+    /// The official repository's saved ViTill state dict.
+    Official,
+    /// anomalib 2.x Dinomaly (Lightning .ckpt or torch state dict).
+    Anomalib,
+}
+
+/// How to open a checkpoint.
+#[derive(Debug, Clone)]
+pub struct ScorerRequest {
+    /// The checkpoint file.
+    pub checkpoint: PathBuf,
+    /// Its kind; `None` detects it from the contents.
+    pub kind: Option<CheckpointKind>,
+    /// Encoder weights for `dinomaly` checkpoints (else cache/download by name).
+    pub weights: Option<PathBuf>,
+    /// Target layers for official/anomalib checkpoints (default per size).
+    pub layers: Vec<usize>,
+    /// Map side(s) after post-processing; `None` keeps the kind's default.
+    pub map_size: Option<(i64, i64)>,
+    /// Top-ratio of the image score; `None` keeps the default (0.01).
+    pub max_ratio: Option<f64>,
+    /// Build no encoder (scoring from a feature store).
+    pub features_only: bool,
+    /// Notes on stderr off.
+    pub quiet: bool,
+    /// Tool name for notes.
+    pub tool: String,
+}
+
+/// A model ready to score.
+pub struct Scorer {
+    /// What the encoder side is (layers, groups, sizes, backbone).
+    pub encoder_meta: FeatureMeta,
+    /// Kind of the checkpoint.
+    pub kind: CheckpointKind,
+    encoder: Option<Encoder>,
+    _vs: nn::VarStore,
+    model: Dinomaly,
+    prep: Preprocess,
+    post: PostProcessor,
+    post_config: PostProcess,
+    device: Device,
+}
+
+impl Scorer {
+    /// Opens `req.checkpoint` on `device`.
+    pub fn open(req: &ScorerRequest, device: Device) -> Result<Self> {
+        let kind = match req.kind {
+            Some(k) => k,
+            None => detect_kind(&req.checkpoint)?,
+        };
+        match kind {
+            CheckpointKind::Dinomaly => open_dinomaly(req, device),
+            CheckpointKind::Official | CheckpointKind::Anomalib => open_foreign(req, kind, device),
+        }
+    }
+
+    /// Pre-processing the model expects.
+    pub fn preprocess(&self) -> Preprocess {
+        self.prep
+    }
+
+    /// Post-processing settings.
+    pub fn post_process(&self) -> &PostProcess {
+        &self.post_config
+    }
+
+    /// Device.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Scores normalised images (B, 3, h, w).
+    pub fn score_images(&self, images: &Tensor) -> Result<ScoredBatch> {
+        let encoder = self
+            .encoder
+            .as_ref()
+            .ok_or_else(|| Error::config("this scorer was opened for feature stores only"))?;
+        let size = images.size();
+        let grid = encoder.grid(size[2], size[3])?;
+        let layers = encoder.layer_outputs(images)?;
+        tch::no_grad(|| {
+            let (enc, dec) = self.model.forward_t(&layers, grid, false)?;
+            self.post.apply(&enc, &dec)
+        })
+    }
+
+    /// Scores feature-store rows (B, G, T, D) made with `self.encoder_meta`.
+    pub fn score_features(&self, rows: &Tensor, store: &FeatureMeta) -> Result<ScoredBatch> {
+        check_store_matches(store, &self.encoder_meta)?;
+        let input = StoreInput::for_store(store, &self.model.config().groups)?;
+        let rows = rows.to_device(self.device).to_kind(Kind::Float);
+        tch::no_grad(|| {
+            let (enc, dec) = match input {
+                StoreInput::Groups => self.model.forward_features_t(Features::Groups(&rows), store.grid, false)?,
+                StoreInput::MeanOfGroups => {
+                    let single = rows.mean_dim(1, true, Kind::Float);
+                    self.model.forward_features_t(Features::Groups(&single), store.grid, false)?
+                }
+                StoreInput::Layers => {
+                    let layers: Vec<Tensor> = (0..rows.size()[1]).map(|i| rows.select(1, i)).collect();
+                    self.model.forward_features_t(Features::Layers(&layers), store.grid, false)?
+                }
+            };
+            self.post.apply(&enc, &dec)
+        })
+    }
+}
+
+/// Detects the checkpoint kind from the file's contents.
+pub fn detect_kind(path: &Path) -> Result<CheckpointKind> {
+    match sniff::file_kind(path)? {
+        FileKind::Safetensors => {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+                .map_err(|e| Error::format(path, format!("unreadable safetensors header: {e:?}")))?;
+            let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
+            if format.as_deref() == Some(checkpoint::FORMAT) {
+                Ok(CheckpointKind::Dinomaly)
+            } else if meta.tensors().keys().any(|k| k.contains("encoder.feature_extractor.")) {
+                Ok(CheckpointKind::Anomalib)
+            } else if meta.tensors().keys().any(|k| k.starts_with("encoder.blocks.")) {
+                Ok(CheckpointKind::Official)
+            } else {
+                Err(Error::format(path, "not a Dinomaly checkpoint (no dinomaly metadata, no encoder/decoder keys)"))
+            }
+        }
+        FileKind::TorchZip => {
+            let sd = read_state_dict(path, None)?;
+            if sd.tensors.iter().any(|(k, _)| k.contains("encoder.feature_extractor.")) {
+                Ok(CheckpointKind::Anomalib)
+            } else if sd.tensors.iter().any(|(k, _)| k.starts_with("encoder.blocks.") || k.starts_with("encoder.cls_token")) {
+                Ok(CheckpointKind::Official)
+            } else {
+                Err(Error::format(path, "a torch checkpoint without Dinomaly keys (encoder.*, bottleneck.0.*, decoder.*)"))
+            }
+        }
+        FileKind::TorchLegacy => Err(Error::format(path, sniff::legacy_message())),
+        _ => Err(Error::format(path, "not a checkpoint (neither safetensors nor a torch.save file)")),
+    }
+}
+
+fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
+    let ckpt = checkpoint::load(&req.checkpoint)?;
+    let meta = ckpt.meta.encoder.clone();
+    let encoder = if req.features_only {
+        None
+    } else {
+        let pos_interp = PosInterp::parse(&meta.pos_interp)
+            .ok_or_else(|| Error::format(&req.checkpoint, format!("unknown pos-embed mode '{}'", meta.pos_interp)))?;
+        let opened = open_encoder(
+            &EncoderRequest {
+                backbone: meta.backbone.clone(),
+                weights: req.weights.clone(),
+                weights_sha256: None,
+                layers: meta.layers.clone(),
+                pos_interp,
+                quiet: req.quiet,
+                tool: req.tool.clone(),
+            },
+            device,
+        )?;
+        if opened.sha256 != meta.weights_sha256 {
+            return Err(Error::mismatch(
+                req.checkpoint.display().to_string(),
+                format!(
+                    "trained on features of weights with sha256 {}, but {} has sha256 {}",
+                    meta.weights_sha256,
+                    opened.weights.display(),
+                    opened.sha256
+                ),
+            ));
+        }
+        let cfg = opened.encoder.config();
+        if (cfg.embed_dim, cfg.num_registers, cfg.patch_size) != (meta.embed_dim, meta.num_registers, meta.patch_size) {
+            return Err(Error::mismatch(
+                req.checkpoint.display().to_string(),
+                "the encoder's architecture differs from the one the checkpoint was trained on",
+            ));
+        }
+        Some(opened.encoder)
+    };
+    let backend = match meta.preprocess.as_str() {
+        "pil" => ResizeBackend::Pil,
+        "tensor" => ResizeBackend::Tensor,
+        other => return Err(Error::format(&req.checkpoint, format!("unknown pre-processing '{other}'"))),
+    };
+    let prep = Preprocess::new(
+        (meta.resize.0 as usize, meta.resize.1 as usize),
+        (meta.crop.0 as usize, meta.crop.1 as usize),
+        backend,
+    )?;
+    let cfg = ckpt.meta.model.to_config(&meta)?;
+    let post = PostProcess::official();
+    finish(req, CheckpointKind::Dinomaly, meta, encoder, cfg, &ckpt.tensors, prep, post, device)
+}
+
+fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Result<Scorer> {
+    let path = &req.checkpoint;
+    let (all, dict_key) = match sniff::file_kind(path)? {
+        FileKind::Safetensors => (crate::io::safetensors_load::read_safetensors(path, crate::io::safetensors_load::FloatKind::F32)?, None),
+        _ => {
+            // Lightning checkpoints keep the weights under "state_dict".
+            let sd = read_state_dict(path, None)?;
+            (sd.tensors, None::<String>)
+        }
+    };
+    // The decoder side is found by its first key; its prefix ("" or
+    // "model.") is also the prefix of the encoder.
+    let anchor = all
+        .iter()
+        .find_map(|(k, _)| k.strip_suffix("bottleneck.0.fc1.weight").map(str::to_string))
+        .ok_or_else(|| Error::MissingKey {
+            path: path.clone(),
+            key: "bottleneck.0.fc1.weight".into(),
+            hint: " (not a Dinomaly checkpoint?)".into(),
+        })?;
+    let encoder_prefix = match kind {
+        CheckpointKind::Anomalib => format!("{anchor}encoder.feature_extractor."),
+        _ => format!("{anchor}encoder."),
+    };
+    let weights = load_encoder_weights_with(
+        path,
+        None,
+        &LoadOptions {
+            prefix: Some(encoder_prefix),
+            dict_key,
+            known_sha256: None,
+        },
+    )?;
+    let trainable: Vec<(String, Tensor)> = all
+        .into_iter()
+        .filter_map(|(k, t)| {
+            let k = k.strip_prefix(anchor.as_str())?.to_string();
+            (k.starts_with("bottleneck.") || k.starts_with("decoder.")).then(|| (k, t.to_kind(Kind::Float)))
+        })
+        .collect();
+    let arch = weights.arch;
+    let layers = if req.layers.is_empty() {
+        crate::backbone::open::default_layers(&arch, None)?
+    } else {
+        req.layers.clone()
+    };
+    let depth_decoder = (0..)
+        .take_while(|i| trainable.iter().any(|(k, _)| k.starts_with(&format!("decoder.{i}."))))
+        .count();
+    let mlp_bias = trainable.iter().any(|(k, _)| k == "bottleneck.0.fc1.bias");
+    let (pos_interp, backend, post) = match kind {
+        CheckpointKind::Anomalib => (PosInterp::Exact, ResizeBackend::Tensor, PostProcess::anomalib()),
+        _ => (PosInterp::Official, ResizeBackend::Pil, PostProcess::official()),
+    };
+    let vit_cfg = weights.vit_config();
+    let encoder = if req.features_only {
+        None
+    } else {
+        Some(Encoder::from_tensors(&vit_cfg, &weights.tensors, &weights.path, &layers, pos_interp, device)?)
+    };
+    let prep = Preprocess::default_with_backend(backend);
+    let (crop_h, crop_w) = prep.crop();
+    let n = layers.len();
+    let meta = FeatureMeta {
+        backbone: format!("{} ({:?} checkpoint)", arch.name(), kind).to_lowercase(),
+        weights_sha256: weights.sha256.clone(),
+        embed_dim: arch.embed_dim,
+        num_heads: arch.num_heads,
+        num_registers: arch.num_registers,
+        patch_size: arch.patch_size,
+        layers,
+        groups: vec![(0..n / 2).collect(), (n / 2..n).collect()],
+        all_layers: false,
+        resize: (prep.resize().0 as u32, prep.resize().1 as u32),
+        crop: (crop_h as u32, crop_w as u32),
+        preprocess: format!("{backend:?}").to_lowercase(),
+        pos_interp: pos_interp.as_str().to_string(),
+        grid: (crop_h as i64 / arch.patch_size, crop_w as i64 / arch.patch_size),
+        dtype: StoreDtype::F32,
+    };
+    let cfg = DinomalyConfig {
+        embed_dim: arch.embed_dim,
+        num_heads: arch.num_heads,
+        num_registers: arch.num_registers,
+        num_layers: n,
+        depth_decoder,
+        dropout: 0.0,
+        attention: AttentionKind::OFFICIAL,
+        mlp_bias,
+        groups: meta.groups.clone(),
+    };
+    finish(req, kind, meta, encoder, cfg, &trainable, prep, post, device)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    req: &ScorerRequest,
+    kind: CheckpointKind,
+    meta: FeatureMeta,
+    encoder: Option<Encoder>,
+    cfg: DinomalyConfig,
+    tensors: &[(String, Tensor)],
+    prep: Preprocess,
+    post: PostProcess,
+    device: Device,
+) -> Result<Scorer> {
+    let vs = nn::VarStore::new(device);
+    let model = Dinomaly::new(&vs.root(), cfg)?;
+    crate::io::varstore::load_into(&vs, tensors, &req.checkpoint, |_| false)?;
+    let mut post = post.with_crop((meta.crop.0 as i64, meta.crop.1 as i64));
+    if let Some(size) = req.map_size {
+        post = post.with_map_size(size);
+    }
+    if let Some(ratio) = req.max_ratio {
+        post.max_ratio = ratio;
+    }
+    let processor = PostProcessor::new(post.clone(), device)?;
+    Ok(Scorer {
+        encoder_meta: meta,
+        kind,
+        encoder,
+        _vs: vs,
+        model,
+        prep,
+        post: processor,
+        post_config: post,
+        device,
+    })
+}
+
+/// A store can be scored by a model when both were made with the same
+/// encoder, layers, input size and pre-processing.
+fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<()> {
+    let mut differences = Vec::new();
+    if store.weights_sha256 != model.weights_sha256 {
+        differences.push(format!("encoder weights (sha256 {} vs {})", short(&store.weights_sha256), short(&model.weights_sha256)));
+    }
+    if store.layers != model.layers {
+        differences.push(format!("layers ({:?} vs {:?})", store.layers, model.layers));
+    }
+    if store.crop != model.crop || store.resize != model.resize {
+        differences.push(format!(
+            "input size (resize {:?} crop {:?} vs resize {:?} crop {:?})",
+            store.resize, store.crop, model.resize, model.crop
+        ));
+    }
+    if store.pos_interp != model.pos_interp || store.preprocess != model.preprocess {
+        differences.push(format!(
+            "pre-processing ({}/{} vs {}/{})",
+            store.preprocess, store.pos_interp, model.preprocess, model.pos_interp
+        ));
+    }
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::mismatch(
+            "feature store and checkpoint",
+            format!("made differently: {}", differences.join(", ")),
+        ))
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// Model settings recorded for an official/anomalib model.
+pub fn model_meta(scorer: &Scorer) -> ModelMeta {
+    ModelMeta::from_config(scorer.model.config())
+}
