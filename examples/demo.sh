@@ -94,9 +94,15 @@ echo "dinomaly demo ($MODE), outputs in $OUT"
 # Decided first, so that a random encoder is announced before anything else.
 if [[ -n ${WEIGHTS:-} ]]; then
   [[ -f $WEIGHTS ]] || die "WEIGHTS=$WEIGHTS is not a file"
+  line=$("$DEMO_DATA" weights --given "$WEIGHTS" --random-dir "$DEMO_DIR/weights")
   ENCODER=(--backbone "${BACKBONE:-dinov2_vits14_reg4}" --weights "$WEIGHTS")
-  WEIGHTS_NOTE="${BACKBONE:-dinov2_vits14_reg4} from WEIGHTS=$WEIGHTS"
   SCORE_WEIGHTS=(--weights "$WEIGHTS")
+  if [[ ${line%% *} == random ]]; then
+    RANDOM_BACKBONE=1
+    WEIGHTS_NOTE="${BACKBONE:-dinov2_vits14_reg4} from WEIGHTS=$WEIGHTS: SEEDED RANDOM weights written by demo-data, NOT pretrained"
+  else
+    WEIGHTS_NOTE="${BACKBONE:-dinov2_vits14_reg4} from WEIGHTS=$WEIGHTS"
+  fi
 else
   say "weights: DINOv2 ViT-S/14-reg4 from the cache or the official download"
   line=$("$DEMO_DATA" weights --random-dir "$DEMO_DIR/weights")

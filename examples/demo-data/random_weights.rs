@@ -42,12 +42,40 @@ pub fn write(arch: &ArchInfo, seed: u64, path: &Path) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .context("cannot lay out the random tensors")?;
     let metadata = HashMap::from([(
-        "dinomaly_demo".to_string(),
+        MARK.to_string(),
         format!("seeded random weights (seed {seed}), NOT pretrained: anomaly scores from them are not meaningful"),
     )]);
     let bytes = safetensors::serialize(views, &Some(metadata)).context("cannot serialise the random weights")?;
     dinomaly::io::atomic::write_bytes(path, &bytes)?;
     Ok(())
+}
+
+/// The metadata key that marks a checkpoint written here.
+const MARK: &str = "dinomaly_demo";
+
+/// Whether `path` is a safetensors file carrying this module's mark.
+pub fn is_demo_random(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut len = [0u8; 8];
+    let mut reader = std::io::BufReader::new(file);
+    if std::io::Read::read_exact(&mut reader, &mut len).is_err() {
+        return false;
+    }
+    // A safetensors header is JSON; anything else (a .pth zip) is not ours.
+    let len = u64::from_le_bytes(len);
+    if len > 100_000_000 {
+        return false;
+    }
+    let mut header = vec![0u8; len as usize];
+    if std::io::Read::read_exact(&mut reader, &mut header).is_err() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|h| h.get("__metadata__")?.get(MARK).cloned())
+        .is_some()
 }
 
 /// How one tensor is filled.

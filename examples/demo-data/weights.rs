@@ -2,9 +2,12 @@
 //! or the official download (the tools' own resolver, sha256-checked), and
 //! when neither works a seeded random checkpoint.
 //!
-//! Prints one line on stdout: `pretrained PATH` or `random PATH`.
+//! Prints one line on stdout: `pretrained PATH` or `random PATH`. A file
+//! that this tool wrote as random (its safetensors metadata says so) is
+//! reported as random wherever it is found, so it is never shown as
+//! pretrained.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -26,12 +29,19 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Skip the cache and the download: random weights straight away.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "given")]
     pub random: bool,
+    /// Only classify this weights file (the user's WEIGHTS=).
+    #[arg(long, value_name = "FILE")]
+    pub given: Option<PathBuf>,
 }
 
 /// Finds the weights or writes the random fallback.
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.given {
+        report(path);
+        return Ok(());
+    }
     let backbone = find_backbone(&args.backbone)?;
     if !args.random {
         let resolver = Resolver::from_env()?;
@@ -48,7 +58,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         match resolver.resolve(backbone, None, None, &mut progress) {
             Ok(resolved) => {
                 eprintln!("demo-data: weights: {}", resolved.describe());
-                println!("pretrained {}", resolved.path.display());
+                report(&resolved.path);
                 return Ok(());
             }
             Err(e) => eprintln!("demo-data: no pretrained weights: {e}"),
@@ -64,4 +74,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     println!("random {}", path.display());
     Ok(())
+}
+
+/// Prints the verdict line for `path`.
+fn report(path: &Path) {
+    let kind = if random_weights::is_demo_random(path) { "random" } else { "pretrained" };
+    println!("{kind} {}", path.display());
 }
