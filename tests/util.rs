@@ -51,16 +51,22 @@ impl Dir {
 }
 
 /// Every binary of the suite.
-pub const TOOLS: &[&str] = &["dinomaly-extract"];
+pub const TOOLS: &[&str] = &["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-metrics"];
 
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {
     let path = match name {
         "dinomaly-extract" => env!("CARGO_BIN_EXE_dinomaly-extract"),
+        "dinomaly-train" => env!("CARGO_BIN_EXE_dinomaly-train"),
+        "dinomaly-score" => env!("CARGO_BIN_EXE_dinomaly-score"),
+        "dinomaly-metrics" => env!("CARGO_BIN_EXE_dinomaly-metrics"),
         other => panic!("unknown tool {other}"),
     };
     let mut cmd = Command::new(path);
     cmd.env("DINOMALY_NO_CUDA", "1");
+    // Tests run tools in parallel on few cores: libtorch's OpenMP threads
+    // spin-waiting against each other make tiny models up to 10x slower.
+    cmd.env("OMP_NUM_THREADS", "1");
     cmd
 }
 

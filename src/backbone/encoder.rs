@@ -35,6 +35,13 @@ impl Encoder {
             .iter()
             .max()
             .ok_or_else(|| Error::config("no encoder layers given"))?;
+        // The official code collects layer outputs in block order; a list
+        // out of order or with repeats would silently change the groups.
+        if layers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::config(format!(
+                "target layers {layers:?} must be strictly increasing block indices"
+            )));
+        }
         if last >= cfg.depth {
             return Err(Error::config(format!(
                 "layer {last} asked for, but the encoder in {} has {} blocks (0..{})",
@@ -59,6 +66,12 @@ impl Encoder {
     /// The architecture.
     pub fn config(&self) -> &VitConfig {
         self.vit.config()
+    }
+
+    /// Casts the weights to `kind` (bfloat16 for reduced-precision
+    /// inference); inputs are cast to it by the forward.
+    pub fn set_kind(&mut self, kind: tch::Kind) {
+        self._vs.set_kind(kind);
     }
 
     /// Target layers.

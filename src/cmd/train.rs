@@ -394,7 +394,7 @@ fn train_one(
     let spike = (args.spike_factor > 0.0).then_some(args.spike_factor);
     let mut trainer = Trainer::new(cfg, opt_cfg, settings, input, args.seed, spike, device)?;
     if let Some(resume) = &args.resume {
-        trainer.resume(resume).with_context(|| format!("cannot resume from {}", resume.display()))?;
+        trainer.resume(resume, meta).with_context(|| format!("cannot resume from {}", resume.display()))?;
         progress::note(quiet, TOOL, &format!("resumed at iteration {}", trainer.progress.iterations_done));
     }
     let label = class.map_or("train".to_string(), |c| format!("train {c}"));

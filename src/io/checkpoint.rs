@@ -166,7 +166,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |reason: String| Error::format(path, reason);
     let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a dinomaly checkpoint (safetensors header: {e:?})")))?;
+        .map_err(|e| bad(crate::io::safetensors_load::header_problem("dinomaly checkpoint", &e)))?;
     let kv = st_meta.metadata().clone().unwrap_or_default();
     if kv.get("format").map(String::as_str) != Some(FORMAT) {
         return Err(bad(format!(

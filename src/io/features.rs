@@ -267,7 +267,7 @@ impl FeatureStore {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
         let bad = |reason: String| Error::format(path, reason);
         let (header_len, st_meta) = safetensors::SafeTensors::read_metadata(&map)
-            .map_err(|e| bad(format!("not a feature store (safetensors header: {e:?})")))?;
+            .map_err(|e| bad(crate::io::safetensors_load::header_problem("feature store", &e)))?;
         let kv = st_meta
             .metadata()
             .as_ref()

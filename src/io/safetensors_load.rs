@@ -20,6 +20,19 @@ pub enum FloatKind {
     F32,
 }
 
+/// Why a safetensors header could not be read, for an error about a `what`
+/// (e.g. "feature store"): a file cut short (or grown) is reported as
+/// truncated rather than as some other kind of file.
+pub fn header_problem(what: &str, err: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match err {
+        E::MetadataIncompleteBuffer | E::InvalidHeaderLength => {
+            format!("truncated or corrupt {what}: the file's length does not match its safetensors header")
+        }
+        other => format!("not a {what} (safetensors header: {other:?})"),
+    }
+}
+
 fn kind_of(d: Dtype) -> Option<Kind> {
     Some(match d {
         Dtype::BOOL => Kind::Bool,

@@ -208,8 +208,12 @@ impl Trainer {
             training,
         };
         if with_state {
-            // The state goes first: a checkpoint never points at an older state.
+            // The state carries its own copy of the weights, so that it is
+            // complete by itself: a run killed between the two writes below
+            // leaves a state newer than the checkpoint, and resuming from
+            // the state alone still continues exactly.
             let mut named = self.opt.state_tensors();
+            named.extend(self.weights().into_iter().map(|(k, t)| (format!("{STATE_WEIGHTS}{k}"), t)));
             named.push((
                 "progress.iterations_done".into(),
                 Tensor::from_slice(&[self.progress.iterations_done as i64]),
@@ -227,10 +231,13 @@ impl Trainer {
         checkpoint::save(path, &self.weights(), &meta)
     }
 
-    /// Restores weights from the checkpoint at `path` and optimizer state and
-    /// progress from its state file.
-    pub fn resume(&mut self, path: &Path) -> Result<()> {
+    /// Restores the weights, optimizer state and progress saved with the
+    /// checkpoint at `path` (from its state file), after checking that the
+    /// checkpoint was trained with this run's model settings on features
+    /// of the same encoder and input as `store`.
+    pub fn resume(&mut self, path: &Path, store: &FeatureMeta) -> Result<()> {
         let ckpt = checkpoint::load(path)?;
+        crate::score::scorer::check_store_matches(store, &ckpt.meta.encoder)?;
         let model_meta = ModelMeta::from_config(self.model.config());
         if ckpt.meta.model != model_meta {
             return Err(Error::mismatch(
@@ -241,7 +248,6 @@ impl Trainer {
                 ),
             ));
         }
-        crate::io::varstore::load_into(&self.vs, &ckpt.tensors, path, |_| false)?;
         let state = state_path(path);
         let bytes = std::fs::read(&state).map_err(|e| {
             Error::io(&state, std::io::Error::new(e.kind(), format!("no training state to resume from ({e}); it is written with --save-every")))
@@ -255,12 +261,23 @@ impl Trainer {
         let progress: Progress = serde_json::from_str(kv.get("progress").map(String::as_str).unwrap_or(""))
             .map_err(|e| Error::format(&state, format!("bad progress metadata: {e}")))?;
         let named = Tensor::read_safetensors(&state).map_err(|e| Error::format(&state, format!("corrupt or truncated training state: {e}")))?;
-        let named: Vec<(String, Tensor)> = named.into_iter().filter(|(k, _)| !k.starts_with("progress.")).collect();
+        let (weights, named): (Vec<(String, Tensor)>, Vec<(String, Tensor)>) = named
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("progress."))
+            .partition(|(k, _)| k.starts_with(STATE_WEIGHTS));
+        let weights: Vec<(String, Tensor)> = weights
+            .into_iter()
+            .map(|(k, t)| (k[STATE_WEIGHTS.len()..].to_string(), t))
+            .collect();
+        crate::io::varstore::load_into(&self.vs, &weights, &state, |_| false)?;
         self.opt.load_state_tensors(&named)?;
         self.progress = progress;
         Ok(())
     }
 }
+
+/// Prefix of the model weights' names in a training state file.
+const STATE_WEIGHTS: &str = "model.";
 
 /// Where the optimizer state of checkpoint `path` is kept.
 pub fn state_path(path: &Path) -> PathBuf {

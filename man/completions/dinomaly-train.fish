@@ -1,0 +1,44 @@
+complete -c dinomaly-train -s o -l output -d 'Checkpoint to write; with --mode separated, a folder that receives CLASS.safetensors per class' -r -F
+complete -c dinomaly-train -l mode -d 'unified: one model for all classes (labels unused); separated: one model per class' -r -f -a "unified\t'One model for all classes'
+separated\t'One model per class'"
+complete -c dinomaly-train -l preset -d 'The paper\'s per-setting defaults: mvtec and visa (unified, 10,000 iterations, dropout 0.2, eps 1e-10), realiad (unified, 50,000, dropout 0.4), separated (per class, 5,000, eps 1e-8), large (as mvtec; extract with --backbone dinov2_vitl14_reg4)' -r -f -a "mvtec\t'MVTec-AD multi-class'
+visa\t'VisA multi-class'
+realiad\t'Real-IAD multi-class'
+separated\t'Class-separated training'
+large\t'ViT-L (as mvtec)'"
+complete -c dinomaly-train -l iterations -d 'Training iterations (per class when separated)' -r
+complete -c dinomaly-train -l batch -d 'Images per batch; incomplete batches at the end of an epoch are dropped, as the official loader does' -r
+complete -c dinomaly-train -l sampling -d 'How batches are drawn' -r -f -a "shuffle\t'Shuffle all rows together every epoch; drop the last partial batch'
+class-balanced\t'Draw classes evenly within every batch'"
+complete -c dinomaly-train -l lr -d 'Peak learning rate (after warm-up)' -r
+complete -c dinomaly-train -l final-lr -d 'Learning rate at the end of the cosine decay' -r
+complete -c dinomaly-train -l warmup -d 'Linear warm-up iterations, starting from 0' -r
+complete -c dinomaly-train -l weight-decay -d 'Decoupled weight decay (all tensors)' -r
+complete -c dinomaly-train -l eps -d 'StableAdamW epsilon (default from the preset: 1e-10 unified, 1e-8 separated)' -r
+complete -c dinomaly-train -l clip -d 'Global gradient-norm clip' -r
+complete -c dinomaly-train -l dropout -d 'Bottleneck dropout (default from the preset)' -r
+complete -c dinomaly-train -l attention -d 'Decoder attention: linear (ELU+1, the paper\'s) or softmax (ablation)' -r -f -a "linear\t'ELU+1 linear attention'
+softmax\t'Softmax attention'"
+complete -c dinomaly-train -l attention-eps -d 'Add this epsilon to the linear-attention normaliser (the official README\'s fix when a dataset gives NaN losses); default none' -r
+complete -c dinomaly-train -l groups -d 'Layer groups: loose (two groups of four, the paper\'s), strict (layer to layer) or single (all eight together)' -r -f -a "loose\t'[[0,1,2,3],[4,5,6,7]]'
+strict\t'Eight singleton groups'
+single\t'One group of all eight'"
+complete -c dinomaly-train -l loss -d 'Loss: hard-mining (the loose loss) or plain global cosine' -r -f -a "hard-mining\t'Global cosine with hard-mining gradient weighting'
+plain\t'Global cosine'"
+complete -c dinomaly-train -l variant -d 'Model variant: official (MLP biases) or anomalib (no MLP biases, so its checkpoints fit)' -r -f -a "official\t'MLP biases on'
+anomalib\t'MLP biases off'"
+complete -c dinomaly-train -l seed -d 'Seed for initialisation, batches and dropout' -r
+complete -c dinomaly-train -l spike-factor -d 'Skip a step whose loss exceeds this multiple of the median of the last 100 losses (0 turns it off). Non-finite losses and gradients are always skipped' -r
+complete -c dinomaly-train -l save-every -d 'Write the checkpoint (and its optimizer state, PATH.state) every N iterations, so a killed run can --resume' -r
+complete -c dinomaly-train -l resume -d 'Continue from a checkpoint written with --save-every (same flags)' -r -F
+complete -c dinomaly-train -l val -d 'Validate against this labelled feature store (a test or held-out split extracted with the same settings): image AUROC per class and mean, pixel AUROC when masks are there. Logged on stderr' -r -F
+complete -c dinomaly-train -l val-every -d 'Validate every N iterations (default: once, at the end)' -r
+complete -c dinomaly-train -l keep-best -d 'Keep the checkpoint with the best validation value of this metric instead of the last one' -r -f -a "i-auroc\t'Mean image AUROC over classes'
+p-auroc\t'Mean pixel AUROC over classes (needs masks)'"
+complete -c dinomaly-train -l patience -d 'Stop when this many validations in a row did not improve the --keep-best metric' -r
+complete -c dinomaly-train -l classes -d 'Only these classes (comma-separated)' -r
+complete -c dinomaly-train -l log -d 'Write one JSON line per iteration (it, loss, lr, p, grad_norm, skipped) to this file' -r -F
+complete -c dinomaly-train -l device -d 'Where to compute: auto (CUDA when present, else CPU), cpu, cuda or cuda:N' -r
+complete -c dinomaly-train -s q -l quiet -d 'No progress bar and no notes on stderr (errors are still printed)'
+complete -c dinomaly-train -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c dinomaly-train -s V -l version -d 'Print version'

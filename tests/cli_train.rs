@@ -1,0 +1,310 @@
+//! `dinomaly-train` end to end from feature stores of the tiny encoder:
+//! learning on real images, exact resumption after a kill, non-finite
+//! inputs, separated mode, and each kind of bad input (exit 2 before
+//! training, nothing written).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dinomaly::io::checkpoint;
+use dinomaly::io::features::{FeatureStore, FeatureWriter};
+use tch::{Device, Kind};
+
+use crate::cli_fixture::{self as fx, assert_error, entries};
+use crate::util::{self, assert_code, Dir};
+
+fn load(path: &Path) -> checkpoint::Checkpoint {
+    checkpoint::load(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn all_finite(ckpt: &checkpoint::Checkpoint) -> bool {
+    ckpt.tensors.iter().all(|(_, t)| bool::try_from(t.isfinite().all()).unwrap())
+}
+
+/// Largest absolute difference between two checkpoints' tensors (same keys).
+fn max_abs_diff(a: &checkpoint::Checkpoint, b: &checkpoint::Checkpoint) -> f64 {
+    let keys = |c: &checkpoint::Checkpoint| c.tensors.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    assert_eq!(keys(a), keys(b));
+    a.tensors
+        .iter()
+        .zip(&b.tensors)
+        .map(|((_, x), (_, y))| f64::try_from((x - y).abs().max()).unwrap())
+        .fold(0.0, f64::max)
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+#[test]
+fn cli_train_loss_decreases_on_real_images() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_loss");
+    let ckpt = dir.join("m.safetensors");
+    let log = dir.join("log.jsonl");
+    let out = util::run(fx::train(&shared.store, &ckpt, 30, 4).arg("--log").arg(&log), "");
+    assert_code(&out, 0);
+    let lines = fx::parse_lines(&std::fs::read_to_string(&log).unwrap());
+    assert_eq!(lines.len(), 30);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["it"].as_u64(), Some(i as u64));
+        for key in ["loss", "lr", "p", "grad_norm"] {
+            assert!(line[key].is_number(), "{key} missing in {line}");
+        }
+        assert!(line["skipped"].is_null(), "{line}");
+    }
+    let losses: Vec<f64> = lines.iter().map(|l| l["loss"].as_f64().unwrap()).collect();
+    let (first, last) = (mean(&losses[..5]), mean(&losses[25..]));
+    assert!(last < 0.7 * first, "loss did not go down: first five {first:.4}, last five {last:.4}");
+    let model = load(&ckpt);
+    assert!(all_finite(&model));
+    let training = &model.meta.training;
+    assert_eq!(training["iterations_done"].as_u64(), Some(30));
+    assert_eq!(training["skipped_steps"].as_u64(), Some(0));
+    assert_eq!(training["train_images"].as_u64(), Some(8));
+    assert_eq!(model.meta.encoder, *FeatureStore::open(&shared.store).unwrap().meta());
+    assert!(!dir.join("m.safetensors.state").exists(), "a state file without --save-every");
+}
+
+const RESUME_ITERS: u64 = 24;
+const SAVE_EVERY: u64 = 4;
+
+/// Runs a training that saves every [`SAVE_EVERY`] iterations into `ckpt`,
+/// calls `watch` (which returns when the moment to interrupt has come) and
+/// kills the run (SIGKILL). A run that ended on its own first (a slow
+/// poller on a loaded machine) is retried, at most three times.
+fn interrupted_run<R>(store: &Path, ckpt: &Path, mut watch: impl FnMut() -> R) -> R {
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(ckpt);
+        let _ = std::fs::remove_file(ckpt.with_extension("safetensors.state"));
+        let mut child = fx::train(store, ckpt, RESUME_ITERS, 4)
+            .args(["--save-every", &SAVE_EVERY.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn dinomaly-train");
+        let seen = watch();
+        child.kill().unwrap();
+        if child.wait().unwrap().code().is_none() {
+            return seen;
+        }
+    }
+    panic!("the training run always ended before it could be killed");
+}
+
+/// Polls until `cond` holds (panics after 60 s).
+fn poll(mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Resumes `ckpt` to the end and compares with the uninterrupted `reference`.
+fn resume_and_compare(store: &Path, ckpt: &Path, reference: &checkpoint::Checkpoint, case: &str) {
+    let out = util::run(
+        fx::train(store, ckpt, RESUME_ITERS, 4)
+            .args(["--save-every", &SAVE_EVERY.to_string()])
+            .arg("--resume")
+            .arg(ckpt),
+        "",
+    );
+    assert_code(&out, 0);
+    let resumed = load(ckpt);
+    assert_eq!(resumed.meta.training["iterations_done"].as_u64(), Some(RESUME_ITERS));
+    let diff = max_abs_diff(&resumed, reference);
+    assert!(diff <= 1e-6, "{case}: resumed weights differ from the uninterrupted run by {diff:e}");
+    assert_eq!(resumed.meta.training["loss_history"], reference.meta.training["loss_history"]);
+}
+
+#[test]
+fn cli_train_killed_and_resumed_equals_uninterrupted() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_resume");
+    let reference = dir.join("a.safetensors");
+    assert_code(&util::run(&mut fx::train(&shared.store, &reference, RESUME_ITERS, 4), ""), 0);
+    let reference = load(&reference);
+
+    // Killed (SIGKILL) as soon as its first save is complete.
+    let ckpt = dir.join("b.safetensors");
+    interrupted_run(&shared.store, &ckpt, || poll(|| ckpt.exists()));
+    let done = load(&ckpt).meta.training["iterations_done"].as_u64().unwrap();
+    assert!(done < RESUME_ITERS && done % SAVE_EVERY == 0, "saved at {done}");
+    resume_and_compare(&shared.store, &ckpt, &reference, "killed after a save");
+
+    // Killed between the two files of a save: the training state of a
+    // later save is on disk while the checkpoint still holds the earlier
+    // weights (put back here, as the kill would have left them).
+    let ckpt = dir.join("c.safetensors");
+    let first = interrupted_run(&shared.store, &ckpt, || {
+        poll(|| ckpt.exists());
+        let first = std::fs::read(&ckpt).unwrap();
+        let inode = std::fs::metadata(&ckpt).unwrap().ino();
+        poll(|| std::fs::metadata(&ckpt).map(|m| m.ino() != inode).unwrap_or(false));
+        first
+    });
+    std::fs::write(&ckpt, &first).unwrap();
+    resume_and_compare(&shared.store, &ckpt, &reference, "killed within a save");
+}
+
+/// A copy of the shared store's rows with `poison` applied to row `row`.
+fn poisoned_store(dest: &Path, row: i64, value: f64) {
+    let shared = FeatureStore::open(&fx::shared().store).unwrap();
+    let rows = shared.all(Kind::Float, Device::Cpu).unwrap();
+    let _ = rows.get(row).get(0).get(10).get(3).fill_(value);
+    let mut writer = FeatureWriter::create(dest, shared.meta().clone()).unwrap();
+    writer.push(shared.records(), &rows).unwrap();
+    writer.finish().unwrap();
+}
+
+#[test]
+fn cli_train_non_finite_features_never_reach_the_weights() {
+    let dir = Dir::new("cli_train_nan");
+    for (name, value) in [("nan", f64::NAN), ("inf", f64::INFINITY)] {
+        let store = dir.join(&format!("{name}.st"));
+        poisoned_store(&store, 3, value);
+        let ckpt = dir.join(&format!("{name}.safetensors"));
+        let log = dir.join(&format!("{name}.jsonl"));
+        let out = util::run(fx::train(&store, &ckpt, 8, 4).arg("--log").arg(&log), "");
+        assert_code(&out, 0);
+        let lines = fx::parse_lines(&std::fs::read_to_string(&log).unwrap());
+        let skipped = lines.iter().filter(|l| !l["skipped"].is_null()).count();
+        // Eight iterations are four epochs of two batches of four: the
+        // bad image is in one batch of each.
+        assert_eq!(skipped, 4, "{name}: log {lines:?}");
+        assert_eq!(util::stderr(&out).matches("step skipped").count(), 4, "{}", util::stderr(&out));
+        let model = load(&ckpt);
+        assert!(all_finite(&model), "{name} reached the weights");
+        assert_eq!(model.meta.training["skipped_steps"].as_u64(), Some(4));
+        assert_eq!(model.meta.training["iterations_done"].as_u64(), Some(8));
+    }
+}
+
+/// Writes a store like the shared one but with no rows at all.
+fn empty_store(dest: &Path) {
+    let shared = FeatureStore::open(&fx::shared().store).unwrap();
+    let meta = shared.meta();
+    let mut kv = serde_json::Map::new();
+    kv.insert("format".into(), "dinomaly-features".into());
+    kv.insert("format_version".into(), "1".into());
+    kv.insert("meta".into(), serde_json::to_string(meta).unwrap().into());
+    kv.insert("records".into(), "[]".into());
+    let header = serde_json::json!({
+        "__metadata__": kv,
+        "features": {"dtype": "F32", "shape": [0, 2, 69, 64], "data_offsets": [0, 0]},
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(dest, bytes).unwrap();
+    assert!(FeatureStore::open(dest).unwrap().is_empty());
+}
+
+/// Runs a million-iteration training on `store` with `flags` (default
+/// output `out/m.safetensors`, batch 4), expects it to fail before training
+/// (else it would not end in time) with every needle in its one error
+/// line, and `out/` to stay empty.
+fn assert_train_fails(dir: &Dir, store: &Path, flags: &[String], needles: &[&str]) {
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut cmd = fx::train_base(store);
+    cmd.args(["--iterations", "1000000"]).args(flags);
+    if !flags.iter().any(|f| f == "-o") {
+        cmd.arg("-o").arg(out_dir.join("m.safetensors"));
+    }
+    if !flags.iter().any(|f| f == "--batch") {
+        cmd.args(["--batch", "4"]);
+    }
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    fx::wait_at_most(&mut child, Duration::from_secs(30));
+    let out = child.wait_with_output().unwrap();
+    assert_error(&out, needles);
+    assert!(entries(&out_dir).is_empty(), "left behind: {:?}", entries(&out_dir));
+}
+
+#[test]
+fn cli_train_bad_stores_are_refused() {
+    let dir = Dir::new("cli_train_bad_store");
+    let empty = dir.join("empty.st");
+    empty_store(&empty);
+    assert_train_fails(&dir, &empty, &[], &["empty.st", "no images"]);
+    // Eight images cannot fill a batch of sixteen.
+    let shared = fx::shared();
+    assert_train_fails(&dir, &shared.store, &["--batch".into(), "16".into()], &["features.safetensors", "16"]);
+    let bytes = std::fs::read(&shared.store).unwrap();
+    let cut = dir.write("cut.st", &bytes[..bytes.len() - 1000]);
+    assert_train_fails(&dir, &cut, &[], &["cut.st", "truncated"]);
+    let header_cut = dir.write("header.st", &bytes[..100]);
+    assert_train_fails(&dir, &header_cut, &[], &["header.st"]);
+    let text = dir.write("text.st", b"a text file, not a store\n");
+    assert_train_fails(&dir, &text, &[], &["text.st", "not a feature store"]);
+    assert_train_fails(&dir, &shared.ckpt, &[], &["model.safetensors", "not a feature store"]);
+    assert_train_fails(&dir, &dir.join("absent.st"), &[], &["absent.st"]);
+}
+
+#[test]
+fn cli_train_unwritable_outputs_fail_before_training() {
+    let dir = Dir::new("cli_train_bad_output");
+    let store = &fx::shared().store;
+    let file = dir.write("plain-file", b"x");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["-o".into(), dir.join("no/such/m.st").display().to_string()], "no/such"),
+        (vec!["-o".into(), file.join("m.st").display().to_string()], "plain-file"),
+        (vec!["--mode".into(), "separated".into(), "-o".into(), file.join("models").display().to_string()], "plain-file"),
+        (vec!["--log".into(), dir.join("no/such/log.jsonl").display().to_string()], "no/such"),
+    ];
+    for (flags, needle) in cases {
+        assert_train_fails(&dir, store, &flags, &[needle]);
+    }
+    assert_eq!(entries(dir.path()), vec!["out", "plain-file"]);
+}
+
+#[test]
+fn cli_train_resume_refuses_a_store_of_another_encoder() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_resume_mismatch");
+    let ckpt = dir.join("m.safetensors");
+    assert_code(&util::run(fx::train(&shared.store, &ckpt, 4, 4).args(["--save-every", "2"]), ""), 0);
+    let before = std::fs::read(&ckpt).unwrap();
+    let input: String = fx::images()[..4].iter().map(|p| format!("{}\n", p.display())).collect();
+    // Same architecture, other weights; then the same weights at another input size.
+    let other = dir.join("other.safetensors");
+    fx::tiny_weights(&other, 2);
+    let by_weights = dir.join("other-weights.st");
+    assert_code(&util::run(&mut fx::extract(&other, &by_weights), &input), 0);
+    let by_size = dir.join("other-size.st");
+    assert_code(&util::run(&mut fx::extract_sized(&shared.weights, &by_size, 126), &input), 0);
+    for (store, needle) in [(&by_weights, "sha256"), (&by_size, "126")] {
+        let out = util::run(fx::train(store, &dir.join("new.safetensors"), 8, 4).arg("--resume").arg(&ckpt), "");
+        assert_error(&out, &["m.safetensors", needle]);
+        assert!(!dir.join("new.safetensors").exists());
+    }
+    assert_eq!(std::fs::read(&ckpt).unwrap(), before, "the checkpoint was changed");
+}
+
+#[test]
+fn cli_train_separated_writes_one_checkpoint_per_class() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_separated");
+    let models = dir.join("models");
+    let out = util::run(fx::train(&shared.store, &models, 3, 2).args(["--mode", "separated"]), "");
+    assert_code(&out, 0);
+    assert_eq!(entries(&models), vec!["c0.safetensors", "c1.safetensors"]);
+    let models: Vec<checkpoint::Checkpoint> = ["c0", "c1"]
+        .iter()
+        .map(|c| {
+            let model = load(&models.join(format!("{c}.safetensors")));
+            assert!(all_finite(&model));
+            let t = &model.meta.training;
+            assert_eq!((t["mode"].as_str(), t["class"].as_str()), (Some("separated"), Some(*c)));
+            assert_eq!((t["train_images"].as_u64(), t["iterations_done"].as_u64()), (Some(4), Some(3)));
+            assert_eq!(t["eps"].as_f64(), Some(1e-8), "separated training uses eps 1e-8");
+            model
+        })
+        .collect();
+    assert!(max_abs_diff(&models[0], &models[1]) > 0.0, "both classes gave the same model");
+}
