@@ -2,6 +2,7 @@
 # python3/pip. libtorch 2.11.0 (what tch 0.24.0 expects) comes from the
 # registry's torch==2.11.0 wheel, unpacked into the ignored folder .libtorch.
 #   make demo   the main job: extract -> train -> score -> metrics on real images
+#   make demo-smoke  the same on a handful of images (under a minute)
 #   make test   the test suite
 #   CUDA=1 make ...  also install the CUDA libraries (2.7 GB) for GPU runs
 
@@ -18,7 +19,7 @@ CUDA_MIN  := nvidia-cuda-runtime==13.0.96.* nvidia-cuda-cupti==13.0.85.*
 CUDA_ONLY_LIBS := libtorch_cuda.so libtorch_cuda_linalg.so libtorch_python.so \
                   libtorch_nvshmem.so libc10_cuda.so libcaffe2_nvrtc.so
 
-.PHONY: all build test demo libtorch clean-libtorch man bench fixtures
+.PHONY: all build test demo demo-smoke libtorch clean-libtorch man bench fixtures
 
 all: build
 
@@ -42,7 +43,14 @@ test: libtorch
 	$(CARGO) test --release --locked
 
 demo: build
+	$(CARGO) build --release --locked --example demo-data
 	bash examples/demo.sh
+
+# The same pipeline on a handful of images and 10 iterations (what the test
+# suite runs).
+demo-smoke: build
+	$(CARGO) build --release --locked --example demo-data
+	DEMO_QUICK=1 bash examples/demo.sh
 
 man: build
 	bash scripts/gen-man.sh

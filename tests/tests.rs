@@ -7,6 +7,7 @@ mod encoder;
 mod maps;
 mod model;
 mod dataset;
+mod demo;
 mod metrics;
 mod preprocess;
 mod score_parity;
