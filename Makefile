@@ -40,6 +40,7 @@ build: libtorch
 	$(CARGO) build --release --locked
 
 test: libtorch
+	$(CARGO) build --release --locked --bins --example demo-data
 	$(CARGO) test --release --locked
 
 demo: build
