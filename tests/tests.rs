@@ -9,4 +9,5 @@ mod model;
 mod dataset;
 mod metrics;
 mod preprocess;
+mod score_parity;
 mod weights;

@@ -51,12 +51,13 @@ impl Dir {
 }
 
 /// Every binary of the suite.
-pub const TOOLS: &[&str] = &["dinomaly-extract"];
+pub const TOOLS: &[&str] = &["dinomaly-extract", "dinomaly-score"];
 
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {
     let path = match name {
         "dinomaly-extract" => env!("CARGO_BIN_EXE_dinomaly-extract"),
+        "dinomaly-score" => env!("CARGO_BIN_EXE_dinomaly-score"),
         other => panic!("unknown tool {other}"),
     };
     let mut cmd = Command::new(path);

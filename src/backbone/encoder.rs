@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 use super::pos_embed::PosInterp;
 use super::vit::{VisionTransformer, VitConfig};
@@ -35,6 +35,13 @@ impl Encoder {
             .iter()
             .max()
             .ok_or_else(|| Error::config("no encoder layers given"))?;
+        // The official code collects layer outputs in block order; a list
+        // out of order or with repeats would silently change the groups.
+        if layers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Error::config(format!(
+                "target layers {layers:?} must be strictly increasing block indices"
+            )));
+        }
         if last >= cfg.depth {
             return Err(Error::config(format!(
                 "layer {last} asked for, but the encoder in {} has {} blocks (0..{})",
@@ -59,6 +66,12 @@ impl Encoder {
     /// The architecture.
     pub fn config(&self) -> &VitConfig {
         self.vit.config()
+    }
+
+    /// Casts the weights to `kind` (bfloat16 for reduced-precision
+    /// inference); inputs are cast to it by the forward.
+    pub fn set_kind(&mut self, kind: tch::Kind) {
+        self._vs.set_kind(kind);
     }
 
     /// Target layers.
@@ -97,24 +110,9 @@ impl Encoder {
     }
 }
 
-/// Mean of the layer outputs in each group, stacked on a new axis 1.
+/// Mean of the layer outputs in each group (the model's fusion), stacked on
+/// a new axis 1: (B, G, T, D).
 pub fn fuse(outputs: &[Tensor], groups: &[Vec<usize>]) -> Result<Tensor> {
-    let mut maps = Vec::with_capacity(groups.len());
-    for group in groups {
-        let members: Vec<&Tensor> = group
-            .iter()
-            .map(|&i| {
-                outputs
-                    .get(i)
-                    .ok_or_else(|| Error::config(format!("group refers to layer index {i}, only {} layers", outputs.len())))
-            })
-            .collect::<Result<_>>()?;
-        if members.is_empty() {
-            return Err(Error::config("empty layer group"));
-        }
-        // torch.stack(...).mean(dim=1) as the official fuse_feature: sum in
-        // order, divide once.
-        maps.push(Tensor::stack(&members, 1).mean_dim(1, false, Kind::Float));
-    }
-    Ok(Tensor::stack(&maps, 1))
+    let maps = crate::model::fusion::fuse_groups(outputs, groups)?;
+    Ok(Tensor::f_stack(&maps, 1)?)
 }

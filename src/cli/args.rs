@@ -139,3 +139,24 @@ pub struct EncoderArgs {
     #[arg(long, value_enum, default_value = "official")]
     pub pos_interp: crate::backbone::pos_embed::PosInterp,
 }
+
+/// Numeric precision of inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// float32 everywhere (the references' setting).
+    #[default]
+    Fp32,
+    /// Encoder and decoder in bfloat16 (for CUDA; maps and scores are
+    /// still computed in float32 from the bfloat16 features).
+    Bf16,
+}
+
+impl Precision {
+    /// The tensor kind of the weights.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+}

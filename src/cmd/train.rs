@@ -16,6 +16,7 @@ use crate::io::features::FeatureStore;
 use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::trainer::{StoreInput, Trainer};
+use crate::train::validate::{ValMetric, Validator};
 
 const TOOL: &str = "dinomaly-train";
 
@@ -132,6 +133,26 @@ pub struct Args {
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
 
+    /// Validate against this labelled feature store (a test or held-out
+    /// split extracted with the same settings): image AUROC per class and
+    /// mean, pixel AUROC when masks are there. Logged on stderr.
+    #[arg(long, value_name = "STORE")]
+    pub val: Option<PathBuf>,
+
+    /// Validate every N iterations (default: once, at the end).
+    #[arg(long, value_name = "N", requires = "val")]
+    pub val_every: Option<u64>,
+
+    /// Keep the checkpoint with the best validation value of this metric
+    /// instead of the last one.
+    #[arg(long, value_enum, value_name = "METRIC", requires = "val")]
+    pub keep_best: Option<ValMetric>,
+
+    /// Stop when this many validations in a row did not improve the
+    /// --keep-best metric.
+    #[arg(long, value_name = "N", requires = "keep_best")]
+    pub patience: Option<u32>,
+
     /// Only these classes (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
@@ -244,6 +265,9 @@ impl Args {
         if self.save_every == Some(0) {
             bail!("--save-every must be at least 1");
         }
+        if self.val_every == Some(0) {
+            bail!("--val-every must be at least 1");
+        }
         if self.resume.is_some() && plan.mode == Mode::Separated {
             bail!("--resume works with one checkpoint: resume separated training class by class with --classes");
         }
@@ -300,12 +324,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         tch::Device::Cuda(_) => Some(store.all(Kind::Half, device)?),
         _ => None,
     };
+    let validator = match &args.val {
+        Some(path) => Some(Validator::open(path, store.meta(), device).with_context(|| format!("--val {}", path.display()))?),
+        None => None,
+    };
     for (class, rows) in jobs {
         let output = match (&class, plan.mode) {
             (Some(c), Mode::Separated) => args.output.join(format!("{}.safetensors", if c.is_empty() { "unnamed" } else { c })),
             _ => args.output.clone(),
         };
-        train_one(&args, &plan, &store, held.as_ref(), class.as_deref(), rows, &classes, &output, device, log.as_mut())?;
+        train_one(&args, &plan, &store, held.as_ref(), class.as_deref(), rows, &classes, &output, device, log.as_mut(), validator.as_ref())?;
     }
     if let Some(log) = log {
         log.commit()?;
@@ -325,6 +353,7 @@ fn train_one(
     output: &Path,
     device: tch::Device,
     mut log: Option<&mut crate::io::atomic::AtomicFile>,
+    validator: Option<&Validator>,
 ) -> anyhow::Result<()> {
     let quiet = args.quiet.quiet;
     let meta = store.meta();
@@ -389,6 +418,9 @@ fn train_one(
             "features": args.features.display().to_string(),
         })
     };
+    let val_every = args.val_every.unwrap_or(plan.iterations);
+    let mut best: Option<(f64, u64)> = None;
+    let mut since_best = 0u32;
     let mut smoothed: Option<f64> = None;
     let started = std::time::Instant::now();
     let start_it = trainer.progress.iterations_done;
@@ -420,20 +452,49 @@ fn train_one(
         if args.save_every.is_some_and(|n| done % n == 0) && done < plan.iterations {
             trainer.save(output, meta, training_meta(&trainer), true)?;
         }
+        if let Some(validator) = validator {
+            if done % val_every == 0 || done == plan.iterations {
+                let result = validator.run(trainer.model(), args.batch)?;
+                bar.suspend(|| eprintln!("{TOOL}: validation at iteration {done}: {}", result.summary()));
+                if let Some(metric) = args.keep_best {
+                    let value = result.mean(metric);
+                    if value.is_some_and(|v| best.is_none_or(|(b, _)| v > b)) {
+                        best = value.map(|v| (v, done));
+                        since_best = 0;
+                        let mut training = training_meta(&trainer);
+                        training["best"] = serde_json::json!({"metric": format!("{metric:?}").to_lowercase(), "value": value, "iteration": done});
+                        trainer.save(output, meta, training, false)?;
+                    } else {
+                        since_best += 1;
+                        if args.patience.is_some_and(|p| since_best >= p) {
+                            bar.suspend(|| eprintln!("{TOOL}: no improvement in {since_best} validations: stopping at iteration {done}"));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
     }
     bar.finish_and_clear();
-    trainer.save(output, meta, training_meta(&trainer), args.save_every.is_some())?;
-    let last = trainer.progress.loss_history.last().map(|&(_, l)| l);
-    progress::note(
-        quiet,
-        TOOL,
-        &format!(
-            "wrote {} ({} iterations, {} skipped, final loss {})",
-            output.display(),
-            trainer.progress.iterations_done,
-            trainer.progress.skipped_steps,
-            last.or(smoothed).map_or("n/a".into(), |l| format!("{l:.4}"))
+    let last = trainer.progress.loss_history.last().map(|&(_, l)| l).or(smoothed);
+    let last = last.map_or("n/a".into(), |l| format!("{l:.4}"));
+    let done = trainer.progress.iterations_done;
+    let skipped = trainer.progress.skipped_steps;
+    match best {
+        // The best checkpoint is already written.
+        Some((value, it)) => progress::note(
+            quiet,
+            TOOL,
+            &format!("wrote {}: the best of {done} iterations (iteration {it}, validation {value:.4}); {skipped} steps skipped", output.display()),
         ),
-    );
+        None => {
+            trainer.save(output, meta, training_meta(&trainer), args.save_every.is_some())?;
+            progress::note(
+                quiet,
+                TOOL,
+                &format!("wrote {} ({done} iterations, {skipped} skipped, final loss {last})", output.display()),
+            );
+        }
+    }
     Ok(())
 }

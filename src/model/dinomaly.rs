@@ -327,10 +327,13 @@ impl Dinomaly {
                 ));
             }
         }
-        if t.kind() != tch::Kind::Float {
+        // Inputs come in the parameters' dtype (float32, or bfloat16 when
+        // the whole model was cast for reduced-precision inference).
+        let expected = self.bottleneck.mlp.fc1.weight.kind();
+        if t.kind() != expected {
             return Err(Error::mismatch(
                 what,
-                format!("dtype {:?}, expected float32", t.kind()),
+                format!("dtype {:?}, expected {expected:?}", t.kind()),
             ));
         }
         if t.device() != self.device {

@@ -145,6 +145,11 @@ pub struct PostProcessor {
 
 impl PostProcessor {
     /// Validates `config` and puts its kernel on `device`.
+    /// The device the kernel lives on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     pub fn new(config: PostProcess, device: Device) -> Result<Self> {
         config.validate()?;
         let kernel = gaussian_kernel(config.kernel_size, config.sigma)?.f_to_device(device)?;

@@ -61,6 +61,8 @@ pub struct ScorerRequest {
     pub max_ratio: Option<f64>,
     /// Build no encoder (scoring from a feature store).
     pub features_only: bool,
+    /// Weights and activations precision.
+    pub precision: crate::cli::args::Precision,
     /// Notes on stderr off.
     pub quiet: bool,
     /// Tool name for notes.
@@ -74,6 +76,7 @@ pub struct Scorer {
     /// Kind of the checkpoint.
     pub kind: CheckpointKind,
     encoder: Option<Encoder>,
+    precision: crate::cli::args::Precision,
     _vs: nn::VarStore,
     model: Dinomaly,
     prep: Preprocess,
@@ -129,12 +132,12 @@ impl Scorer {
     pub fn score_features(&self, rows: &Tensor, store: &FeatureMeta) -> Result<ScoredBatch> {
         check_store_matches(store, &self.encoder_meta)?;
         let input = StoreInput::for_store(store, &self.model.config().groups)?;
-        let rows = rows.to_device(self.device).to_kind(Kind::Float);
+        let rows = rows.to_device(self.device).to_kind(self.precision.kind());
         tch::no_grad(|| {
             let (enc, dec) = match input {
                 StoreInput::Groups => self.model.forward_features_t(Features::Groups(&rows), store.grid, false)?,
                 StoreInput::MeanOfGroups => {
-                    let single = rows.mean_dim(1, true, Kind::Float);
+                    let single = rows.mean_dim(1, true, None);
                     self.model.forward_features_t(Features::Groups(&single), store.grid, false)?
                 }
                 StoreInput::Layers => {
@@ -157,26 +160,42 @@ pub fn detect_kind(path: &Path) -> Result<CheckpointKind> {
             let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
             if format.as_deref() == Some(checkpoint::FORMAT) {
                 Ok(CheckpointKind::Dinomaly)
-            } else if meta.tensors().keys().any(|k| k.contains("encoder.feature_extractor.")) {
-                Ok(CheckpointKind::Anomalib)
-            } else if meta.tensors().keys().any(|k| k.starts_with("encoder.blocks.")) {
-                Ok(CheckpointKind::Official)
             } else {
-                Err(Error::format(path, "not a Dinomaly checkpoint (no dinomaly metadata, no encoder/decoder keys)"))
+                foreign_kind(meta.tensors().keys().map(String::as_str))
+                    .ok_or_else(|| Error::format(path, "not a Dinomaly checkpoint (no dinomaly metadata, no encoder/decoder keys)"))
             }
         }
         FileKind::TorchZip => {
             let sd = read_state_dict(path, None)?;
-            if sd.tensors.iter().any(|(k, _)| k.contains("encoder.feature_extractor.")) {
-                Ok(CheckpointKind::Anomalib)
-            } else if sd.tensors.iter().any(|(k, _)| k.starts_with("encoder.blocks.") || k.starts_with("encoder.cls_token")) {
-                Ok(CheckpointKind::Official)
-            } else {
-                Err(Error::format(path, "a torch checkpoint without Dinomaly keys (encoder.*, bottleneck.0.*, decoder.*)"))
-            }
+            foreign_kind(sd.tensors.iter().map(|(k, _)| k.as_str()))
+                .ok_or_else(|| Error::format(path, "a torch checkpoint without Dinomaly keys (encoder.*, bottleneck.0.*, decoder.*)"))
         }
         FileKind::TorchLegacy => Err(Error::format(path, sniff::legacy_message())),
         _ => Err(Error::format(path, "not a checkpoint (neither safetensors nor a torch.save file)")),
+    }
+}
+
+/// The foreign kind the tensor names point to: anomalib keeps its timm
+/// encoder under `encoder.feature_extractor.` (after `model.` in a Lightning
+/// checkpoint), the official `ViTill` its Meta-layout encoder under
+/// `encoder.`.
+fn foreign_kind<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<CheckpointKind> {
+    let mut official = false;
+    for k in keys {
+        if k.contains("encoder.feature_extractor.") {
+            return Some(CheckpointKind::Anomalib);
+        }
+        official |= k.starts_with("encoder.blocks.") || k.starts_with("encoder.cls_token");
+    }
+    official.then_some(CheckpointKind::Official)
+}
+
+/// The name of a kind as `--kind` takes it.
+fn kind_name(kind: CheckpointKind) -> &'static str {
+    match kind {
+        CheckpointKind::Dinomaly => "dinomaly",
+        CheckpointKind::Official => "official",
+        CheckpointKind::Anomalib => "anomalib",
     }
 }
 
@@ -245,6 +264,22 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
             (sd.tensors, None::<String>)
         }
     };
+    // A kind given by hand that the keys contradict would fail later with a
+    // confusing missing-tensor error: say what the file is instead.
+    if let Some(found) = foreign_kind(all.iter().map(|(k, _)| k.as_str())) {
+        if found != kind {
+            return Err(Error::mismatch(
+                path.display().to_string(),
+                // Both foreign kinds start with a vowel: "an".
+                format!(
+                    "its keys are those of an {} checkpoint, not an {} one (use --kind {})",
+                    kind_name(found),
+                    kind_name(kind),
+                    kind_name(found)
+                ),
+            ));
+        }
+    }
     // The decoder side is found by its first key; its prefix ("" or
     // "model.") is also the prefix of the encoder.
     let anchor = all
@@ -341,9 +376,15 @@ fn finish(
     post: PostProcess,
     device: Device,
 ) -> Result<Scorer> {
-    let vs = nn::VarStore::new(device);
+    let mut vs = nn::VarStore::new(device);
     let model = Dinomaly::new(&vs.root(), cfg)?;
     crate::io::varstore::load_into(&vs, tensors, &req.checkpoint, |_| false)?;
+    let weights_kind = req.precision.kind();
+    vs.set_kind(weights_kind);
+    let mut encoder = encoder;
+    if let Some(e) = encoder.as_mut() {
+        e.set_kind(weights_kind);
+    }
     let mut post = post.with_crop((meta.crop.0 as i64, meta.crop.1 as i64));
     if let Some(size) = req.map_size {
         post = post.with_map_size(size);
@@ -356,6 +397,7 @@ fn finish(
         encoder_meta: meta,
         kind,
         encoder,
+        precision: req.precision,
         _vs: vs,
         model,
         prep,
@@ -404,4 +446,23 @@ fn short(hash: &str) -> &str {
 /// Model settings recorded for an official/anomalib model.
 pub fn model_meta(scorer: &Scorer) -> ModelMeta {
     ModelMeta::from_config(scorer.model.config())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_kinds_follow_the_encoder_keys() {
+        let kind = |keys: &[&str]| foreign_kind(keys.iter().copied());
+        assert_eq!(kind(&["encoder.feature_extractor.cls_token", "bottleneck.0.fc1.weight"]), Some(CheckpointKind::Anomalib));
+        // Lightning: everything under "model.", plus aliases and buffers.
+        assert_eq!(
+            kind(&["post_processor.image_min", "model.encoder.feature_extractor.pos_embed", "trainable_modules.0.0.fc1.weight"]),
+            Some(CheckpointKind::Anomalib)
+        );
+        assert_eq!(kind(&["encoder.cls_token", "encoder.blocks.0.norm1.weight", "decoder.0.norm1.weight"]), Some(CheckpointKind::Official));
+        assert_eq!(kind(&["bottleneck.0.fc1.weight", "decoder.0.norm1.weight"]), None);
+        assert_eq!(kind(&[]), None);
+    }
 }

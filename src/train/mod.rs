@@ -3,3 +3,4 @@
 
 pub mod sampler;
 pub mod trainer;
+pub mod validate;
