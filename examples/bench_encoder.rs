@@ -10,9 +10,9 @@
 //! no decoding or resizing is included). Prints one JSON line on stdout:
 //! threads, batch, per-forward wall and CPU seconds (CPU: user + system time
 //! of the whole process, all threads, which a shared machine inflates less
-//! than wall time). Writes the
-//! target-layer outputs of the last forward to OUT.safetensors
-//! (`layer.{i}`, (B, tokens, D)) so the caller can compare them with timm.
+//! than wall time). Writes the target-layer outputs of the last forward to
+//! OUT.safetensors (`layer.{i}`, (B, tokens, D)) so the caller can compare
+//! them with timm.
 //! POS_INTERP: official, exact (default; timm's dynamic size as anomalib
 //! uses it) or exact-antialias.
 
