@@ -4,6 +4,9 @@
 #   make demo   the main job: extract -> train -> score -> metrics on real images
 #   make demo-smoke  the same on a handful of images (under a minute)
 #   make test   the test suite
+#   make bench  speed against anomalib 2.7 / timm / the official evaluation on
+#               this machine, outputs compared (bench/results.md; BENCH_METRICS=0
+#               skips the ~8-minute metrics part)
 #   CUDA=1 make ...  also install the CUDA libraries (2.7 GB) for GPU runs
 
 PYTHON    ?= python3
@@ -55,6 +58,17 @@ demo-smoke: build
 
 man: build
 	bash scripts/gen-man.sh
+
+# The reference packages (tests/fixtures/gen/requirements.txt) for make bench.
+BENCH_PYTHON ?= $(CURDIR)/.venv-ref/bin/python
+
+$(CURDIR)/.venv-ref/bin/python:
+	$(PYTHON) -m venv $(CURDIR)/.venv-ref
+	$(CURDIR)/.venv-ref/bin/pip install -q --disable-pip-version-check -r tests/fixtures/gen/requirements.txt
+
+bench: build $(BENCH_PYTHON)
+	$(CARGO) build --release --locked --example bench_encoder
+	PYTHON=$(BENCH_PYTHON) bash bench/run.sh
 
 clean-libtorch:
 	rm -rf $(LIBTORCH_DIR)
