@@ -78,6 +78,15 @@ impl VitConfig {
     }
 }
 
+/// Linear layers of the frozen encoder: zero-filled, because the weights
+/// file always overwrites them (`Encoder::from_tensors`); tch's default
+/// (Kaiming-uniform draws) would cost a third of the start-up for nothing.
+const LOADED: nn::LinearConfig = nn::LinearConfig {
+    ws_init: nn::Init::Const(0.0),
+    bs_init: Some(nn::Init::Const(0.0)),
+    bias: true,
+};
+
 /// `blocks.{i}.attn`: softmax self-attention.
 #[derive(Debug)]
 struct Attention {
@@ -89,8 +98,8 @@ struct Attention {
 impl Attention {
     fn new(p: nn::Path, dim: i64, num_heads: i64) -> Self {
         Attention {
-            qkv: nn::linear(&p / "qkv", dim, 3 * dim, Default::default()),
-            proj: nn::linear(&p / "proj", dim, dim, Default::default()),
+            qkv: nn::linear(&p / "qkv", dim, 3 * dim, LOADED),
+            proj: nn::linear(&p / "proj", dim, dim, LOADED),
             num_heads,
         }
     }
@@ -125,12 +134,12 @@ impl FeedForward {
     fn new(p: nn::Path, dim: i64, hidden: i64, kind: Ffn) -> Self {
         match kind {
             Ffn::Mlp => FeedForward::Mlp {
-                fc1: nn::linear(&p / "fc1", dim, hidden, Default::default()),
-                fc2: nn::linear(&p / "fc2", hidden, dim, Default::default()),
+                fc1: nn::linear(&p / "fc1", dim, hidden, LOADED),
+                fc2: nn::linear(&p / "fc2", hidden, dim, LOADED),
             },
             Ffn::SwiGlu => FeedForward::SwiGlu {
-                w12: nn::linear(&p / "w12", dim, 2 * hidden, Default::default()),
-                w3: nn::linear(&p / "w3", hidden, dim, Default::default()),
+                w12: nn::linear(&p / "w12", dim, 2 * hidden, LOADED),
+                w3: nn::linear(&p / "w3", hidden, dim, LOADED),
             },
         }
     }

@@ -96,6 +96,55 @@ pub fn load_encoder_weights_with(
             ))
         }
     };
+    let hashing = HashInBackground::start(&file, opts.known_sha256.as_deref());
+    let mut weights = from_raw(&file, raw, opts.prefix.as_deref(), expected, config_heads, String::new())?;
+    weights.sha256 = hashing.finish()?;
+    Ok(weights)
+}
+
+/// A file's SHA-256 computed on another thread while the caller converts
+/// and checks the tensors (hashing a ViT-B file costs about as much as
+/// reading it), or the hash the caller already knows.
+pub struct HashInBackground {
+    known: Option<String>,
+    worker: Option<std::thread::JoinHandle<Result<String>>>,
+}
+
+impl HashInBackground {
+    /// Starts hashing `file`, unless `known` gives its hash.
+    pub fn start(file: &Path, known: Option<&str>) -> Self {
+        match known {
+            Some(k) => HashInBackground { known: Some(k.to_ascii_lowercase()), worker: None },
+            None => {
+                let file = file.to_path_buf();
+                HashInBackground { known: None, worker: Some(std::thread::spawn(move || sha256_file(&file))) }
+            }
+        }
+    }
+
+    /// The lowercase hex SHA-256.
+    pub fn finish(self) -> Result<String> {
+        match (self.known, self.worker) {
+            (Some(k), _) => Ok(k),
+            (None, Some(worker)) => worker
+                .join()
+                .map_err(|_| Error::config("the sha256 thread panicked (a bug)"))?,
+            (None, None) => Err(Error::config("no sha256 was computed (a bug)")),
+        }
+    }
+}
+
+/// Encoder weights from tensors already read from `file` (which may hold
+/// other tensors too, e.g. a whole Dinomaly checkpoint: only those under
+/// `prefix` are used), with the file's `sha256` computed by the caller.
+pub fn from_raw(
+    file: &Path,
+    raw: Vec<(String, Tensor)>,
+    prefix: Option<&str>,
+    expected: Option<&ArchInfo>,
+    config_heads: Option<i64>,
+    sha256: String,
+) -> Result<EncoderWeights> {
     // Everything downstream (and any position folding) works in float32.
     let raw = raw
         .into_iter()
@@ -108,18 +157,13 @@ pub fn load_encoder_weights_with(
             Ok((k, t))
         })
         .collect::<Result<Vec<_>>>()?;
-    let canonical =
-        layout::to_canonical(&file, raw, opts.prefix.as_deref(), expected, config_heads)?;
-    let sha256 = match &opts.known_sha256 {
-        Some(s) => s.to_ascii_lowercase(),
-        None => sha256_file(&file)?,
-    };
+    let canonical = layout::to_canonical(file, raw, prefix, expected, config_heads)?;
     Ok(EncoderWeights {
         arch: canonical.arch,
         tensors: canonical.tensors,
         source_layout: canonical.layout,
-        path: file,
-        sha256,
+        path: file.to_path_buf(),
+        sha256: sha256.to_ascii_lowercase(),
     })
 }
 

@@ -23,7 +23,7 @@ use super::anomaly_map::{PostProcess, PostProcessor, ScoredBatch};
 use crate::backbone::encoder::Encoder;
 use crate::backbone::open::{open_encoder, EncoderRequest};
 use crate::backbone::pos_embed::PosInterp;
-use crate::backbone::weights::{load_encoder_weights_with, LoadOptions};
+use crate::backbone::weights::HashInBackground;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::io::checkpoint::{self, ModelMeta};
 use crate::io::features::{FeatureMeta, StoreDtype};
@@ -246,13 +246,10 @@ fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
 
 fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Result<Scorer> {
     let path = &req.checkpoint;
-    let (all, dict_key) = match sniff::file_kind(path)? {
-        FileKind::Safetensors => (crate::io::safetensors_load::read_safetensors(path, crate::io::safetensors_load::FloatKind::F32)?, None),
-        _ => {
-            // Lightning checkpoints keep the weights under "state_dict".
-            let sd = read_state_dict(path, None)?;
-            (sd.tensors, None::<String>)
-        }
+    let all = match sniff::file_kind(path)? {
+        FileKind::Safetensors => crate::io::safetensors_load::read_safetensors(path, crate::io::safetensors_load::FloatKind::F32)?,
+        // Lightning checkpoints keep the weights under "state_dict" (found).
+        _ => read_state_dict(path, None)?.tensors,
     };
     // A kind given by hand that the keys contradict would fail later with a
     // confusing missing-tensor error: say what the file is instead.
@@ -284,15 +281,11 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
         CheckpointKind::Anomalib => format!("{anchor}encoder.feature_extractor."),
         _ => format!("{anchor}encoder."),
     };
-    let weights = load_encoder_weights_with(
-        path,
-        None,
-        &LoadOptions {
-            prefix: Some(encoder_prefix),
-            dict_key,
-            known_sha256: None,
-        },
-    )?;
+    // The whole file is already read: convert its encoder part from memory
+    // while its hash is computed on another thread.
+    let hashing = HashInBackground::start(path, None);
+    let encoder_part = all.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+    let mut weights = crate::backbone::weights::from_raw(path, encoder_part, Some(&encoder_prefix), None, None, String::new())?;
     let trainable: Vec<(String, Tensor)> = all
         .into_iter()
         .filter_map(|(k, t)| {
@@ -323,6 +316,7 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
     let prep = Preprocess::default_with_backend(backend);
     let (crop_h, crop_w) = prep.crop();
     let n = layers.len();
+    weights.sha256 = hashing.finish()?;
     let meta = FeatureMeta {
         backbone: format!("{} ({:?} checkpoint)", arch.name(), kind).to_lowercase(),
         weights_sha256: weights.sha256.clone(),
@@ -367,7 +361,8 @@ fn finish(
     device: Device,
 ) -> Result<Scorer> {
     let mut vs = nn::VarStore::new(device);
-    let model = Dinomaly::new(&vs.root(), cfg)?;
+    // Every parameter is loaded next: no random draws for them.
+    let model = crate::model::init::without_random_init(|| Dinomaly::new(&vs.root(), cfg))?;
     crate::io::varstore::load_into(&vs, tensors, &req.checkpoint, |_| false)?;
     let weights_kind = req.precision.kind();
     vs.set_kind(weights_kind);
