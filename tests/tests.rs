@@ -15,4 +15,5 @@ mod weights;
 mod cli_fixture;
 mod cli_extract;
 mod cli_train;
+mod cli_train_images;
 mod cli_score;

@@ -23,12 +23,68 @@ _dinomaly__train() {
 
     case "${cmd}" in
         dinomaly__train)
-            opts="-o -q -h -V --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --variant --seed --spike-factor --save-every --resume --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
+            opts="-i -o -q -h -V --images --input --dataset --layout --split --backbone --weights --weights-sha256 --layers --resize --crop --pos-interp --preprocess --on-error --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --variant --seed --spike-factor --save-every --resume --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --input)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -i)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dataset)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --layout)
+                    COMPREPLY=($(compgen -W "mvtec visa realiad folder" -- "${cur}"))
+                    return 0
+                    ;;
+                --split)
+                    COMPREPLY=($(compgen -W "train test" -- "${cur}"))
+                    return 0
+                    ;;
+                --backbone)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --weights)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --weights-sha256)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --layers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --resize)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crop)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pos-interp)
+                    COMPREPLY=($(compgen -W "official exact exact-antialias" -- "${cur}"))
+                    return 0
+                    ;;
+                --preprocess)
+                    COMPREPLY=($(compgen -W "pil tensor" -- "${cur}"))
+                    return 0
+                    ;;
+                --on-error)
+                    COMPREPLY=($(compgen -W "stop skip" -- "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -1,3 +1,24 @@
+complete -c dinomaly-train -s i -l input -d 'Read samples from this file instead of stdin (\'-\' is stdin): JSON lines with an "image" field, or one image path per line' -r -F
+complete -c dinomaly-train -l dataset -d 'Read samples from a dataset tree instead of stdin' -r -F
+complete -c dinomaly-train -l layout -d 'Layout of --dataset' -r -f -a "mvtec\t'`<root>/<class>/{train,test}/<defect>/*`, masks in `ground_truth/<defect>/*_mask.png`'
+visa\t'VisA: the 1cls split csv over the raw download, or the reorganised tree'
+realiad\t'Real-IAD: `realiad_jsons` lists over `realiad_1024` images'
+folder\t'`<root>/<class>/good/*` normal, `<root>/<class>/<defect>/*` anomalous'"
+complete -c dinomaly-train -l split -d 'Split of --dataset to read' -r -f -a "train\t'Normal training images'
+test\t'Test images, normal and anomalous, with masks'"
+complete -c dinomaly-train -l backbone -d 'Backbone: dinov2_vit{s,b,l,g}14_reg4 (DINOv2 with registers), dinov2_vit{s,b,l,g}14 (plain), or any name when --weights is given (the architecture is read from the weights)' -r
+complete -c dinomaly-train -l weights -d 'Weights file or folder (Meta .pth, Hugging Face or timm safetensors). Default: the cache ($DINOMALY_CACHE, else the XDG cache), else a download from the official URL' -r -F
+complete -c dinomaly-train -l weights-sha256 -d 'Expected sha256 of the weights file; a different file is refused' -r
+complete -c dinomaly-train -l layers -d 'Target encoder blocks, 0-based, comma-separated (default per size: 2..9 for S/B, 4,6,...,18 for L)' -r
+complete -c dinomaly-train -l resize -d 'Resize before the centre crop: N or HxW' -r
+complete -c dinomaly-train -l crop -d 'Centre crop fed to the encoder: N or HxW (a multiple of the patch size)' -r
+complete -c dinomaly-train -l pos-interp -d 'How the positional embedding is fitted to the patch grid: official (DINOv2\'s scale factor with the 0.1 offset), exact (timm/anomalib), exact-antialias (timm default, Hugging Face)' -r -f -a "official\t'Official DINOv2: bicubic driven by the scale factor (grid + 0.1) / stored'
+exact\t'Bicubic to the exact grid size, no antialias (timm dynamic size, anomalib)'
+exact-antialias\t'Bicubic to the exact grid size with antialias (timm default, Hugging Face)'"
+complete -c dinomaly-train -l preprocess -d 'Image pre-processing: pil (the official code, Pillow-exact) or tensor (anomalib 2.7\'s float-tensor resize)' -r -f -a "pil\t'Pillow\'s antialiased bilinear on the 8-bit image (official code)'
+tensor\t'libtorch antialiased bilinear on the float tensor (anomalib 2.7)'"
+complete -c dinomaly-train -l on-error -d 'With --images: what to do with an image that cannot be read (all are decoded once before training); skip leaves out the images that dinomaly-extract --on-error skip would leave out' -r -f -a "stop\t'Stop with exit code 2 after flushing what was done'
+skip\t'Report the sample on stderr and go on'"
 complete -c dinomaly-train -s o -l output -d 'Checkpoint to write; with --mode separated, a folder that receives CLASS.safetensors per class' -r -F
 complete -c dinomaly-train -l mode -d 'unified: one model for all classes (labels unused); separated: one model per class' -r -f -a "unified\t'One model for all classes'
 separated\t'One model per class'"
@@ -36,9 +57,10 @@ complete -c dinomaly-train -l val-every -d 'Validate every N iterations (default
 complete -c dinomaly-train -l keep-best -d 'Keep the checkpoint with the best validation value of this metric instead of the last one' -r -f -a "i-auroc\t'Mean image AUROC over classes'
 p-auroc\t'Mean pixel AUROC over classes (needs masks)'"
 complete -c dinomaly-train -l patience -d 'Stop when this many validations in a row did not improve the --keep-best metric' -r
-complete -c dinomaly-train -l classes -d 'Only these classes (comma-separated)' -r
+complete -c dinomaly-train -l classes -d 'Only these classes (comma-separated; of the store, the samples or the --dataset tree)' -r
 complete -c dinomaly-train -l log -d 'Write one JSON line per iteration (it, loss, lr, p, grad_norm, skipped) to this file' -r -F
 complete -c dinomaly-train -l device -d 'Where to compute: auto (CUDA when present, else CPU), cpu, cuda or cuda:N' -r
+complete -c dinomaly-train -l images -d 'Train from images instead of a feature store: samples from stdin, --input or --dataset, encoded every iteration by the encoder that the encoder flags name'
 complete -c dinomaly-train -s q -l quiet -d 'No progress bar and no notes on stderr (errors are still printed)'
 complete -c dinomaly-train -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dinomaly-train -s V -l version -d 'Print version'

@@ -6,11 +6,13 @@
 //! architecture numbers read off it; [`layout`] converts the other layouts to
 //! it; [`weights`] loads a file or folder by content into canonical tensors;
 //! [`registry`] names the known DINOv2 backbones and [`download`] finds or
-//! fetches their files.
+//! fetches their files; [`extractor`] turns images into the feature maps
+//! that stores hold and training reads.
 
 pub mod arch;
 pub mod download;
 pub mod encoder;
+pub mod extractor;
 pub mod layout;
 pub mod open;
 pub mod pos_embed;

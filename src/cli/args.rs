@@ -35,6 +35,18 @@ pub enum OnError {
 /// dataset tree read by layout.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SampleArgs {
+    #[command(flatten)]
+    pub source: SampleSource,
+
+    /// Only these classes of --dataset (comma-separated; default all).
+    #[arg(long, value_delimiter = ',', requires = "dataset")]
+    pub classes: Vec<String>,
+}
+
+/// The sample inputs without a class filter, for tools whose own
+/// `--classes` also filters other inputs (dinomaly-train).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SampleSource {
     /// Read samples from this file instead of stdin ('-' is stdin): JSON
     /// lines with an "image" field, or one image path per line.
     #[arg(long, short = 'i', value_name = "FILE", conflicts_with = "dataset")]
@@ -51,10 +63,6 @@ pub struct SampleArgs {
     /// Split of --dataset to read.
     #[arg(long, value_enum, default_value = "train", requires = "dataset")]
     pub split: crate::data::dataset::Split,
-
-    /// Only these classes of --dataset (comma-separated; default all).
-    #[arg(long, value_delimiter = ',', requires = "dataset")]
-    pub classes: Vec<String>,
 }
 
 /// A size in pixels: `N` (square) or `HxW`.
@@ -138,6 +146,22 @@ pub struct EncoderArgs {
     /// exact-antialias (timm default, Hugging Face).
     #[arg(long, value_enum, default_value = "official")]
     pub pos_interp: crate::backbone::pos_embed::PosInterp,
+
+    /// Image pre-processing: pil (the official code, Pillow-exact) or
+    /// tensor (anomalib 2.7's float-tensor resize).
+    #[arg(long, value_enum, default_value = "pil")]
+    pub preprocess: crate::data::preprocess::ResizeBackend,
+}
+
+impl EncoderArgs {
+    /// The pre-processing these flags describe (resize, crop, backend).
+    pub fn preprocess(&self) -> crate::Result<crate::data::preprocess::Preprocess> {
+        crate::data::preprocess::Preprocess::new(
+            (self.resize.height as usize, self.resize.width as usize),
+            (self.crop.height as usize, self.crop.width as usize),
+            self.preprocess,
+        )
+    }
 }
 
 /// Numeric precision of inference.

@@ -5,13 +5,19 @@ use std::io::BufReader;
 
 use anyhow::Context;
 
-use super::args::SampleArgs;
+use super::args::{SampleArgs, SampleSource};
 use crate::data::record::{read_all, Sample};
 
 /// All samples named by the flags, in input order.
 pub fn read(args: &SampleArgs) -> anyhow::Result<Vec<Sample>> {
+    read_source(&args.source, &args.classes)
+}
+
+/// All samples of `args`, in input order; `classes` (empty: all) selects
+/// the classes of a --dataset tree.
+pub fn read_source(args: &SampleSource, classes: &[String]) -> anyhow::Result<Vec<Sample>> {
     if let Some(root) = &args.dataset {
-        return Ok(crate::data::dataset::list(root, args.layout, args.split, &args.classes)?);
+        return Ok(crate::data::dataset::list(root, args.layout, args.split, classes)?);
     }
     match args.input.as_deref() {
         None => read_stdin(),

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::backbone::open::{open_encoder, EncoderRequest};
+use crate::backbone::extractor::Extractor;
+use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, QuietArgs, SampleArgs};
 use crate::cli::progress;
 use crate::data::batches::decode_in_background;
-use crate::data::preprocess::{load_image, Preprocess, ResizeBackend};
-use crate::io::features::{FeatureMeta, FeatureWriter, StoreDtype};
+use crate::data::preprocess::load_image;
+use crate::io::features::{FeatureWriter, StoreDtype};
 use crate::model::GroupPreset;
 
 const TOOL: &str = "dinomaly-extract";
@@ -36,11 +37,6 @@ pub struct Args {
 
     #[command(flatten)]
     pub encoder: EncoderArgs,
-
-    /// Image pre-processing: pil (the official code, Pillow-exact) or
-    /// tensor (anomalib 2.7's float-tensor resize).
-    #[arg(long, value_enum, default_value = "pil")]
-    pub preprocess: ResizeBackend,
 
     /// Layer groups stored per image: loose (the paper's two groups of
     /// four), single (one group of all layers).
@@ -92,55 +88,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if samples.is_empty() {
         bail!("no samples to encode (empty input)");
     }
-    let prep = Preprocess::new(
-        (args.encoder.resize.height as usize, args.encoder.resize.width as usize),
-        (args.encoder.crop.height as usize, args.encoder.crop.width as usize),
-        args.preprocess,
-    )?;
+    let prep = args.encoder.preprocess()?;
     let device = args.device.device.resolve()?;
-    let opened = open_encoder(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), device)?;
-    let encoder = &opened.encoder;
+    let maps = match (args.all_layers, args.groups) {
+        (true, _) => GroupPreset::Strict,
+        (false, StoredGroups::Loose) => GroupPreset::Loose,
+        (false, StoredGroups::Single) => GroupPreset::Single,
+    };
+    let extractor = Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, args.dtype, device)?;
     let (crop_h, crop_w) = prep.crop();
-    let grid = encoder.grid(crop_h as i64, crop_w as i64)?;
-    let layers = encoder.layers().to_vec();
-    let groups: Vec<Vec<usize>> = if args.all_layers {
-        (0..layers.len()).map(|i| vec![i]).collect()
-    } else {
-        match args.groups {
-            StoredGroups::Loose => GroupPreset::Loose.groups(layers.len())?,
-            StoredGroups::Single => GroupPreset::Single.groups(layers.len())?,
-        }
-    };
-    let cfg = encoder.config();
-    let meta = FeatureMeta {
-        backbone: opened.name.clone(),
-        weights_sha256: opened.sha256.clone(),
-        embed_dim: cfg.embed_dim,
-        num_heads: cfg.num_heads,
-        num_registers: cfg.num_registers,
-        patch_size: cfg.patch_size,
-        layers,
-        groups: groups.clone(),
-        all_layers: args.all_layers,
-        resize: (prep.resize().0 as u32, prep.resize().1 as u32),
-        crop: (crop_h as u32, crop_w as u32),
-        preprocess: format!("{:?}", prep.backend()).to_lowercase(),
-        pos_interp: encoder.pos_interp().as_str().to_string(),
-        grid,
-        dtype: args.dtype,
-    };
-    let mut writer = FeatureWriter::create(&args.output, meta)?;
+    let groups = extractor.meta().groups.len();
+    let mut writer = FeatureWriter::create(&args.output, extractor.meta().clone())?;
     progress::note(
         quiet,
         TOOL,
         &format!(
             "encoding {} images with {} on {} ({}x{} crop, {} maps per image)",
             samples.len(),
-            opened.name,
+            extractor.meta().backbone,
             crate::device::describe(device),
             crop_h,
             crop_w,
-            groups.len()
+            groups
         ),
     );
     let bar = progress::bar(samples.len() as u64, "extract", quiet);
@@ -164,13 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         if let Some(images) = images {
-            let fused = if args.all_layers {
-                let outputs = encoder.layer_outputs(&images)?;
-                tch::Tensor::stack(&outputs, 1)
-            } else {
-                encoder.fused(&images, &groups)?
-            };
-            writer.push(&good, &fused)?;
+            writer.push(&good, &extractor.maps(&images)?)?;
         }
         bar.inc(n as u64);
     }

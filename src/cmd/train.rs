@@ -1,7 +1,8 @@
-//! `dinomaly-train`: a feature store → a trained checkpoint (bottleneck +
-//! linear-attention decoder), unified (one model for all classes) or
-//! separated (one model per class), trained exactly as the official code
-//! trains it.
+//! `dinomaly-train`: a feature store (or, with `--images`, the images
+//! themselves, encoded at every iteration) → a trained checkpoint
+//! (bottleneck + linear-attention decoder), unified (one model for all
+//! classes) or separated (one model per class), trained exactly as the
+//! official code trains it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,28 +11,62 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use tch::Kind;
 
-use crate::cli::args::{DeviceArgs, QuietArgs};
+use crate::backbone::extractor::Extractor;
+use crate::backbone::open::EncoderRequest;
+use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, QuietArgs, SampleSource};
 use crate::cli::progress;
-use crate::io::features::FeatureStore;
+use crate::io::features::{FeatureStore, StoreDtype};
 use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
 use crate::train::sampler::{BatchSampler, Sampling};
+use crate::train::source::{unreadable, BatchSource, ImageSource};
 use crate::train::trainer::{StoreInput, Trainer};
 use crate::train::validate::{ValMetric, Validator};
 
 const TOOL: &str = "dinomaly-train";
 
-/// Train Dinomaly's bottleneck and decoder from a feature store.
+/// Train Dinomaly's bottleneck and decoder from a feature store or images.
 ///
-/// Reads a store written by dinomaly-extract and writes a checkpoint that
-/// dinomaly-score uses. Defaults are the paper's MVTec-AD multi-class
-/// setting; --preset switches to another setting in one word and explicit
-/// flags override the preset.
+/// Reads a store written by dinomaly-extract (the fast path: the encoder
+/// ran once per image) and writes a checkpoint that dinomaly-score uses.
+/// When the store would not fit, --images trains from the images instead,
+/// read as dinomaly-extract reads them (JSON lines or paths on stdin or
+/// --input FILE, or --dataset ROOT --layout ... --split ...) and encoded by
+/// the frozen encoder (--backbone, --weights, ... as for dinomaly-extract)
+/// at every iteration; the result equals training on a float32 store
+/// (dinomaly-extract --dtype f32) of the same images. Defaults are the
+/// paper's MVTec-AD multi-class setting; --preset switches to another
+/// setting in one word and explicit flags override the preset.
 #[derive(Debug, clap::Parser)]
 #[command(name = "dinomaly-train", version, about, long_about)]
+#[command(group(
+    clap::ArgGroup::new("image_flags")
+        .multiple(true)
+        .requires("images")
+        .conflicts_with("features")
+        .args(["input", "dataset", "backbone", "weights", "weights_sha256", "layers", "resize", "crop", "pos_interp", "preprocess", "on_error"])
+))]
 pub struct Args {
     /// Feature store from dinomaly-extract (the training split).
-    #[arg(value_name = "FEATURES")]
-    pub features: PathBuf,
+    #[arg(value_name = "FEATURES", required_unless_present = "images", conflicts_with = "images")]
+    pub features: Option<PathBuf>,
+
+    /// Train from images instead of a feature store: samples from stdin,
+    /// --input or --dataset, encoded every iteration by the encoder that
+    /// the encoder flags name.
+    #[arg(long)]
+    pub images: bool,
+
+    #[command(flatten)]
+    pub samples: SampleSource,
+
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+
+    /// With --images: what to do with an image that cannot be read (all
+    /// are decoded once before training); skip leaves out the images that
+    /// dinomaly-extract --on-error skip would leave out.
+    #[arg(long, value_enum, default_value = "stop")]
+    pub on_error: OnError,
 
     /// Checkpoint to write; with --mode separated, a folder that receives
     /// CLASS.safetensors per class.
@@ -153,7 +188,8 @@ pub struct Args {
     #[arg(long, value_name = "N", requires = "keep_best")]
     pub patience: Option<u32>,
 
-    /// Only these classes (comma-separated).
+    /// Only these classes (comma-separated; of the store, the samples or
+    /// the --dataset tree).
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
 
@@ -279,10 +315,21 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
     let quiet = args.quiet.quiet;
-    let store = FeatureStore::open(&args.features)?;
-    if store.is_empty() {
-        bail!("{}: the feature store has no images", args.features.display());
-    }
+    let store = match &args.features {
+        Some(path) => {
+            let store = FeatureStore::open(path)?;
+            if store.is_empty() {
+                bail!("{}: the feature store has no images", path.display());
+            }
+            Some(store)
+        }
+        None => None,
+    };
+    // Samples first: a bad input fails before the encoder is loaded.
+    let samples = match &store {
+        Some(_) => None,
+        None => Some(image_samples(&args)?),
+    };
     match plan.mode {
         Mode::Unified => crate::io::atomic::check_writable(&args.output)?,
         Mode::Separated => crate::io::atomic::check_writable_dir(&args.output)?,
@@ -292,16 +339,28 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let device = args.device.device.resolve()?;
-    progress::note(quiet, TOOL, &format!("training on {} from {} ({} images)", crate::device::describe(device), args.features.display(), store.len()));
+    let mut source = match (&store, samples) {
+        (Some(store), _) => BatchSource::Store {
+            store,
+            // Hold the store in device memory when on a GPU.
+            held: match device {
+                tch::Device::Cuda(_) => Some(store.all(Kind::Half, device)?),
+                _ => None,
+            },
+        },
+        (None, samples) => BatchSource::Images(image_source(&args, samples.unwrap_or_default(), device)?),
+    };
+    let from = source_name(&args);
+    progress::note(quiet, TOOL, &format!("training on {} from {from} ({} images)", crate::device::describe(device), source.records().len()));
 
-    let records = store.records();
+    let records = source.records();
     let classes: Vec<String> = records.iter().map(|r| r.class_name().to_string()).collect();
     let selected: Vec<usize> = (0..records.len())
         .filter(|&i| args.classes.is_empty() || args.classes.contains(&classes[i]))
         .collect();
     for wanted in &args.classes {
         if !classes.contains(wanted) {
-            bail!("class '{wanted}' is not in {}", args.features.display());
+            bail!("class '{wanted}' is not in {from}");
         }
     }
     let jobs: Vec<(Option<String>, Vec<usize>)> = match plan.mode {
@@ -319,13 +378,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .collect()
         }
     };
-    // Hold the store in device memory when on a GPU and it fits comfortably.
-    let held = match device {
-        tch::Device::Cuda(_) => Some(store.all(Kind::Half, device)?),
-        _ => None,
-    };
     let validator = match &args.val {
-        Some(path) => Some(Validator::open(path, store.meta(), device).with_context(|| format!("--val {}", path.display()))?),
+        Some(path) => Some(Validator::open(path, source.meta(), device).with_context(|| format!("--val {}", path.display()))?),
         None => None,
     };
     for (class, rows) in jobs {
@@ -333,7 +387,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             (Some(c), Mode::Separated) => args.output.join(format!("{}.safetensors", if c.is_empty() { "unnamed" } else { c })),
             _ => args.output.clone(),
         };
-        train_one(&args, &plan, &store, held.as_ref(), class.as_deref(), rows, &classes, &output, device, log.as_mut(), validator.as_ref())?;
+        train_one(&args, &plan, &mut source, class.as_deref(), rows, &classes, &output, device, log.as_mut(), validator.as_ref())?;
     }
     if let Some(log) = log {
         log.commit()?;
@@ -341,12 +395,72 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The store, or what the samples of --images were read from, for messages.
+fn source_name(args: &Args) -> String {
+    match (&args.features, &args.samples.dataset, &args.samples.input) {
+        (Some(store), _, _) => store.display().to_string(),
+        (None, Some(root), _) => root.display().to_string(),
+        (None, None, Some(file)) if file.as_os_str() != "-" => file.display().to_string(),
+        _ => "stdin".to_string(),
+    }
+}
+
+/// The samples of --images, those of --classes only.
+fn image_samples(args: &Args) -> anyhow::Result<Vec<crate::data::record::Sample>> {
+    let mut samples = crate::cli::samples::read_source(&args.samples, &args.classes)?;
+    if samples.is_empty() {
+        bail!("no samples to train on (empty input)");
+    }
+    if !args.classes.is_empty() {
+        for wanted in &args.classes {
+            if !samples.iter().any(|s| s.class_name() == wanted) {
+                bail!("class '{wanted}' is not in {}", source_name(args));
+            }
+        }
+        samples.retain(|s| args.classes.iter().any(|c| c == s.class_name()));
+    }
+    Ok(samples)
+}
+
+/// Opens the encoder for --images and checks every image once: an
+/// unreadable one stops the run (naming it) or, with --on-error skip, is
+/// left out as dinomaly-extract leaves it out.
+fn image_source(args: &Args, mut samples: Vec<crate::data::record::Sample>, device: tch::Device) -> anyhow::Result<ImageSource> {
+    let quiet = args.quiet.quiet;
+    let prep = args.encoder.preprocess()?;
+    let maps = match args.groups {
+        Groups::Loose => GroupPreset::Loose,
+        Groups::Strict => GroupPreset::Strict,
+        Groups::Single => GroupPreset::Single,
+    };
+    let extractor = Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
+    progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
+    let mut bad = unreadable(&samples, &prep);
+    if !bad.is_empty() {
+        if args.on_error == OnError::Stop {
+            let (_, err) = bad.swap_remove(0);
+            return Err(anyhow::Error::new(err)
+                .context("stopped; pass --on-error skip to leave out unreadable images")
+                .context(format!("no checkpoint written to {}", args.output.display())));
+        }
+        for (i, err) in &bad {
+            // Always shown (as dinomaly-extract shows it): the data changed.
+            eprintln!("{TOOL}: skipped {}: {err}", samples[*i].image.display());
+        }
+        let bad: std::collections::HashSet<usize> = bad.iter().map(|(i, _)| *i).collect();
+        samples = samples.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, s)| s).collect();
+        if samples.is_empty() {
+            bail!("no image could be read, no checkpoint written");
+        }
+    }
+    Ok(ImageSource::new(extractor, samples))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn train_one(
     args: &Args,
     plan: &Plan,
-    store: &FeatureStore,
-    held: Option<&tch::Tensor>,
+    source: &mut BatchSource<'_>,
     class: Option<&str>,
     rows: Vec<usize>,
     classes: &[String],
@@ -356,12 +470,12 @@ fn train_one(
     validator: Option<&Validator>,
 ) -> anyhow::Result<()> {
     let quiet = args.quiet.quiet;
-    let meta = store.meta();
+    let meta = &source.meta().clone();
     let row_classes: Vec<String> = rows.iter().map(|&r| classes[r].clone()).collect();
     let sampler = BatchSampler::new(rows.clone(), &row_classes, args.batch, args.seed, args.sampling)
         .with_context(|| match class {
             Some(c) => format!("class '{c}'"),
-            None => args.features.display().to_string(),
+            None => source_name(args),
         })?;
     let attention = match args.attention {
         Attention::Linear => AttentionKind::Linear { eps: args.attention_eps },
@@ -376,7 +490,7 @@ fn train_one(
         Groups::Strict => GroupPreset::Strict,
         Groups::Single => GroupPreset::Single,
     })?;
-    let input = StoreInput::for_store(meta, &cfg.groups).with_context(|| args.features.display().to_string())?;
+    let input = StoreInput::for_store(meta, &cfg.groups).with_context(|| source_name(args))?;
     let settings = TrainSettings {
         schedule: WarmCosine::new(args.lr, args.final_lr, plan.iterations, args.warmup.min(plan.iterations))?,
         loss: match args.loss {
@@ -415,7 +529,8 @@ fn train_one(
             "train_images": rows.len(),
             "skipped_steps": trainer.progress.skipped_steps,
             "loss_history": trainer.progress.loss_history,
-            "features": args.features.display().to_string(),
+            "features": args.features.as_ref().map(|p| p.display().to_string()),
+            "images": args.images,
         })
     };
     let val_every = args.val_every.unwrap_or(plan.iterations);
@@ -426,7 +541,7 @@ fn train_one(
     let start_it = trainer.progress.iterations_done;
     while trainer.progress.iterations_done < plan.iterations {
         let it = trainer.progress.iterations_done;
-        let outcome = trainer.step(store, held, &sampler)?;
+        let outcome = trainer.step(source, &sampler)?;
         if let Some(reason) = outcome.skipped {
             bar.suspend(|| eprintln!("{TOOL}: iteration {it}: step skipped ({reason:?}, loss {:.6})", outcome.loss));
         } else {

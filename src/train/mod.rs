@@ -1,6 +1,7 @@
-//! Training from a feature store: batch sampling, the iteration loop,
-//! checkpoints and resume.
+//! Training from a feature store or from images: batch sampling, where
+//! batches come from, the iteration loop, checkpoints and resume.
 
 pub mod sampler;
+pub mod source;
 pub mod trainer;
 pub mod validate;

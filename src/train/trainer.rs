@@ -1,4 +1,4 @@
-//! One model being trained from a feature store: the modules, the
+//! One model being trained from a feature store or images: the modules, the
 //! optimizer, the iteration counter, and saving/restoring all of it so that
 //! a killed run resumed from its last save ends with the same weights as an
 //! uninterrupted one.
@@ -13,11 +13,12 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Device, Tensor};
 
 use super::sampler::BatchSampler;
+use super::source::BatchSource;
 use crate::io::checkpoint::{self, CheckpointMeta, ModelMeta};
-use crate::io::features::{FeatureMeta, FeatureStore};
+use crate::io::features::FeatureMeta;
 use crate::model::{train_step, Dinomaly, DinomalyConfig, Features, StableAdamW, StableAdamWConfig, StepOutcome, TrainSettings};
 use crate::{Error, Result};
 
@@ -148,19 +149,11 @@ impl Trainer {
     }
 
     /// Runs iteration `progress.iterations_done` on the rows the sampler
-    /// picks from `store` (or from `held`, the whole store already on the
-    /// device), and advances the counter.
-    pub fn step(&mut self, store: &FeatureStore, held: Option<&Tensor>, sampler: &BatchSampler) -> Result<StepOutcome> {
+    /// picks from `source`, and advances the counter.
+    pub fn step(&mut self, source: &mut BatchSource<'_>, sampler: &BatchSampler) -> Result<StepOutcome> {
         let it = self.progress.iterations_done;
-        let rows = sampler.batch_at(it as usize);
-        let batch = match held {
-            Some(all) => {
-                let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(self.device);
-                all.index_select(0, &index).to_kind(Kind::Float)
-            }
-            None => store.batch(&rows, Kind::Float, self.device)?,
-        };
-        let grid = store.meta().grid;
+        let batch = source.batch(sampler, it, self.device)?;
+        let grid = source.meta().grid;
         // Dropout masks of this iteration depend on (seed, it) only.
         tch::manual_seed(self.seed.wrapping_mul(1_000_003).wrapping_add(it) as i64);
         let mut settings = self.settings;
