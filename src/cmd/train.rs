@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use tch::Kind;
 
-use crate::cli::args::{DeviceArgs, QuietArgs};
+use crate::cli::args::{DeviceArgs, Precision, QuietArgs};
 use crate::cli::progress;
 use crate::io::features::FeatureStore;
 use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
@@ -108,6 +108,19 @@ pub struct Args {
     /// Loss: hard-mining (the loose loss) or plain global cosine.
     #[arg(long, value_enum, default_value = "hard-mining")]
     pub loss: Loss,
+
+    /// Compute precision: fp32 (the references') or bf16 mixed precision
+    /// (matrix products in bfloat16; weights, optimizer state, norms,
+    /// softmax and the loss in float32). Faster where bfloat16 matrix
+    /// products are (CUDA, CPUs with AVX512-BF16/AMX).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
+
+    /// Recompute the decoder blocks during backward instead of keeping
+    /// their activations: less memory for large backbones, one more
+    /// decoder forward per step, same gradients.
+    #[arg(long)]
+    pub grad_checkpointing: bool,
 
     /// Model variant: official (MLP biases) or anomalib (no MLP biases, so
     /// its checkpoints fit).
@@ -385,6 +398,8 @@ fn train_one(
         },
         max_grad_norm: args.clip,
         loss_ceiling: None,
+        precision: args.precision,
+        grad_checkpointing: args.grad_checkpointing,
     };
     let opt_cfg = StableAdamWConfig {
         eps: plan.eps,
@@ -412,6 +427,8 @@ fn train_one(
             "lr": args.lr, "final_lr": args.final_lr, "warmup": args.warmup,
             "weight_decay": args.weight_decay, "eps": plan.eps, "clip": args.clip,
             "loss": match args.loss { Loss::HardMining => "hard-mining", Loss::Plain => "plain" },
+            "precision": match args.precision { Precision::Fp32 => "fp32", Precision::Bf16 => "bf16" },
+            "grad_checkpointing": args.grad_checkpointing,
             "train_images": rows.len(),
             "skipped_steps": trainer.progress.skipped_steps,
             "loss_history": trainer.progress.loss_history,
