@@ -23,7 +23,7 @@ _dinomaly__train() {
 
     case "${cmd}" in
         dinomaly__train)
-            opts="-o -q -h -V --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --variant --seed --spike-factor --save-every --resume --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
+            opts="-o -q -h -V --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --precision --grad-checkpointing --variant --seed --spike-factor --save-every --resume --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -99,6 +99,10 @@ _dinomaly__train() {
                     ;;
                 --loss)
                     COMPREPLY=($(compgen -W "hard-mining plain" -- "${cur}"))
+                    return 0
+                    ;;
+                --precision)
+                    COMPREPLY=($(compgen -W "fp32 bf16" -- "${cur}"))
                     return 0
                     ;;
                 --variant)
