@@ -87,14 +87,16 @@ impl<'a> Checkpointed<'a> {
     /// parameter gradients, and returns the gradient with respect to the
     /// decoder input (`None` when no output reached the loss).
     pub fn backward(self) -> Result<Option<Tensor>> {
+        let Checkpointed {
+            blocks,
+            amp,
+            inputs,
+            outputs,
+        } = self;
         let mut carried: Option<Tensor> = None;
-        for ((blk, input), output) in self
-            .blocks
-            .iter()
-            .zip(&self.inputs)
-            .zip(&self.outputs)
-            .rev()
-        {
+        // Owned, so each block's saved input, output and its gradient are
+        // freed as soon as the block is done.
+        for ((blk, input), output) in blocks.iter().zip(inputs).zip(outputs).rev() {
             let direct = output.grad();
             let direct = direct.defined().then_some(direct);
             let g = match (direct, carried.take()) {
@@ -105,7 +107,7 @@ impl<'a> Checkpointed<'a> {
                 (None, None) => continue,
             };
             let x = input.detach().set_requires_grad(true);
-            let y = tch::with_grad(|| blk.forward_amp(&x, self.amp))?;
+            let y = tch::with_grad(|| blk.forward_amp(&x, amp))?;
             tch::with_grad(|| y.f_mul(&g)?.f_sum(y.kind()))?.f_backward()?;
             carried = Some(x.grad());
         }
