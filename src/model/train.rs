@@ -310,7 +310,7 @@ mod tests {
     /// inside 1e-6; both attentions, loose and strict groups. In float32
     /// the two differ by the order in which libtorch sums gradient
     /// contributions (<= 7e-7 on one step's gradients, see
-    /// `checkpointing_gradients_match_in_float32`), which Adam's
+    /// `checkpointing_gradients_match`), which Adam's
     /// per-element normalisation then magnifies where an element of the
     /// gradient is near zero (~4e-6 after 3 steps).
     #[test]
@@ -340,34 +340,42 @@ mod tests {
         }
     }
 
-    /// One float32 step's gradients (before clipping) with and without
-    /// checkpointing: <= 1e-5 relative per tensor in norm (measured
-    /// <= 7e-7, the float32 summation order).
+    /// The raw gradients of one step on the case's first batch (no
+    /// clipping, no update).
+    fn step_grads(case: &Case, precision: Precision, checkpointing: bool) -> Vec<(String, Tensor)> {
+        let settings = TrainSettings {
+            grad_checkpointing: checkpointing,
+            precision,
+            max_grad_norm: f64::MAX,
+            schedule: WarmCosine::new(0.0, 0.0, 10, 0).unwrap(),
+            ..small_settings()
+        };
+        let (_, params) = case.run(&settings, Some(1));
+        params
+            .into_iter()
+            .map(|(k, t)| (k, t.grad().copy()))
+            .collect()
+    }
+
+    /// One float32 step's gradients with and without checkpointing: <= 1e-5
+    /// relative per tensor in norm (measured <= 7e-7, the float32
+    /// summation order; 6e-7 at ViT-B width). Under bfloat16 those float32
+    /// differences flip roundings of later bfloat16 casts: <= 1e-2 here
+    /// (0 measured at this width; 5.5e-3 at ViT-B width, where the bfloat16
+    /// gradients themselves differ from float32 by ~5e-2).
     #[test]
-    fn checkpointing_gradients_match_in_float32() {
+    fn checkpointing_gradients_match() {
         for attention in ATTENTIONS {
             for preset in PRESETS {
                 let case = Case::new(attention, preset, Kind::Float, 1);
-                let grads = |checkpointing: bool| -> Vec<(String, Tensor)> {
-                    let settings = TrainSettings {
-                        grad_checkpointing: checkpointing,
-                        // No clipping and no update: the step leaves the
-                        // raw gradients.
-                        max_grad_norm: f64::MAX,
-                        schedule: WarmCosine::new(0.0, 0.0, 10, 0).unwrap(),
-                        ..small_settings()
-                    };
-                    let (_, params) = case.run(&settings, None);
-                    params
-                        .into_iter()
-                        .map(|(k, t)| (k, t.grad().copy()))
-                        .collect()
-                };
-                let (g1, g2) = (grads(false), grads(true));
-                for ((k, a), (_, b)) in g1.iter().zip(&g2) {
-                    assert!(a.abs().max().double_value(&[]) > 0.0, "{k}");
-                    let d = rel_diff(a, b);
-                    assert!(d <= 1e-5, "{attention:?} {preset} {k}: {d}");
+                for (precision, tol) in [(Precision::Fp32, 1e-5), (Precision::Bf16, 1e-2)] {
+                    let g1 = step_grads(&case, precision, false);
+                    let g2 = step_grads(&case, precision, true);
+                    for ((k, a), (_, b)) in g1.iter().zip(&g2) {
+                        assert!(a.abs().max().double_value(&[]) > 0.0, "{k}");
+                        let d = rel_diff(a, b);
+                        assert!(d <= tol, "{attention:?} {preset} {precision:?} {k}: {d}");
+                    }
                 }
             }
         }
@@ -375,37 +383,27 @@ mod tests {
 
     /// A bfloat16 step: the same loss as float32 within 1e-2 relative on
     /// the same weights and batch; weights and optimizer state stay
-    /// float32; with checkpointing too it matches the plain bfloat16 step
-    /// to <= 1e-6 relative after 3 steps (the recomputed bfloat16 products
-    /// are bit-identical).
+    /// float32.
     #[test]
     fn bf16_step_is_close_to_fp32_and_keeps_fp32_state() {
         for attention in ATTENTIONS {
-            let case = Case::new(attention, GroupPreset::Loose, Kind::Float, 3);
+            let case = Case::new(attention, GroupPreset::Loose, Kind::Float, 1);
             let fp32 = small_settings();
-            let bf16 = TrainSettings {
-                precision: Precision::Bf16,
-                ..fp32
-            };
-            let (l32, p32) = case.run(&fp32, Some(1));
-            let (l16, p16) = case.run(&bf16, Some(1));
-            let rel = (l16[0] - l32[0]).abs() / l32[0].abs();
-            assert!(rel <= 1e-2 && rel > 0.0, "{attention:?}: loss {} vs {}", l16[0], l32[0]);
-            for ((k, a), (_, b)) in p32.iter().zip(&p16) {
-                assert_eq!(b.kind(), Kind::Float, "{k}");
-                // Both took one step of about lr per element.
-                assert!((a - b).abs().max().double_value(&[]) <= 2.0 * 2e-3, "{k}");
-            }
-            let both = TrainSettings {
-                grad_checkpointing: true,
-                ..bf16
-            };
-            let (lb, pb) = case.run(&bf16, None);
-            let (lc, pc) = case.run(&both, None);
-            assert_eq!(lc[0], lb[0]);
-            for ((k, a), (_, b)) in pb.iter().zip(&pc) {
-                let d = rel_diff(a, b);
-                assert!(d <= 1e-6, "{attention:?} {k}: {d}");
+            for checkpointing in [false, true] {
+                let bf16 = TrainSettings {
+                    precision: Precision::Bf16,
+                    grad_checkpointing: checkpointing,
+                    ..fp32
+                };
+                let (l32, p32) = case.run(&fp32, Some(1));
+                let (l16, p16) = case.run(&bf16, Some(1));
+                let rel = (l16[0] - l32[0]).abs() / l32[0].abs();
+                assert!(rel <= 1e-2 && rel > 0.0, "{attention:?}: loss {} vs {}", l16[0], l32[0]);
+                for ((k, a), (_, b)) in p32.iter().zip(&p16) {
+                    assert_eq!(b.kind(), Kind::Float, "{k}");
+                    // Both took one step of about lr per element.
+                    assert!((a - b).abs().max().double_value(&[]) <= 2.0 * 2e-3, "{k}");
+                }
             }
         }
         // The optimizer's moments are float32 too.
