@@ -242,6 +242,8 @@ fn check_steps(variant: &str) {
         }),
         max_grad_norm: fx.opt("max_grad_norm"),
         loss_ceiling: None,
+        precision: dinomaly::cli::args::Precision::Fp32,
+        grad_checkpointing: false,
     };
     let names: Vec<&str> = vm["names"]
         .as_array()

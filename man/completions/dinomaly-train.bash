@@ -23,7 +23,7 @@ _dinomaly__train() {
 
     case "${cmd}" in
         dinomaly__train)
-            opts="-i -o -q -h -V --images --input --dataset --layout --split --backbone --weights --weights-sha256 --layers --resize --crop --pos-interp --preprocess --on-error --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --variant --seed --spike-factor --save-every --resume --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
+            opts="-i -o -q -h -V --images --input --dataset --layout --split --backbone --weights --weights-sha256 --layers --resize --crop --pos-interp --preprocess --on-error --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --precision --grad-checkpointing --variant --seed --spike-factor --save-every --resume --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -155,6 +155,10 @@ _dinomaly__train() {
                     ;;
                 --loss)
                     COMPREPLY=($(compgen -W "hard-mining plain" -- "${cur}"))
+                    return 0
+                    ;;
+                --precision)
+                    COMPREPLY=($(compgen -W "fp32 bf16" -- "${cur}"))
                     return 0
                     ;;
                 --variant)

@@ -11,8 +11,9 @@
 //! suggests adding 1e-6 if NaNs appear, which [`AttentionKind::Linear`]'s
 //! `eps` provides.
 
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
+use super::amp::Amp;
 use super::layers::Linear;
 use super::NamedTensor;
 use crate::Result;
@@ -66,6 +67,12 @@ impl Attention {
 
     /// `(B, N, D) → (B, N, D)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_amp(x, Amp::Off)
+    }
+
+    /// [`Attention::forward`] with the projections and attention products
+    /// in `amp`'s kind (the output is bfloat16 under [`Amp::Bf16`]).
+    pub fn forward_amp(&self, x: &Tensor, amp: Amp) -> Result<Tensor> {
         let (b, n, c) = x.size3()?;
         let h = self.num_heads;
         let expected = self.proj.weight.size()[0];
@@ -78,17 +85,17 @@ impl Attention {
         // (B, N, 3, h, d) → (3, B, h, N, d), the references' layout.
         let qkv = self
             .qkv
-            .forward(x)
+            .forward_amp(x, amp)
             .f_reshape([b, n, 3, h, c / h])?
             .f_permute([2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let y = match self.kind {
-            AttentionKind::Linear { eps } => linear_attention(&q, &k, &v, eps),
-            AttentionKind::Softmax => softmax_attention(&q, &k, &v),
+            AttentionKind::Linear { eps } => linear_attention(&q, &k, &v, eps, amp),
+            AttentionKind::Softmax => softmax_attention(&q, &k, &v, amp),
         };
         Ok(self
             .proj
-            .forward(&y.f_transpose(1, 2)?.f_reshape([b, n, c])?))
+            .forward_amp(&y.f_transpose(1, 2)?.f_reshape([b, n, c])?, amp))
     }
 
     pub fn push_parameters(&self, out: &mut Vec<NamedTensor>) {
@@ -98,13 +105,15 @@ impl Attention {
 }
 
 /// ELU+1 linear attention on per-head `q, k, v` of shape `(…, N, d)`
-/// (before the feature map). Returns `(…, N, d)`.
-pub fn linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, eps: Option<f64>) -> Tensor {
+/// (before the feature map). Returns `(…, N, d)`. The two products run in
+/// `amp`'s kind; the feature map and the normaliser stay float32 under
+/// [`Amp::Bf16`] (so does the output).
+pub fn linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, eps: Option<f64>, amp: Amp) -> Tensor {
     // φ(x) = ELU(x) + 1 with ELU's alpha 1 (x + 1 for x > 0, exp(x) otherwise).
-    let q = q.elu() + 1.0;
-    let k = k.elu() + 1.0;
+    let q = amp.full(q).elu() + 1.0;
+    let k = amp.full(k).elu() + 1.0;
     // Σₙ φ(kₙ) vₙᵀ: (…, d, d).
-    let kv = k.transpose(-2, -1).matmul(v);
+    let kv = amp.matmul(&k.transpose(-2, -1), v);
     // Σₙ φ(kₙ): (…, 1, d).
     let s = k.sum_dim_intlist(-2, true, None);
     let denom = (&q * s).sum_dim_intlist(-1, true, None);
@@ -113,22 +122,28 @@ pub fn linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, eps: Option<f64>) ->
         None => denom,
     };
     // Multiply by the reciprocal, as both references do.
-    q.matmul(&kv) * denom.reciprocal()
+    amp.matmul(&q, &kv) * denom.reciprocal()
 }
 
 /// Softmax attention on per-head `q, k, v` of shape `(…, N, d)`:
-/// `softmax(q kᵀ / √d) v`. Returns `(…, N, d)`.
-pub fn softmax_attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
+/// `softmax(q kᵀ / √d) v`. Returns `(…, N, d)`. The two products run in
+/// `amp`'s kind; under [`Amp::Bf16`] the softmax is taken in float32.
+pub fn softmax_attention(q: &Tensor, k: &Tensor, v: &Tensor, amp: Amp) -> Tensor {
     let d = q.size().last().copied().unwrap_or(1);
     let scale = (d as f64).powf(-0.5);
-    let attn = (q.matmul(&k.transpose(-2, -1)) * scale).softmax(-1, None);
-    attn.matmul(v)
+    let logits = amp.matmul(q, &k.transpose(-2, -1)) * scale;
+    let softmax_kind = match amp {
+        Amp::Off => None,
+        Amp::Bf16 => Some(Kind::Float),
+    };
+    let attn = logits.softmax(-1, softmax_kind);
+    amp.matmul(&attn, v)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Device;
 
     fn rand(shape: &[i64]) -> Tensor {
         Tensor::randn(shape, (Kind::Double, Device::Cpu))
@@ -150,7 +165,7 @@ mod tests {
             rand(&[2, 3, 17, 8]),
             rand(&[2, 3, 17, 8]),
         );
-        let fast = linear_attention(&q, &k, &v, None);
+        let fast = linear_attention(&q, &k, &v, None, Amp::Off);
         let (slow, a) = direct(&q, &k, &v, 0.0);
         let diff = (&fast - &slow).abs().max().double_value(&[]);
         assert!(diff < 1e-12, "max diff {diff}");
@@ -169,7 +184,7 @@ mod tests {
             rand(&[1, 2, 9, 4]),
             rand(&[1, 2, 9, 4]),
         );
-        let fast = linear_attention(&q, &k, &v, Some(0.5));
+        let fast = linear_attention(&q, &k, &v, Some(0.5), Amp::Off);
         let (slow, _) = direct(&q, &k, &v, 0.5);
         let diff = (&fast - &slow).abs().max().double_value(&[]);
         assert!(diff < 1e-12, "max diff {diff}");
@@ -182,7 +197,7 @@ mod tests {
         let eye = Tensor::eye(6, (Kind::Double, Device::Cpu)).view([1, 1, 6, 6]);
         let v = eye.expand([1, 2, 6, 6], false);
         // With v = I the output is the attention matrix itself.
-        let a = softmax_attention(&q, &k, &v);
+        let a = softmax_attention(&q, &k, &v, Amp::Off);
         let dev = (a.sum_dim_intlist(-1, false, None) - 1.0)
             .abs()
             .max()

@@ -6,6 +6,7 @@
 
 use tch::{nn, Tensor};
 
+use super::amp::Amp;
 use super::attention::{Attention, AttentionKind};
 use super::layers::LayerNorm;
 use super::mlp::Mlp;
@@ -46,8 +47,20 @@ impl Block {
 
     /// `(B, N, D) → (B, N, D)`. No stochastic layer, so no train flag.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = x + self.attn.forward(&self.norm1.forward(x))?;
-        let y = self.mlp.forward_t(&self.norm2.forward(&x), false);
+        self.forward_amp(x, Amp::Off)
+    }
+
+    /// [`Block::forward`] with the matrix products in `amp`'s kind. The
+    /// residual stream keeps `x`'s kind (float32 in training): the
+    /// bfloat16 branch outputs are promoted by the residual adds.
+    ///
+    /// A pure function of `x` and the weights (no dropout: the MLP is
+    /// built with p = 0 and run with `train = false`; no drop-path; no
+    /// RNG draw), which is what lets gradient checkpointing recompute it
+    /// exactly ([`super::recompute`]).
+    pub fn forward_amp(&self, x: &Tensor, amp: Amp) -> Result<Tensor> {
+        let x = x + self.attn.forward_amp(&self.norm1.forward(x), amp)?;
+        let y = self.mlp.forward_amp(&self.norm2.forward(&x), false, amp);
         Ok(x + y)
     }
 
@@ -83,10 +96,15 @@ impl Decoder {
 
     /// The output of every block, in block order (block 0 first).
     pub fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        self.forward_amp(x, Amp::Off)
+    }
+
+    /// [`Decoder::forward`] with the matrix products in `amp`'s kind.
+    pub fn forward_amp(&self, x: &Tensor, amp: Amp) -> Result<Vec<Tensor>> {
         let mut outs = Vec::with_capacity(self.blocks.len());
         let mut x = x.shallow_clone();
         for blk in &self.blocks {
-            x = blk.forward(&x)?;
+            x = blk.forward_amp(&x, amp)?;
             outs.push(x.shallow_clone());
         }
         Ok(outs)

@@ -192,11 +192,22 @@ impl Dinomaly {
         grid: (i64, i64),
         train: bool,
     ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+        let (x, enc) = self.layer_inputs(encoder_layers, grid)?;
+        self.finish(&x, enc, grid, train)
+    }
+
+    /// Bottleneck input and encoder groups (tokens) from target-layer
+    /// outputs.
+    fn layer_inputs(
+        &self,
+        encoder_layers: &[Tensor],
+        grid: (i64, i64),
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         self.check_layers(encoder_layers, Some(grid))?;
         let all: Vec<usize> = (0..encoder_layers.len()).collect();
         let x = fusion::fuse(encoder_layers, &all)?;
         let enc = fusion::fuse_groups(encoder_layers, &self.cfg.groups)?;
-        self.finish(&x, enc, grid, train)
+        Ok((x, enc))
     }
 
     /// The fused encoder groups with all tokens, `(B, G, N, D)`: what a
@@ -219,6 +230,12 @@ impl Dinomaly {
         grid: (i64, i64),
         train: bool,
     ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+        let (x, enc) = self.group_inputs(groups, grid)?;
+        self.finish(&x, enc, grid, train)
+    }
+
+    /// Bottleneck input and encoder groups (tokens) from fused groups.
+    fn group_inputs(&self, groups: &Tensor, grid: (i64, i64)) -> Result<(Tensor, Vec<Tensor>)> {
         if !fusion::is_equal_partition(&self.cfg.groups, self.cfg.num_layers) {
             return Err(Error::config(format!(
                 "training from fused groups needs groups that split the {} layers into equal \
@@ -240,7 +257,7 @@ impl Dinomaly {
         let enc: Vec<Tensor> = (0..g).map(|i| groups.select(1, i)).collect();
         self.check_tokens("encoder group 0", &enc[0], Some(grid))?;
         let x = groups.f_mean_dim(1, false, None)?;
-        self.finish(&x, enc, grid, train)
+        Ok((x, enc))
     }
 
     /// Either entry point, by input kind.
@@ -256,6 +273,22 @@ impl Dinomaly {
         }
     }
 
+    /// The checked bottleneck input `(B, N, D)` and the encoder groups
+    /// (tokens, each `(B, N, D)`) of either input kind: the first half of
+    /// [`Dinomaly::forward_features_t`], for a caller that runs the
+    /// bottleneck and decoder itself (the training step) and then calls
+    /// [`Dinomaly::group_outputs`].
+    pub fn inputs(
+        &self,
+        features: Features<'_>,
+        grid: (i64, i64),
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        match features {
+            Features::Layers(layers) => self.layer_inputs(layers, grid),
+            Features::Groups(groups) => self.group_inputs(groups, grid),
+        }
+    }
+
     /// Reconstructs from `x`, groups the reversed decoder outputs and lays
     /// both sides out spatially.
     fn finish(
@@ -266,7 +299,29 @@ impl Dinomaly {
         train: bool,
     ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
         let rec = self.reconstruct_t(x, train)?;
-        let mut blocks = rec.blocks;
+        self.group_outputs(enc_groups, rec.blocks, grid)
+    }
+
+    /// From encoder groups (tokens) and the decoder block outputs (block 0
+    /// first) to `(encoder groups, decoder groups)`, each `(B, D, H, W)`:
+    /// the decoder list is reversed, fused by the configured groups, and
+    /// both sides lose their prefix tokens.
+    pub fn group_outputs(
+        &self,
+        enc_groups: Vec<Tensor>,
+        mut blocks: Vec<Tensor>,
+        grid: (i64, i64),
+    ) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
+        if blocks.len() != self.cfg.depth_decoder {
+            return Err(Error::mismatch(
+                "decoder outputs",
+                format!(
+                    "{} block outputs, the model has {} blocks",
+                    blocks.len(),
+                    self.cfg.depth_decoder
+                ),
+            ));
+        }
         blocks.reverse();
         let dec_groups = fusion::fuse_groups(&blocks, &self.cfg.groups)?;
         let prefix = self.cfg.prefix_tokens();

@@ -4,6 +4,7 @@
 
 use tch::{nn, Tensor};
 
+use super::amp::Amp;
 use super::init::{trunc_normal_, LINEAR_INIT_CUT, LINEAR_INIT_STD};
 use super::NamedTensor;
 use crate::Result;
@@ -42,7 +43,13 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        self.forward_amp(x, Amp::Off)
+    }
+
+    /// [`Linear::forward`] with the product in `amp`'s kind (the output
+    /// is bfloat16 under [`Amp::Bf16`]).
+    pub fn forward_amp(&self, x: &Tensor, amp: Amp) -> Tensor {
+        amp.linear(x, &self.weight, self.bias.as_ref())
     }
 
     /// Appends `(key, tensor)` for the weight, then the bias if any.

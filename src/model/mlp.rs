@@ -4,6 +4,7 @@
 
 use tch::{nn, Tensor};
 
+use super::amp::Amp;
 use super::layers::Linear;
 use super::NamedTensor;
 use crate::Result;
@@ -42,15 +43,22 @@ impl Mlp {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_amp(x, train, Amp::Off)
+    }
+
+    /// [`Mlp::forward_t`] with both Linear layers in `amp`'s kind; under
+    /// [`Amp::Bf16`] the hidden activations (and their dropout) and the
+    /// output are bfloat16.
+    pub fn forward_amp(&self, x: &Tensor, train: bool, amp: Amp) -> Tensor {
         let x = if self.input_dropout {
             self.drop(x, train)
         } else {
             x.shallow_clone()
         };
         // Exact GELU (`approximate = "none"`), as nn.GELU() in both references.
-        let h = self.fc1.forward(&x).gelu("none");
+        let h = self.fc1.forward_amp(&x, amp).gelu("none");
         let h = self.drop(&h, train);
-        let y = self.fc2.forward(&h);
+        let y = self.fc2.forward_amp(&h, amp);
         self.drop(&y, train)
     }
 

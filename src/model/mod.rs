@@ -13,6 +13,7 @@
 //! Numbers are checked against anomalib 2.7.0's Dinomaly classes in
 //! `tests/model.rs` (fixtures from `tests/fixtures/gen/model.py`).
 
+pub mod amp;
 pub mod attention;
 pub mod bottleneck;
 pub mod decoder;
@@ -23,9 +24,11 @@ pub mod layers;
 pub mod loss;
 pub mod mlp;
 pub mod optim;
+pub mod recompute;
 pub mod schedule;
 pub mod train;
 
+pub use amp::Amp;
 pub use attention::{Attention, AttentionKind};
 pub use bottleneck::Bottleneck;
 pub use decoder::{Block, Decoder};
