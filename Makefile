@@ -7,6 +7,7 @@
 #   make bench  speed against anomalib 2.7 / timm / the official evaluation on
 #               this machine, outputs compared (bench/results.md; BENCH_METRICS=0
 #               skips the ~8-minute metrics part)
+#   make gpu-bundle  binaries + images for scripts/gpu-check.sh on a GPU machine
 #   CUDA=1 make ...  also install the CUDA libraries (2.7 GB) for GPU runs
 
 PYTHON    ?= python3
@@ -22,7 +23,7 @@ CUDA_MIN  := nvidia-cuda-runtime==13.0.96.* nvidia-cuda-cupti==13.0.85.*
 CUDA_ONLY_LIBS := libtorch_cuda.so libtorch_cuda_linalg.so libtorch_python.so \
                   libtorch_nvshmem.so libc10_cuda.so libcaffe2_nvrtc.so
 
-.PHONY: all build test demo demo-smoke libtorch clean-libtorch man bench fixtures
+.PHONY: all build test demo demo-smoke libtorch clean-libtorch man bench fixtures gpu-bundle
 
 all: build
 
@@ -69,6 +70,12 @@ $(CURDIR)/.venv-ref/bin/python:
 bench: build $(BENCH_PYTHON)
 	$(CARGO) build --release --locked --example bench_encoder
 	PYTHON=$(BENCH_PYTHON) bash bench/run.sh
+
+# What scripts/gpu-check.sh needs on a GPU machine without Rust or a
+# registry: the binaries and a few real images, in the ignored folder .gpu.
+gpu-bundle: build
+	$(CARGO) build --release --locked --example demo-data
+	PYTHON=$(PYTHON) bash scripts/gpu-bundle.sh .gpu
 
 clean-libtorch:
 	rm -rf $(LIBTORCH_DIR)

@@ -8,6 +8,7 @@ mod maps;
 mod model;
 mod dataset;
 mod demo;
+mod gpu_check;
 mod metrics;
 mod preprocess;
 mod score_parity;

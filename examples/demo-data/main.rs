@@ -7,11 +7,14 @@
 //!   scikit-image wheel cut into tiles, with synthetic defects and their
 //!   exact masks, as an MVTec-AD tree;
 //! - `weights`: the DINOv2 ViT-S/14-reg4 weights from the cache or the
-//!   official download, else a seeded random checkpoint in Meta's layout.
+//!   official download, else a seeded random checkpoint in Meta's layout;
+//! - `compare`: the differences between two scoring outputs (maps and
+//!   scores), for scripts/gpu-check.sh.
 //!
 //! Every tree is written under a temporary name and renamed into place when
 //! complete, so an interrupted run leaves nothing that looks finished.
 
+mod compare;
 mod elpv;
 mod image_ops;
 mod random_weights;
@@ -34,6 +37,9 @@ enum Command {
     Textures(textures::Args),
     /// Pretrained ViT-S/14-reg4 weights, else seeded random ones.
     Weights(weights::Args),
+    /// Differences between two dinomaly-score outputs of the same inputs
+    /// (maps and scores), for scripts/gpu-check.sh.
+    Compare(compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,7 @@ fn main() -> ExitCode {
         Command::Elpv(a) => elpv::run(&a),
         Command::Textures(a) => textures::run(&a),
         Command::Weights(a) => weights::run(&a),
+        Command::Compare(a) => compare::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

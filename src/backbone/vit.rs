@@ -278,7 +278,28 @@ impl VisionTransformer {
         let (b, d) = (size[0], self.cfg.embed_dim);
         let grid = self.grid(size[2], size[3])?;
         // (B, D, gh, gw) -> (B, gh*gw, D), token t = row * gw + col.
-        let patches = self.patch_embed.forward(images).flatten(2, 3).transpose(1, 2);
+        // The convolution with TF32 off: cuDNN's default for fp32 (TF32 on)
+        // would round the patch embedding to 10 mantissa bits on Ampere and
+        // later GPUs, and GPU maps would drift ~1e-3 from the CPU's. On the
+        // CPU this is the same kernel `conv2d` reaches (bitwise equal).
+        let p = self.cfg.patch_size;
+        let patches = images
+            .f_internal_convolution(
+                &self.patch_embed.ws,
+                self.patch_embed.bs.as_ref(),
+                [p, p],
+                [0, 0],
+                [1, 1],
+                false,
+                [0, 0],
+                1,
+                false, // benchmark
+                false, // deterministic
+                true,  // cudnn enabled
+                false, // allow_tf32
+            )?
+            .flatten(2, 3)
+            .transpose(1, 2);
         let (cls_pos, patch_pos) = if self.cfg.pos_has_cls {
             (Some(self.pos_embed.narrow(1, 0, 1)), self.pos_embed.narrow(1, 1, self.pos_embed.size()[1] - 1))
         } else {
