@@ -353,7 +353,7 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def ours_train(d, iterations):
+def ours_train(d, iterations, extra=()):
     """Runs dinomaly-train and returns the wall and CPU seconds of each
     iteration after the first (the gaps between --log lines as they appear
     in the log's temporary file; the first iteration includes start-up and
@@ -365,7 +365,10 @@ def ours_train(d, iterations):
         stale.unlink(missing_ok=True)
     cmd = [bin_path("dinomaly-train"), str(d / "b" / "train.store"), "-o", str(out / "ours.safetensors"),
            "--iterations", str(iterations), "--batch", "16", "--variant", "anomalib", "--eps", "1e-8",
-           "--dropout", "0.2", "--log", str(log_file), "--device", "cpu", "--quiet"]
+           "--dropout", "0.2", "--log", str(log_file), "--device", "cpu", "--quiet", *extra]
+    if "--images" in extra:
+        # From the images: the store argument gives way to the sample inputs.
+        cmd.remove(str(d / "b" / "train.store"))
     proc = subprocess.Popen(cmd, env=ours_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen, stamps, cpus = 0, [], []
     while True:
@@ -395,7 +398,7 @@ def ours_train(d, iterations):
     return gaps, cpu_gaps, losses
 
 
-def bench_train(d, model, x16, rounds, iterations, ref_full, ref_dec):
+def bench_train(d, model, x16, rounds, iterations, ref_full, ref_dec, bf16=True):
     trainer = RefTrainer(model)
     enc = model.encoder
     r = {k: [] for k in ("ours_s", "ours_cpu", "full_s", "full_cpu", "dec_s", "dec_cpu")}
@@ -436,7 +439,23 @@ def bench_train(d, model, x16, rounds, iterations, ref_full, ref_dec):
         cached(False)
         log(f"train round {k + 1}: ours {fmt_list(gaps)} s/it, anomalib full {fmt_list(r['full_s'][-ref_full:])} s, "
             f"decoder-only {fmt_list(r['dec_s'][-ref_dec:])} s")
+        if bf16:
+            # Information only: ours in bf16 mixed precision (not the same work
+            # as fp32), and ours from the images (the encoder runs every step).
+            gaps16, cpu16, _ = ours_train(d, iterations, ("--precision", "bf16"))
+            r.setdefault("ours_bf16_s", []).extend(gaps16)
+            r.setdefault("ours_bf16_cpu", []).extend(cpu16)
+            gaps_img, cpu_img, _ = ours_train(d, iterations, ("--images", "-i", str(d / "images.txt"), *encoder_flags_b(d)))
+            r.setdefault("ours_images_s", []).extend(gaps_img)
+            r.setdefault("ours_images_cpu", []).extend(cpu_img)
+            log(f"train round {k + 1}: ours bf16 {fmt_list(gaps16)} s/it, ours from images {fmt_list(gaps_img)} s/it")
     return r
+
+
+def encoder_flags_b(d):
+    """Our encoder flags for the ViT-B side, as anomalib pre-processes."""
+    return ["--backbone", "bench-vitb", "--weights", str(d / "b" / "encoder.safetensors"),
+            "--pos-interp", "exact", "--preprocess", "tensor"]
 
 
 def extract_store(d):
@@ -444,9 +463,7 @@ def extract_store(d):
     store = d / "b" / "train.store"
     store.unlink(missing_ok=True)
     wall, _, _ = run_ours([bin_path("dinomaly-extract"), "-i", str(d / "images.txt"), "-o", str(store),
-                           "--backbone", "bench-vitb", "--weights", str(d / "b" / "encoder.safetensors"),
-                           "--pos-interp", "exact", "--preprocess", "tensor", "--batch", "8", "--device", "cpu",
-                           "--quiet"])
+                           *encoder_flags_b(d), "--batch", "8", "--device", "cpu", "--quiet"])
     return wall
 
 
@@ -542,6 +559,20 @@ def rows_of(res, sizes):
                      f"{med(ours):.2f}", f"{med(t['dec_s']):.2f} anomalib", x(med(t["dec_s"]), med(ours)),
                      x(min(t["dec_s"]), min(ours)), x(med(t["dec_cpu"]), med(t["ours_cpu"])),
                      "same work: bottleneck + decoder fwd/bwd + optimizer"))
+        if t.get("ours_bf16_s"):
+            b16 = t["ours_bf16_s"]
+            rows.append(("Training ViT-B/14, batch 16: ours from the store with --precision bf16 (information only, "
+                         "not the same precision) vs anomalib's full step fp32 (s/it)",
+                         f"{med(b16):.2f}", f"{med(t['full_s']):.2f} anomalib", x(med(t["full_s"]), med(b16)),
+                         x(min(t["full_s"]), min(b16)), x(med(t["full_cpu"]), med(t["ours_bf16_cpu"])),
+                         "bf16 matmuls, fp32 weights/optimizer/loss"))
+        if t.get("ours_images_s"):
+            img = t["ours_images_s"]
+            rows.append(("Training ViT-B/14, batch 16: ours from the images (--images, encoder every step) vs "
+                         "anomalib's full step (s/it)",
+                         f"{med(img):.2f}", f"{med(t['full_s']):.2f} anomalib", x(med(t["full_s"]), med(img)),
+                         x(min(t["full_s"]), min(img)), x(med(t["full_cpu"]), med(t["ours_images_cpu"])),
+                         "same work as anomalib's step (decoding included on our side)"))
     m = res.get("metrics")
     if m:
         rows.append(("Metrics, MVTec-sized set (1,725 maps, 15 classes), all seven (s)", f"{m['ours_s']:.2f}",
