@@ -16,6 +16,7 @@
 //! The method follows the official code exactly; the numbers and their
 //! sources are in the README.
 
+pub mod alloc;
 pub mod backbone;
 pub mod cli;
 pub mod cmd;

@@ -15,6 +15,7 @@ pub fn main_with<A>(run: fn(A) -> anyhow::Result<ExitCode>) -> ExitCode
 where
     A: CommandFactory + FromArgMatches,
 {
+    crate::alloc::reuse_large_buffers();
     crate::device::preload_cuda();
     let command = A::command();
     let name = command.get_name().to_string();
