@@ -22,7 +22,7 @@ fn score_shared(flags: &[&str]) -> Output {
 /// The record of an output line: the line without what scoring adds.
 fn input_part(line: &Value) -> Value {
     let mut obj = line.as_object().unwrap().clone();
-    for key in ["score", "anomalous", "map", "error"] {
+    for key in ["score", "anomalous", "map", "map_geometry", "error"] {
         obj.remove(key);
     }
     Value::Object(obj)
@@ -313,4 +313,21 @@ fn cli_score_then_metrics_on_the_pipeline_output() {
         let v = report["mean"][key].as_f64().unwrap_or_else(|| panic!("no {key} in {}", report["mean"]));
         assert!((0.0..=1.0).contains(&v), "{key} = {v}");
     }
+    // Each line carries the geometry its map was made under, so metrics
+    // needs no --resize/--crop: the same report without them.
+    let lines: Vec<Value> = util::stdout(&scored).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["map_geometry"], json!({"resize": [112, 112], "crop": [112, 112]}));
+    let implicit = util::run(util::tool("dinomaly-metrics").arg("-q"), &util::stdout(&scored));
+    assert_code(&implicit, 0);
+    assert_eq!(util::stdout(&implicit), util::stdout(&out));
+    // The official default (448/392) would have given other pixel metrics.
+    let official = util::run(util::tool("dinomaly-metrics").args(["-q", "--resize", "448", "--crop", "392"]), &util::stdout(&scored));
+    assert_code(&official, 0);
+    assert_ne!(util::stdout(&official), util::stdout(&out));
+    // Maps of two geometries in one evaluation: refused, naming the line.
+    let mut mixed = lines.clone();
+    mixed[3]["map_geometry"] = json!({"resize": [448, 448], "crop": [392, 392]});
+    let out = util::run(util::tool("dinomaly-metrics").arg("-q"), &fx::lines(&mixed));
+    assert_code(&out, 2);
+    assert!(util::stderr(&out).contains("stdin:4") && util::stderr(&out).contains("map_geometry"), "{}", util::stderr(&out));
 }

@@ -25,6 +25,7 @@ use crate::io::{atomic, npy};
 use crate::metrics::pixels::{self, PixelOptions, PixelSet, ReducedImage};
 use crate::metrics::plot::{self, Series};
 use crate::metrics::report::{self, ClassInput, Metric, Options, Report};
+use crate::score::map_geometry::MapGeometry;
 use crate::{Error, Result};
 
 const TOOL: &str = "dinomaly-metrics";
@@ -85,13 +86,16 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0, value_name = "T")]
     pub mask_threshold: f64,
 
-    /// Side the mask is resized to before the centre crop (as the images).
-    #[arg(long, default_value_t = 448, value_name = "PIXELS")]
-    pub resize: usize,
+    /// Side the mask is resized to before the centre crop, as the images
+    /// were (default: the "map_geometry" dinomaly-score writes beside each
+    /// map, else 448).
+    #[arg(long, value_name = "PIXELS")]
+    pub resize: Option<usize>,
 
-    /// Side of the centre crop of the resized mask (the model's input).
-    #[arg(long, default_value_t = 392, value_name = "PIXELS")]
-    pub crop: usize,
+    /// Side of the centre crop of the resized mask, the model's input
+    /// (default: the lines' "map_geometry", else 392).
+    #[arg(long, value_name = "PIXELS")]
+    pub crop: Option<usize>,
 
     /// Also report, per class and overall, the threshold reaching this false
     /// positive rate on the normal images (e.g. 0.01).
@@ -111,6 +115,45 @@ struct Job {
     score: f64,
     map: Option<PathBuf>,
     mask: Option<PathBuf>,
+    /// The "map_geometry" of the line, when it has one.
+    geometry: Option<MapGeometry>,
+}
+
+/// The geometry masks are brought to: the flags where given, else what the
+/// lines say (all alike), else the official one.
+fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<MapGeometry> {
+    let mut from_lines: Option<(MapGeometry, usize)> = None;
+    for job in jobs {
+        let Some(g) = job.geometry else { continue };
+        match from_lines {
+            None => from_lines = Some((g, job.line)),
+            Some((first, line)) if first != g => {
+                return Err(Error::Record {
+                    source_name: source.to_string(),
+                    line: job.line,
+                    reason: format!(
+                        "its map_geometry {g:?} differs from line {line}'s {first:?}: score one model's outputs at a time"
+                    ),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    let lines = from_lines.map(|(g, _)| g);
+    let base = lines.unwrap_or(MapGeometry::OFFICIAL);
+    let chosen = MapGeometry {
+        resize: args.resize.map_or(base.resize, |r| (r, r)),
+        crop: args.crop.map_or(base.crop, |c| (c, c)),
+    };
+    if let Some(g) = lines.filter(|g| *g != chosen) {
+        if !args.quiet.quiet {
+            eprintln!(
+                "{TOOL}: warning: the maps were made at resize {:?} crop {:?}, but --resize/--crop bring the masks to resize {:?} crop {:?}",
+                g.resize, g.crop, chosen.resize, chosen.crop
+            );
+        }
+    }
+    Ok(chosen)
 }
 
 /// Runs the command.
@@ -143,9 +186,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         inputs[job.class].images.push((job.score, job.anomalous));
     }
     let mut map_size = None;
+    let mut used_geometry = None;
     if !args.image_only {
-        let prep = Preprocess::new((args.resize, args.resize), (args.crop, args.crop), ResizeBackend::Pil)?;
+        let geometry = mask_geometry(&args, &jobs, &source)?;
+        let prep = Preprocess::new(geometry.resize, geometry.crop, ResizeBackend::Pil)?;
         map_size = Some(reduce_pixels(&jobs, &mut inputs, &prep, args.mask_threshold as f32, &source, args.quiet.quiet)?);
+        used_geometry = Some(geometry);
     }
     let opts = Options {
         pixel: PixelOptions {
@@ -156,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plots: args.plots.is_some(),
     };
     let mut report = report::evaluate(inputs, &opts);
-    report.settings = settings(&args, map_size);
+    report.settings = settings(&args, map_size, used_geometry);
     for w in &report.warnings {
         eprintln!("{TOOL}: warning: {w}");
     }
@@ -257,6 +303,10 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
             }
             Some(PathBuf::from(map))
         };
+        let geometry = match sample.extra.get("map_geometry").filter(|g| !image_only && !g.is_null()) {
+            Some(g) => Some(MapGeometry::from_json(g).map_err(bad)?),
+            None => None,
+        };
         let class_idx = match classes.iter().position(|c| *c == class) {
             Some(k) => k,
             None => {
@@ -271,6 +321,7 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
             score,
             map,
             mask: if image_only { None } else { sample.mask.clone() },
+            geometry,
         });
     }
     if skipped > 0 && !quiet {
@@ -358,7 +409,7 @@ fn load_and_reduce(
     })
 }
 
-fn settings(args: &Args, map_size: Option<(usize, usize)>) -> serde_json::Map<String, Value> {
+fn settings(args: &Args, map_size: Option<(usize, usize)>, geometry: Option<MapGeometry>) -> serde_json::Map<String, Value> {
     let mut s = serde_json::Map::new();
     s.insert("tool".into(), json!(TOOL));
     s.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -367,8 +418,12 @@ fn settings(args: &Args, map_size: Option<(usize, usize)>) -> serde_json::Map<St
         s.insert("fpr_limit".into(), json!(args.fpr_limit));
         s.insert("aupro_thresholds".into(), json!(crate::metrics::aupro::OFFICIAL_THRESHOLDS));
         s.insert("mask_threshold".into(), json!(args.mask_threshold));
-        s.insert("resize".into(), json!(args.resize));
-        s.insert("crop".into(), json!(args.crop));
+        if let Some(g) = geometry {
+            // A side as one number when square (the flags' form).
+            let side = |(h, w): (usize, usize)| if h == w { json!(h) } else { json!([h, w]) };
+            s.insert("resize".into(), side(g.resize));
+            s.insert("crop".into(), side(g.crop));
+        }
         if let Some((h, w)) = map_size {
             s.insert("map_size".into(), json!([h, w]));
         }

@@ -258,6 +258,11 @@ impl Output<'_> {
                             write_overlay(self.scorer, &sample.image, &dir.join(format!("{stem}.png")), &map, map_hw)?;
                         }
                         record.insert("map".into(), json!(path.to_string_lossy()));
+                        // What dinomaly-metrics needs to bring masks to the
+                        // map (it covers the centre crop of the resized image).
+                        let prep = self.scorer.preprocess();
+                        let geometry = crate::score::map_geometry::MapGeometry { resize: prep.resize(), crop: prep.crop() };
+                        record.insert("map_geometry".into(), geometry.to_json());
                     }
                     record.insert("score".into(), json!(score));
                     if let Some(t) = self.args.threshold {

@@ -1,8 +1,10 @@
 //! Scoring: anomaly maps and image scores from fused feature groups
 //! ([`anomaly_map`], with the Gaussian in [`smoothing`]) and heatmap
-//! overlays for people ([`overlay`]).
+//! overlays for people ([`overlay`]); the map's geometry recorded beside it
+//! ([`map_geometry`]).
 
 pub mod anomaly_map;
+pub mod map_geometry;
 pub mod overlay;
 pub mod scorer;
 pub mod smoothing;
