@@ -35,6 +35,14 @@ fn cli_extract_json_lines_keep_records_and_metadata() {
     assert!(util::stdout(&out).is_empty(), "extract printed data on stdout");
     let store = FeatureStore::open(&store_path).expect("open store");
     assert_eq!(store.len(), records.len());
+    // The whole store (as held in GPU memory), filled in chunks that do not
+    // divide the row count: the same rows as one batch of all of them.
+    let every: Vec<usize> = (0..store.len()).collect();
+    let whole = store.batch(&every, tch::Kind::Float, tch::Device::Cpu).unwrap();
+    for chunk in [1, 3, store.len() + 1] {
+        let all = store.all_in_chunks(tch::Kind::Float, tch::Device::Cpu, chunk).unwrap();
+        assert!(all.equal(&whole), "chunks of {chunk} rows");
+    }
     // Every field kept, in order; a null mask is dropped (no mask).
     records[0].as_object_mut().unwrap().remove("mask");
     assert_eq!(stored_records(&store), records);

@@ -357,9 +357,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut source = match (&store, samples) {
         (Some(store), _) => BatchSource::Store {
             store,
-            // Hold the store in device memory when on a GPU.
+            // Hold the store in device memory when on a GPU and it fits
+            // (fp16: N x G x T x D x 2 bytes); when the allocation fails,
+            // batches are read from the memory-mapped file instead.
             held: match device {
-                tch::Device::Cuda(_) => Some(store.all(Kind::Half, device)?),
+                tch::Device::Cuda(_) => match store.all(Kind::Half, device) {
+                    Ok(all) => Some(all),
+                    Err(e) => {
+                        progress::note(quiet, TOOL, &format!("the feature store does not fit in GPU memory ({e}); reading batches from the file"));
+                        None
+                    }
+                },
                 _ => None,
             },
         },

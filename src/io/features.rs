@@ -367,12 +367,29 @@ impl FeatureStore {
         }
         let shape = [indices.len() as i64, g, t, d];
         let host = Tensor::f_from_data_size(&bytes, &shape, self.meta.dtype.kind())?;
-        Ok(host.to_device(device).to_kind(kind))
+        // Fallible conversions: running out of device memory is an error
+        // the caller can handle, not a panic.
+        Ok(host.f_to_device(device)?.f_to_kind(kind)?)
     }
 
-    /// All rows as one tensor on `device` (for holding a store in GPU memory).
+    /// All rows as one tensor on `device` (for holding a store in GPU
+    /// memory), filled a chunk of rows at a time so that the host never
+    /// holds more than one chunk. An error (out of device memory) leaves
+    /// nothing allocated.
     pub fn all(&self, kind: Kind, device: Device) -> Result<Tensor> {
-        let indices: Vec<usize> = (0..self.len).collect();
-        self.batch(&indices, kind, device)
+        self.all_in_chunks(kind, device, 256)
+    }
+
+    /// [`FeatureStore::all`], `chunk_rows` rows at a time.
+    pub fn all_in_chunks(&self, kind: Kind, device: Device, chunk_rows: usize) -> Result<Tensor> {
+        let chunk_rows = chunk_rows.max(1);
+        let [g, t, d] = self.meta.row_shape();
+        let all = Tensor::f_empty([self.len as i64, g, t, d], (kind, device))?;
+        for start in (0..self.len).step_by(chunk_rows) {
+            let rows: Vec<usize> = (start..(start + chunk_rows).min(self.len)).collect();
+            let chunk = self.batch(&rows, kind, device)?;
+            all.f_narrow(0, start as i64, rows.len() as i64)?.f_copy_(&chunk)?;
+        }
+        Ok(all)
     }
 }
