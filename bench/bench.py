@@ -550,29 +550,26 @@ def rows_of(res, sizes):
                              f"Spearman {s['bf16_rank_corr']:.4f}"))
     t = res.get("train")
     if t:
-        ours = t["ours_s"]
-        rows.append(("Training ViT-B/14, batch 16: ours from the feature store vs anomalib's full step (s/it)",
-                     f"{med(ours):.2f}", f"{med(t['full_s']):.2f} anomalib", x(med(t["full_s"]), med(ours)),
-                     x(min(t["full_s"]), min(ours)), x(med(t["full_cpu"]), med(t["ours_cpu"])),
-                     f"first loss: ours {t['ours_first_loss']:.4f}, anomalib {t['ref_first_loss']:.4f} (own inits)"))
-        rows.append(("Training ViT-B/14, batch 16: ours vs anomalib's step on cached encoder features (s/it)",
-                     f"{med(ours):.2f}", f"{med(t['dec_s']):.2f} anomalib", x(med(t["dec_s"]), med(ours)),
-                     x(min(t["dec_s"]), min(ours)), x(med(t["dec_cpu"]), med(t["ours_cpu"])),
-                     "same work: bottleneck + decoder fwd/bwd + optimizer"))
+        def train_row(work, ours_key, ref_key, ref_name, note):
+            ours, ref = t[ours_key], t[ref_key]
+            cpu_key = ours_key.replace("_s", "_cpu")
+            ref_cpu = ref_key.replace("_s", "_cpu")
+            rows.append((f"Training ViT-B/14, batch 16: {work} (s/it)", f"{med(ours):.2f}",
+                         f"{med(ref):.2f} {ref_name}", x(med(ref), med(ours)), x(min(ref), min(ours)),
+                         x(med(t[ref_cpu]), med(t[cpu_key])), note))
+
+        train_row("ours from the feature store vs anomalib's full step", "ours_s", "full_s", "anomalib",
+                  f"first loss: ours {t['ours_first_loss']:.4f}, anomalib {t['ref_first_loss']:.4f} (own inits)")
+        train_row("ours vs anomalib's step on cached encoder features", "ours_s", "dec_s", "anomalib",
+                  "same work: bottleneck + decoder fwd/bwd + optimizer")
         if t.get("ours_bf16_s"):
-            b16 = t["ours_bf16_s"]
-            rows.append(("Training ViT-B/14, batch 16: ours from the store with --precision bf16 (information only, "
-                         "not the same precision) vs anomalib's full step fp32 (s/it)",
-                         f"{med(b16):.2f}", f"{med(t['full_s']):.2f} anomalib", x(med(t["full_s"]), med(b16)),
-                         x(min(t["full_s"]), min(b16)), x(med(t["full_cpu"]), med(t["ours_bf16_cpu"])),
-                         "bf16 matmuls, fp32 weights/optimizer/loss"))
+            train_row("ours from the store with --precision bf16 (information only, not the same precision) vs "
+                      "anomalib's full step fp32", "ours_bf16_s", "full_s", "anomalib",
+                      "bf16 matmuls, fp32 weights/optimizer/loss")
         if t.get("ours_images_s"):
-            img = t["ours_images_s"]
-            rows.append(("Training ViT-B/14, batch 16: ours from the images (--images, encoder every step) vs "
-                         "anomalib's full step (s/it)",
-                         f"{med(img):.2f}", f"{med(t['full_s']):.2f} anomalib", x(med(t["full_s"]), med(img)),
-                         x(min(t["full_s"]), min(img)), x(med(t["full_cpu"]), med(t["ours_images_cpu"])),
-                         "same work as anomalib's step (decoding included on our side)"))
+            train_row("ours from the images (--images, encoder every step) vs anomalib's full step",
+                      "ours_images_s", "full_s", "anomalib",
+                      "same work as anomalib's step (decoding included on our side)")
     m = res.get("metrics")
     if m:
         rows.append(("Metrics, MVTec-sized set (1,725 maps, 15 classes), all seven (s)", f"{m['ours_s']:.2f}",

@@ -97,7 +97,7 @@ pub fn load_encoder_weights_with(
         }
     };
     let hashing = HashInBackground::start(&file, opts.known_sha256.as_deref());
-    let mut weights = from_raw(&file, raw, opts.prefix.as_deref(), expected, config_heads, String::new())?;
+    let mut weights = from_raw(&file, raw, opts.prefix.as_deref(), expected, config_heads)?;
     weights.sha256 = hashing.finish()?;
     Ok(weights)
 }
@@ -105,45 +105,45 @@ pub fn load_encoder_weights_with(
 /// A file's SHA-256 computed on another thread while the caller converts
 /// and checks the tensors (hashing a ViT-B file costs about as much as
 /// reading it), or the hash the caller already knows.
-pub struct HashInBackground {
-    known: Option<String>,
-    worker: Option<std::thread::JoinHandle<Result<String>>>,
+pub enum HashInBackground {
+    Known(String),
+    Computing(std::thread::JoinHandle<Result<String>>),
 }
 
 impl HashInBackground {
     /// Starts hashing `file`, unless `known` gives its hash.
     pub fn start(file: &Path, known: Option<&str>) -> Self {
         match known {
-            Some(k) => HashInBackground { known: Some(k.to_ascii_lowercase()), worker: None },
+            Some(k) => HashInBackground::Known(k.to_string()),
             None => {
                 let file = file.to_path_buf();
-                HashInBackground { known: None, worker: Some(std::thread::spawn(move || sha256_file(&file))) }
+                HashInBackground::Computing(std::thread::spawn(move || sha256_file(&file)))
             }
         }
     }
 
     /// The lowercase hex SHA-256.
     pub fn finish(self) -> Result<String> {
-        match (self.known, self.worker) {
-            (Some(k), _) => Ok(k),
-            (None, Some(worker)) => worker
+        let hash = match self {
+            HashInBackground::Known(k) => k,
+            HashInBackground::Computing(worker) => worker
                 .join()
-                .map_err(|_| Error::config("the sha256 thread panicked (a bug)"))?,
-            (None, None) => Err(Error::config("no sha256 was computed (a bug)")),
-        }
+                .map_err(|_| Error::config("the sha256 thread panicked (a bug)"))??,
+        };
+        Ok(hash.to_ascii_lowercase())
     }
 }
 
 /// Encoder weights from tensors already read from `file` (which may hold
 /// other tensors too, e.g. a whole Dinomaly checkpoint: only those under
-/// `prefix` are used), with the file's `sha256` computed by the caller.
+/// `prefix` are used). `sha256` is left empty: the caller, which knows
+/// how the file was read, sets it (see [`HashInBackground`]).
 pub fn from_raw(
     file: &Path,
     raw: Vec<(String, Tensor)>,
     prefix: Option<&str>,
     expected: Option<&ArchInfo>,
     config_heads: Option<i64>,
-    sha256: String,
 ) -> Result<EncoderWeights> {
     // Everything downstream (and any position folding) works in float32.
     let raw = raw
@@ -163,7 +163,7 @@ pub fn from_raw(
         tensors: canonical.tensors,
         source_layout: canonical.layout,
         path: file.to_path_buf(),
-        sha256: sha256.to_ascii_lowercase(),
+        sha256: String::new(),
     })
 }
 

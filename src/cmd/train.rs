@@ -646,7 +646,7 @@ fn train_one(
 /// its checkpoint (allowed: e.g. turning on --grad-checkpointing to save
 /// memory, or bf16 to go faster; the numbers then follow the new setting).
 fn note_compute_change(args: &Args, resume: &Path, quiet: bool) -> anyhow::Result<()> {
-    let training = crate::io::checkpoint::load(resume)?.meta.training;
+    let training = crate::io::checkpoint::read_meta(resume)?.training;
     // Checkpoints from before these settings existed were fp32, plain.
     let was_precision = training["precision"].as_str().unwrap_or("fp32").to_string();
     let was_checkpointing = training["grad_checkpointing"].as_bool().unwrap_or(false);

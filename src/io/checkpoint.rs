@@ -161,11 +161,18 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
 }
 
-/// Reads a checkpoint written by [`save`], checking format and version.
-pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// The metadata of a checkpoint written by [`save`] (format and version
+/// checked), from its header alone: the tensors are not read.
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+    let map = crate::io::safetensors_load::map_file(path)?;
+    meta_of(path, &map)
+}
+
+/// Checks format and version in the header of checkpoint bytes `bytes` (at
+/// least the header) and parses the metadata.
+fn meta_of(path: &Path, bytes: &[u8]) -> Result<CheckpointMeta> {
     let bad = |reason: String| Error::format(path, reason);
-    let (_, st_meta) = safetensors::SafeTensors::read_metadata(&bytes)
+    let (_, st_meta) = safetensors::SafeTensors::read_metadata(bytes)
         .map_err(|e| bad(crate::io::safetensors_load::header_problem("dinomaly checkpoint", &e)))?;
     let kv = st_meta.metadata().clone().unwrap_or_default();
     if kv.get("format").map(String::as_str) != Some(FORMAT) {
@@ -180,8 +187,15 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             "checkpoint format version {version}, this build reads version {FORMAT_VERSION}"
         )));
     }
-    let meta: CheckpointMeta = serde_json::from_str(kv.get("meta").map(String::as_str).unwrap_or(""))
-        .map_err(|e| bad(format!("bad checkpoint metadata: {e}")))?;
+    serde_json::from_str(kv.get("meta").map(String::as_str).unwrap_or(""))
+        .map_err(|e| bad(format!("bad checkpoint metadata: {e}")))
+}
+
+/// Reads a checkpoint written by [`save`], checking format and version.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bad = |reason: String| Error::format(path, reason);
+    let meta = meta_of(path, &bytes)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(format!("corrupt or truncated checkpoint: {e:?}")))?;
     let mut tensors = Vec::new();

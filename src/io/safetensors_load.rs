@@ -20,6 +20,17 @@ pub enum FloatKind {
     F32,
 }
 
+/// `path` mapped read-only, so that a header can be read without reading
+/// the data behind it (an empty file maps to an empty slice, which no
+/// header parses).
+pub fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the file is opened read-only; the tools never modify a
+    // weights file, checkpoint or store in place (outputs are written to a
+    // temporary name and renamed), so no writer changes it under the map.
+    unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+}
+
 /// Why a safetensors header could not be read, for an error about a `what`
 /// (e.g. "feature store"): a file cut short (or grown) is reported as
 /// truncated rather than as some other kind of file.

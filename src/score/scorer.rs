@@ -144,8 +144,9 @@ impl Scorer {
 pub fn detect_kind(path: &Path) -> Result<CheckpointKind> {
     match sniff::file_kind(path)? {
         FileKind::Safetensors => {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+            // Only the header is read (the map pages in nothing else).
+            let map = crate::io::safetensors_load::map_file(path)?;
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&map)
                 .map_err(|e| Error::format(path, crate::io::safetensors_load::header_problem("checkpoint", &e)))?;
             let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
             if format.as_deref() == Some(checkpoint::FORMAT) {
@@ -285,7 +286,7 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
     // while its hash is computed on another thread.
     let hashing = HashInBackground::start(path, None);
     let encoder_part = all.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-    let mut weights = crate::backbone::weights::from_raw(path, encoder_part, Some(&encoder_prefix), None, None, String::new())?;
+    let mut weights = crate::backbone::weights::from_raw(path, encoder_part, Some(&encoder_prefix), None, None)?;
     let trainable: Vec<(String, Tensor)> = all
         .into_iter()
         .filter_map(|(k, t)| {

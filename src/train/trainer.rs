@@ -240,23 +240,28 @@ impl Trainer {
     /// checkpoint was trained with this run's model settings on features
     /// of the same encoder and input as `store`.
     pub fn resume(&mut self, path: &Path, store: &FeatureMeta) -> Result<()> {
-        let ckpt = checkpoint::load(path)?;
-        crate::score::scorer::check_store_matches(store, &ckpt.meta.encoder)?;
+        // Its metadata only: the weights come from the state file.
+        let meta = checkpoint::read_meta(path)?;
+        crate::score::scorer::check_store_matches(store, &meta.encoder)?;
         let model_meta = ModelMeta::from_config(self.model.config());
-        if ckpt.meta.model != model_meta {
+        if meta.model != model_meta {
             return Err(Error::mismatch(
                 path.display().to_string(),
                 format!(
                     "the checkpoint's model settings {:?} differ from this run's {:?}",
-                    ckpt.meta.model, model_meta
+                    meta.model, model_meta
                 ),
             ));
         }
         let state = state_path(path);
-        let bytes = std::fs::read(&state).map_err(|e| {
+        // The header only: the tensors are read once, below.
+        let file = std::fs::File::open(&state).map_err(|e| {
             Error::io(&state, std::io::Error::new(e.kind(), format!("no training state to resume from ({e}); it is written with --save-every")))
         })?;
-        let (_, st) = safetensors::SafeTensors::read_metadata(&bytes)
+        // SAFETY: read-only map of a file the tools only ever replace by
+        // renaming, never modify in place.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&state, e))?;
+        let (_, st) = safetensors::SafeTensors::read_metadata(&map)
             .map_err(|e| Error::format(&state, format!("not a training state: {e:?}")))?;
         let kv = st.metadata().clone().unwrap_or_default();
         if kv.get("format").map(String::as_str) != Some("dinomaly-train-state") {
