@@ -28,5 +28,6 @@ pub mod train;
 pub mod score;
 pub mod model;
 pub mod metrics;
+pub mod mkl_kernels;
 
 pub use error::{Error, Result};

@@ -331,3 +331,22 @@ fn cli_score_then_metrics_on_the_pipeline_output() {
     assert_code(&out, 2);
     assert!(util::stderr(&out).contains("stdin:4") && util::stderr(&out).contains("map_geometry"), "{}", util::stderr(&out));
 }
+
+/// libtorch's MKL asks the executable, not itself, whether it may run its
+/// AVX-512 kernels (src/mkl_kernels.rs): the dynamic linker's own trace
+/// shows the call from libtorch_cpu.so bound to dinomaly-score.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn cli_score_binds_mkls_kernel_question_to_the_tool() {
+    let shared = fx::shared();
+    let mut cmd = fx::score(&shared.ckpt, &shared.weights);
+    let out = util::run(cmd.env("LD_DEBUG", "bindings"), &fx::lines(&shared.records));
+    assert_code(&out, 0);
+    let trace = util::stderr(&out);
+    let binding = trace
+        .lines()
+        .find(|l| l.contains("libtorch_cpu.so") && l.contains("`mkl_serv_intel_cpu_true'"))
+        .unwrap_or_else(|| panic!("libtorch_cpu.so never looked up mkl_serv_intel_cpu_true"));
+    let (_, bound_to) = binding.split_once(" to ").expect("a binding line names its target");
+    assert!(bound_to.contains("dinomaly-score"), "bound elsewhere: {binding}");
+}

@@ -16,6 +16,8 @@ where
     A: CommandFactory + FromArgMatches,
 {
     crate::alloc::reuse_large_buffers();
+    // Decided before libtorch's first matrix product asks (mkl_kernels.rs).
+    let _ = crate::mkl_kernels::intel_kernels_allowed();
     crate::device::preload_cuda();
     let command = A::command();
     let name = command.get_name().to_string();
