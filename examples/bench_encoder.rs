@@ -25,7 +25,10 @@ use dinomaly::backbone::pos_embed::PosInterp;
 use tch::{Device, Tensor};
 
 fn main() -> anyhow::Result<()> {
-    // Before any other tch call, as every binary of the suite does.
+    // The process settings every binary of the suite makes (cli::exit),
+    // before any other tch call.
+    dinomaly::alloc::reuse_large_buffers();
+    let _ = dinomaly::mkl_kernels::intel_kernels_allowed();
     dinomaly::device::preload_cuda();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
