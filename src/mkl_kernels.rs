@@ -9,9 +9,9 @@
 //! the AVX-512 subsets MKL's AVX-512 kernels need, so that MKL picks its
 //! kernels by feature. Measured on the 2-core AMD EPYC (Zen 4) of the
 //! benchmarks, libtorch 2.11: the matrix products of a ViT-B layer go from
-//! 168-207 to 182-217 GFLOP/s (the two cores' FMA peak is 234), ViT-B
-//! scoring of 16 images 22.2 s -> 20.1 s, a batch-16 training iteration
-//! 26.8 s -> 24.8 s (bench/notes.md). Another kernel sums in another order,
+//! 166-203 to 183-214 GFLOP/s (bench/sgemm_rates.py; the two cores' FMA
+//! peak is 230-234), ViT-B scoring of 16 images 21.6 s -> 20.0 s, a batch-16
+//! training iteration 26.8 s -> 24.8 s (bench/notes.md). Another kernel sums in another order,
 //! so results move in the last bits, well within the suite's parity
 //! tolerances (fp32 layers 1e-5 relative).
 //!
