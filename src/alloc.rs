@@ -18,9 +18,12 @@
 //! runs), as does any `MALLOC_MMAP_MAX_`/`MALLOC_TRIM_THRESHOLD_` the user
 //! sets.
 
+/// Environment variable that keeps glibc's defaults.
+pub const OPT_OUT_ENV: &str = "DINOMALY_SYSTEM_MALLOC";
+
 /// Applies the policy above (glibc only; elsewhere nothing happens).
 pub fn reuse_large_buffers() {
-    let user_set = ["DINOMALY_SYSTEM_MALLOC", "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
+    let user_set = [OPT_OUT_ENV, "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
         .iter()
         .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty() && s != "0"));
     if user_set {

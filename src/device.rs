@@ -16,13 +16,16 @@ use std::sync::Once;
 
 static PRELOAD: Once = Once::new();
 
+/// Environment variable that keeps the CUDA backend from loading.
+pub const NO_CUDA_ENV: &str = "DINOMALY_NO_CUDA";
+
 /// Loads libtorch's CUDA backend if it is present next to `libtorch_cpu.so`.
 ///
 /// Must run before the first tch call of the process; every binary and test
 /// binary calls it first. Calling it again does nothing.
 pub fn preload_cuda() {
     PRELOAD.call_once(|| {
-        if std::env::var_os("DINOMALY_NO_CUDA").is_some_and(|v| v != "0") {
+        if std::env::var_os(NO_CUDA_ENV).is_some_and(|v| v != "0") {
             return;
         }
         let Some(dir) = libtorch_dir() else { return };

@@ -21,6 +21,7 @@ where
     crate::device::preload_cuda();
     let command = A::command();
     let name = command.get_name().to_string();
+    let command = command.after_long_help(super::environment::help_text(&name));
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = super::generate::handle(&argv, command.clone()) {
         return code;

@@ -33,9 +33,18 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
     let mut command = command;
     let name = command.get_name().to_string();
     match kind {
-        "man" => clap_mangen::Man::new(command)
-            .render(out)
-            .map_err(|e| format!("{name}: cannot render the man page: {e}")),
+        "man" => {
+            // The environment goes in its own section (not clap_mangen's
+            // EXTRA, where the help text after the options would land).
+            let command = command.after_long_help(None::<&str>).after_help(None::<&str>);
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command)
+                .render(&mut page)
+                .map_err(|e| format!("{name}: cannot render the man page: {e}"))?;
+            let page = String::from_utf8(page).map_err(|e| format!("{name}: man page not UTF-8: {e}"))?;
+            out.extend_from_slice(with_section(&page, &super::environment::roff_section(&name)).as_bytes());
+            Ok(())
+        }
         "complete-bash" | "complete-zsh" | "complete-fish" => {
             let shell = match kind {
                 "complete-bash" => clap_complete::Shell::Bash,
@@ -48,5 +57,29 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
         other => Err(format!(
             "{name}: --generate takes man, complete-bash, complete-zsh or complete-fish, not '{other}'"
         )),
+    }
+}
+
+/// `page` with `section` before its VERSION section (at the end if it has
+/// none), where man pages conventionally list the environment.
+fn with_section(page: &str, section: &str) -> String {
+    match page.find("\n.SH VERSION") {
+        Some(at) => format!("{}\n{}{}", &page[..at], section, &page[at + 1..]),
+        None => format!("{page}{section}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_section_goes_before_the_version() {
+        let page = ".TH x 1\n.SH NAME\nx\n.SH VERSION\nv1\n";
+        assert_eq!(
+            with_section(page, ".SH ENVIRONMENT\n.TP\nA\n"),
+            ".TH x 1\n.SH NAME\nx\n.SH ENVIRONMENT\n.TP\nA\n.SH VERSION\nv1\n"
+        );
+        assert_eq!(with_section(".SH NAME\nx\n", ".SH E\n"), ".SH NAME\nx\n.SH E\n");
     }
 }
