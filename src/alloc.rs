@@ -25,7 +25,7 @@ pub const OPT_OUT_ENV: &str = "DINOMALY_SYSTEM_MALLOC";
 pub fn reuse_large_buffers() {
     let user_set = [OPT_OUT_ENV, "MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES"]
         .iter()
-        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty() && s != "0"));
+        .any(|v| crate::cli::environment::switch_on(v));
     if user_set {
         return;
     }

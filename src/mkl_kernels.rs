@@ -10,10 +10,10 @@
 //! kernels by feature. Measured on the 2-core AMD EPYC (Zen 4) of the
 //! benchmarks, libtorch 2.11: the matrix products of a ViT-B layer go from
 //! 166-203 to 183-214 GFLOP/s (bench/sgemm_rates.py; the two cores' FMA
-//! peak is 230-234), ViT-B scoring of 16 images 21.6 s -> 20.0 s, a batch-16
-//! training iteration 26.8 s -> 24.8 s (bench/notes.md). Another kernel sums in another order,
-//! so results move in the last bits, well within the suite's parity
-//! tolerances (fp32 layers 1e-5 relative).
+//! peak is 230-234), ViT-B scoring of 16 images 21.6 s -> 20.0 s, a
+//! batch-16 training iteration 26.8 s -> 24.8 s (bench/notes.md). Another
+//! kernel sums in another order, so results move in the last bits, well
+//! within the suite's parity tolerances (fp32 layers 1e-5 relative).
 //!
 //! On Intel CPUs the answer is MKL's own (yes); on CPUs without AVX-512 it
 //! is the vendor check's (AVX2 kernels either way); `DINOMALY_MKL_VENDOR_CHECK=1`
@@ -29,7 +29,7 @@ pub const VENDOR_CHECK_ENV: &str = "DINOMALY_MKL_VENDOR_CHECK";
 pub fn intel_kernels_allowed() -> bool {
     static CHOICE: OnceLock<bool> = OnceLock::new();
     *CHOICE.get_or_init(|| {
-        let opted_out = std::env::var_os(VENDOR_CHECK_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        let opted_out = crate::cli::environment::switch_on(VENDOR_CHECK_ENV);
         decide(cpu::is_genuine_intel(), cpu::has_mkl_avx512(), opted_out)
     })
 }

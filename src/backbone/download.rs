@@ -142,7 +142,7 @@ impl Resolver {
         let base_url = var("DINOMALY_WEIGHTS_URL")
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let offline = var("DINOMALY_OFFLINE").is_some_and(|v| !v.is_empty() && v != "0");
+        let offline = crate::cli::environment::switch_on("DINOMALY_OFFLINE");
         Ok(Resolver {
             cache_dir,
             base_url,

@@ -1,6 +1,7 @@
 //! The environment variables the tools read, in one table that both
 //! `--help` (after the options) and the man pages' ENVIRONMENT section are
-//! rendered from, so neither can forget one.
+//! rendered from, so neither can forget one; and how a switch variable is
+//! read.
 
 /// One variable and what it does.
 pub struct Var {
@@ -57,6 +58,11 @@ const WEIGHTS: &[Var] = &[
         meaning: "1: never download; a missing file is an error that says where to put it.",
     },
 ];
+
+/// Whether the switch variable `name` is on: set, not empty and not "0".
+pub fn switch_on(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
 
 /// The variables `tool` reads.
 pub fn vars_for(tool: &str) -> Vec<&'static Var> {

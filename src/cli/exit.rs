@@ -21,11 +21,13 @@ where
     crate::device::preload_cuda();
     let command = A::command();
     let name = command.get_name().to_string();
-    let command = command.after_long_help(super::environment::help_text(&name));
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = super::generate::handle(&argv, command.clone()) {
         return code;
     }
+    // After the generator: man pages list the environment in a section of
+    // their own (generate.rs), not as help text.
+    let command = command.after_long_help(super::environment::help_text(&name));
     let matches = match command.try_get_matches_from(argv) {
         Ok(m) => m,
         Err(e) => {

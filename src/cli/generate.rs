@@ -34,9 +34,6 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
     let name = command.get_name().to_string();
     match kind {
         "man" => {
-            // The environment goes in its own section (not clap_mangen's
-            // EXTRA, where the help text after the options would land).
-            let command = command.after_long_help(None::<&str>).after_help(None::<&str>);
             let mut page = Vec::new();
             clap_mangen::Man::new(command)
                 .render(&mut page)
