@@ -82,20 +82,36 @@ impl Attention {
                 format!("width {c}, expected {expected}"),
             ));
         }
-        // (B, N, 3, h, d) → (3, B, h, N, d), the references' layout.
-        let qkv = self
+        // (B, N, 3, h, d) → (3, B·h, N, d), the references' layout, copied
+        // once into head-major order: every product below then reads
+        // contiguous per-head matrices (the references' strided views cost
+        // matmul a copy of each operand, forward and backward).
+        let heads = self
             .qkv
             .forward_amp(x, amp)
-            .f_reshape([b, n, 3, h, c / h])?
-            .f_permute([2, 0, 3, 1, 4])?;
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+            .f_view([b, n, 3, h, c / h])?
+            .f_permute([2, 0, 3, 1, 4])?
+            .f_contiguous()?
+            .f_view([3, b * h, n, c / h])?;
+        // `split`, not three `select`s: its backward is one concatenation,
+        // where each select's backward fills a zero tensor of all three.
+        let parts = heads.f_split_with_sizes([2, 1], 0)?;
         let y = match self.kind {
-            AttentionKind::Linear { eps } => linear_attention(&q, &k, &v, eps, amp),
-            AttentionKind::Softmax => softmax_attention(&q, &k, &v, amp),
+            AttentionKind::Linear { eps } => {
+                linear_attention(&parts[0], &parts[1].f_squeeze_dim(0)?, eps, amp)?
+            }
+            AttentionKind::Softmax => {
+                let qk = parts[0].f_unbind(0)?;
+                softmax_attention(&qk[0], &qk[1], &parts[1].f_squeeze_dim(0)?, amp)
+            }
         };
-        Ok(self
-            .proj
-            .forward_amp(&y.f_transpose(1, 2)?.f_reshape([b, n, c])?, amp))
+        // (B·h, N, d) → (B, N, h·d).
+        Ok(self.proj.forward_amp(
+            &y.f_view([b, h, n, c / h])?
+                .f_transpose(1, 2)?
+                .f_reshape([b, n, c])?,
+            amp,
+        ))
     }
 
     pub fn push_parameters(&self, out: &mut Vec<NamedTensor>) {
@@ -104,25 +120,31 @@ impl Attention {
     }
 }
 
-/// ELU+1 linear attention on per-head `q, k, v` of shape `(…, N, d)`
-/// (before the feature map). Returns `(…, N, d)`. The two products run in
-/// `amp`'s kind; the feature map and the normaliser stay float32 under
-/// [`Amp::Bf16`] (so does the output).
-pub fn linear_attention(q: &Tensor, k: &Tensor, v: &Tensor, eps: Option<f64>, amp: Amp) -> Tensor {
-    // φ(x) = ELU(x) + 1 with ELU's alpha 1 (x + 1 for x > 0, exp(x) otherwise).
-    let q = amp.full(q).elu() + 1.0;
-    let k = amp.full(k).elu() + 1.0;
+/// ELU+1 linear attention on per-head queries and keys stacked as `qk`,
+/// `(2, …, N, d)`, and values `v`, `(…, N, d)` (before the feature map).
+/// Returns `(…, N, d)`. The two products run in `amp`'s kind; the feature
+/// map and the normaliser stay float32 under [`Amp::Bf16`] (so does the
+/// output).
+pub fn linear_attention(qk: &Tensor, v: &Tensor, eps: Option<f64>, amp: Amp) -> Result<Tensor> {
+    // φ(x) = ELU(x) + 1 with ELU's alpha 1 (x + 1 for x > 0, exp(x) otherwise),
+    // on queries and keys in one pass each. The +1 may go in place: ELU's
+    // backward reads its input, not its output.
+    let mut phi = amp.full(qk).f_elu()?;
+    let _ = phi.f_add_scalar_(1.0)?;
+    let phi = phi.f_unbind(0)?;
+    let (q, k) = (&phi[0], &phi[1]);
     // Σₙ φ(kₙ) vₙᵀ: (…, d, d).
-    let kv = amp.matmul(&k.transpose(-2, -1), v);
-    // Σₙ φ(kₙ): (…, 1, d).
-    let s = k.sum_dim_intlist(-2, true, None);
-    let denom = (&q * s).sum_dim_intlist(-1, true, None);
+    let kv = amp.matmul(&k.f_transpose(-2, -1)?, v);
+    // Σₙ φ(kₙ): (…, 1, d); the normaliser φ(qₙ)·Σφ(k) as a product, as the
+    // references' einsum computes it: (…, N, 1).
+    let s = k.f_sum_dim_intlist(-2, true, None)?;
+    let denom = q.f_matmul(&s.f_transpose(-2, -1)?)?;
     let denom = match eps {
-        Some(e) => denom + e,
+        Some(e) => denom.f_add_scalar(e)?,
         None => denom,
     };
     // Multiply by the reciprocal, as both references do.
-    amp.matmul(&q, &kv) * denom.reciprocal()
+    Ok(amp.matmul(q, &kv).f_mul(&denom.f_reciprocal()?)?)
 }
 
 /// Softmax attention on per-head `q, k, v` of shape `(…, N, d)`:
@@ -165,7 +187,7 @@ mod tests {
             rand(&[2, 3, 17, 8]),
             rand(&[2, 3, 17, 8]),
         );
-        let fast = linear_attention(&q, &k, &v, None, Amp::Off);
+        let fast = linear_attention(&Tensor::stack(&[&q, &k], 0), &v, None, Amp::Off).unwrap();
         let (slow, a) = direct(&q, &k, &v, 0.0);
         let diff = (&fast - &slow).abs().max().double_value(&[]);
         assert!(diff < 1e-12, "max diff {diff}");
@@ -184,7 +206,7 @@ mod tests {
             rand(&[1, 2, 9, 4]),
             rand(&[1, 2, 9, 4]),
         );
-        let fast = linear_attention(&q, &k, &v, Some(0.5), Amp::Off);
+        let fast = linear_attention(&Tensor::stack(&[&q, &k], 0), &v, Some(0.5), Amp::Off).unwrap();
         let (slow, _) = direct(&q, &k, &v, 0.5);
         let diff = (&fast - &slow).abs().max().double_value(&[]);
         assert!(diff < 1e-12, "max diff {diff}");
