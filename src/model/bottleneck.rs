@@ -36,15 +36,15 @@ impl Bottleneck {
     }
 
     /// `(B, N, D) → (B, N, D)`; dropout only when `train`.
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_amp(x, train, Amp::Off)
     }
 
     /// [`Bottleneck::forward_t`] with the Linear layers in `amp`'s kind;
     /// the output is float32 again (the decoder's residual stream), so
     /// under [`Amp::Off`] nothing is cast.
-    pub fn forward_amp(&self, x: &Tensor, train: bool, amp: Amp) -> Tensor {
-        amp.full(&self.mlp.forward_amp(x, train, amp))
+    pub fn forward_amp(&self, x: &Tensor, train: bool, amp: Amp) -> Result<Tensor> {
+        Ok(amp.full(&self.mlp.forward_amp(x, train, amp)?))
     }
 
     pub fn push_parameters(&self, out: &mut Vec<NamedTensor>) {

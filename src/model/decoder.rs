@@ -60,7 +60,7 @@ impl Block {
     /// exactly ([`super::recompute`]).
     pub fn forward_amp(&self, x: &Tensor, amp: Amp) -> Result<Tensor> {
         let x = x + self.attn.forward_amp(&self.norm1.forward(x), amp)?;
-        let y = self.mlp.forward_amp(&self.norm2.forward(&x), false, amp);
+        let y = self.mlp.forward_amp(&self.norm2.forward(&x), false, amp)?;
         Ok(x + y)
     }
 

@@ -179,7 +179,7 @@ impl Dinomaly {
     /// Bottleneck and decoder on a token sequence `(B, N, D)`.
     pub fn reconstruct_t(&self, bottleneck_input: &Tensor, train: bool) -> Result<Reconstruction> {
         self.check_tokens("bottleneck input", bottleneck_input, None)?;
-        let bottleneck = self.bottleneck.forward_t(bottleneck_input, train);
+        let bottleneck = self.bottleneck.forward_t(bottleneck_input, train)?;
         let blocks = self.decoder.forward(&bottleneck)?;
         Ok(Reconstruction { bottleneck, blocks })
     }

@@ -5,6 +5,7 @@
 use tch::{nn, Tensor};
 
 use super::amp::Amp;
+use super::dropout::dropout;
 use super::layers::Linear;
 use super::NamedTensor;
 use crate::Result;
@@ -42,31 +43,31 @@ impl Mlp {
         })
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         self.forward_amp(x, train, Amp::Off)
     }
 
     /// [`Mlp::forward_t`] with both Linear layers in `amp`'s kind; under
     /// [`Amp::Bf16`] the hidden activations (and their dropout) and the
     /// output are bfloat16.
-    pub fn forward_amp(&self, x: &Tensor, train: bool, amp: Amp) -> Tensor {
+    pub fn forward_amp(&self, x: &Tensor, train: bool, amp: Amp) -> Result<Tensor> {
         let x = if self.input_dropout {
-            self.drop(x, train)
+            self.drop(x, train)?
         } else {
             x.shallow_clone()
         };
         // Exact GELU (`approximate = "none"`), as nn.GELU() in both references.
         let h = self.fc1.forward_amp(&x, amp).gelu("none");
-        let h = self.drop(&h, train);
+        let h = self.drop(&h, train)?;
         let y = self.fc2.forward_amp(&h, amp);
         self.drop(&y, train)
     }
 
-    fn drop(&self, x: &Tensor, train: bool) -> Tensor {
-        if self.dropout > 0.0 && train {
-            x.dropout(self.dropout, true)
+    fn drop(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            dropout(x, self.dropout)
         } else {
-            x.shallow_clone()
+            Ok(x.shallow_clone())
         }
     }
 
@@ -86,10 +87,10 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let mlp = Mlp::new(&vs.root(), 8, 32, true, 0.5, true).unwrap();
         let x = Tensor::randn([3, 5, 8], (Kind::Float, Device::Cpu));
-        let a = mlp.forward_t(&x, false);
-        let b = mlp.forward_t(&x, false);
+        let a = mlp.forward_t(&x, false).unwrap();
+        let b = mlp.forward_t(&x, false).unwrap();
         assert!(a.equal(&b));
-        let c = mlp.forward_t(&x, true);
+        let c = mlp.forward_t(&x, true).unwrap();
         assert!(!a.allclose(&c, 1e-6, 1e-9, false));
     }
 
