@@ -21,6 +21,7 @@
 
 use tch::Tensor;
 
+use super::optim_fused as fused;
 use super::NamedTensor;
 use crate::{Error, Result};
 
@@ -83,6 +84,103 @@ struct Slot {
     step: i64,
 }
 
+/// The step size `lr / (1−β₁ᵗ) / max(1, r)` for RMS ratio `r` (float32),
+/// and whether `r` scaled it down. As in Python, `max(1.0, r)` is the float
+/// 1.0 or the float32 tensor `r`, and then `lr/(1−β₁ᵗ)/r` evaluates as
+/// `float32(1/r) · float32(lr/(1−β₁ᵗ))`.
+fn step_size(rms: f32, lr: f64, bias_correction1: f64) -> (f64, bool) {
+    if rms as f64 > 1.0 {
+        (((1.0f32 / rms) * (lr / bias_correction1) as f32) as f64, true)
+    } else {
+        (lr / bias_correction1, false)
+    }
+}
+
+impl Slot {
+    /// Whether the fused CPU update can run on this slot with `grad`.
+    fn fusable(&self, grad: &Tensor) -> bool {
+        let n = self.param.numel();
+        fused::fusable(&self.param, n)
+            && fused::fusable(grad, n)
+            && fused::fusable(&self.exp_avg, n)
+            && fused::fusable(&self.exp_avg_sq, n)
+            && self.max_exp_avg_sq.as_ref().map_or(true, |v| fused::fusable(v, n))
+    }
+
+    /// The update in two fused passes over CPU memory ([`fused`]); returns
+    /// whether the RMS clip scaled it.
+    fn update_fused(&mut self, grad: &Tensor, lr: f64, cfg: &StableAdamWConfig) -> bool {
+        let (b1, b2) = cfg.betas;
+        let bias_correction1 = 1.0 - b1.powi(self.step as i32);
+        let bias_correction2 = 1.0 - b2.powi(self.step as i32);
+        let c = fused::Coefficients {
+            beta1: b1 as f32,
+            one_minus_beta1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            sqrt_bias_correction2: bias_correction2.sqrt() as f32,
+            eps: cfg.eps as f32,
+        };
+        let numel = self.param.numel();
+        // SAFETY: `fusable` checked that each tensor is a contiguous float32
+        // CPU tensor of `numel` elements. They are distinct allocations (the
+        // moments were made by `zeros_like` or copied into, the gradient by
+        // autograd), and nothing else touches them until the slices drop at
+        // the end of this function: the step runs on the training thread
+        // between two forward passes.
+        let mut buffers = unsafe {
+            fused::Buffers {
+                param: fused::slice_mut(&self.param),
+                grad: fused::slice_mut(grad),
+                exp_avg: fused::slice_mut(&self.exp_avg),
+                exp_avg_sq: fused::slice_mut(&self.exp_avg_sq),
+                max_exp_avg_sq: self.max_exp_avg_sq.as_ref().map(|v| fused::slice_mut(v)),
+            }
+        };
+        let sum_sq = fused::update_moments(&mut buffers, &c);
+        // torch: ratio.norm() / √numel / clip_threshold, in float32.
+        let rms = (sum_sq.sqrt() as f32) / (numel as f64).sqrt() as f32 / cfg.clip_threshold as f32;
+        let (step, clipped) = step_size(rms, lr, bias_correction1);
+        let decay = (1.0 - lr * cfg.weight_decay) as f32;
+        fused::update_params(&mut buffers, &c, decay, step as f32);
+        clipped
+    }
+
+    /// The update operation by operation, as the official loop runs it
+    /// (any device and kind); returns whether the RMS clip scaled it.
+    fn update_ops(&mut self, grad: &Tensor, lr: f64, cfg: &StableAdamWConfig) -> Result<bool> {
+        let (b1, b2) = cfg.betas;
+        let mut p = self.param.shallow_clone();
+        let _ = p.f_mul_scalar_(1.0 - lr * cfg.weight_decay)?;
+        let bias_correction1 = 1.0 - b1.powi(self.step as i32);
+        let bias_correction2 = 1.0 - b2.powi(self.step as i32);
+
+        let _ = self.exp_avg.f_mul_scalar_(b1)?;
+        let _ = self.exp_avg.f_add_(&grad.f_mul_scalar(1.0 - b1)?)?;
+        let _ = self.exp_avg_sq.f_mul_scalar_(b2)?;
+        // addcmul_(g, g, value) computes (value·g)·g.
+        let _ = self
+            .exp_avg_sq
+            .f_add_(&grad.f_mul_scalar(1.0 - b2)?.f_mul(grad)?)?;
+        let second = match &mut self.max_exp_avg_sq {
+            Some(vmax) => {
+                let m = vmax.f_maximum(&self.exp_avg_sq)?;
+                vmax.f_copy_(&m)?;
+                vmax.shallow_clone()
+            }
+            None => self.exp_avg_sq.shallow_clone(),
+        };
+        let denom = (second.f_sqrt()? / bias_correction2.sqrt()).f_add_scalar(cfg.eps)?;
+
+        let ratio = grad.f_div(&denom)?;
+        let rms = ratio.f_norm()? / (ratio.numel() as f64).sqrt() / cfg.clip_threshold;
+        let (step, clipped) = step_size(rms.f_double_value(&[])? as f32, lr, bias_correction1);
+        // addcdiv_(m, denom, value=-step) computes (value·m)/denom.
+        let _ = p.f_add_(&self.exp_avg.f_mul_scalar(-step)?.f_div(&denom)?)?;
+        Ok(clipped)
+    }
+}
+
 /// What one optimizer step did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepReport {
@@ -97,6 +195,9 @@ pub struct StepReport {
 pub struct StableAdamW {
     cfg: StableAdamWConfig,
     slots: Vec<Slot>,
+    /// Take the fused CPU update where the tensors allow it (always, except
+    /// in the tests that compare it with the operation-by-operation path).
+    fused: bool,
 }
 
 /// Keys of the exported state of parameter `name`.
@@ -121,7 +222,7 @@ impl StableAdamW {
                 param,
             });
         }
-        Ok(StableAdamW { cfg, slots })
+        Ok(StableAdamW { cfg, slots, fused: true })
     }
 
     pub fn config(&self) -> &StableAdamWConfig {
@@ -140,58 +241,45 @@ impl StableAdamW {
         }
     }
 
-    /// One step at learning rate `lr` using the current gradients.
+    /// One step at learning rate `lr` using the gradients in the
+    /// parameters' `.grad`.
     pub fn step(&mut self, lr: f64) -> Result<StepReport> {
+        let grads: Vec<Tensor> = self.slots.iter().map(|s| s.param.grad()).collect();
+        self.step_with(lr, &grads)
+    }
+
+    /// One step at learning rate `lr` with `grads`, one per parameter in
+    /// order (an undefined tensor for a parameter without gradient, which
+    /// is left alone).
+    pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) -> Result<StepReport> {
         if !(lr >= 0.0 && lr.is_finite()) {
             return Err(Error::config(format!(
                 "learning rate must be finite and >= 0, got {lr}"
             )));
         }
+        if grads.len() != self.slots.len() {
+            return Err(Error::mismatch(
+                "optimizer step",
+                format!("{} gradients for {} parameters", grads.len(), self.slots.len()),
+            ));
+        }
         let cfg = self.cfg;
-        let (b1, b2) = cfg.betas;
         let mut report = StepReport::default();
         tch::no_grad(|| -> Result<()> {
-            for s in &mut self.slots {
-                let grad = s.param.grad();
+            for (s, grad) in self.slots.iter_mut().zip(grads) {
                 if !grad.defined() {
                     report.without_grad += 1;
                     continue;
                 }
-                let mut p = s.param.shallow_clone();
-                let _ = p.f_mul_scalar_(1.0 - lr * cfg.weight_decay)?;
-
                 s.step += 1;
-                let bias_correction1 = 1.0 - b1.powi(s.step as i32);
-                let bias_correction2 = 1.0 - b2.powi(s.step as i32);
-
-                let _ = s.exp_avg.f_mul_scalar_(b1)?;
-                let _ = s.exp_avg.f_add_(&grad.f_mul_scalar(1.0 - b1)?)?;
-                let _ = s.exp_avg_sq.f_mul_scalar_(b2)?;
-                // addcmul_(g, g, value) computes (value·g)·g.
-                let _ = s
-                    .exp_avg_sq
-                    .f_add_(&grad.f_mul_scalar(1.0 - b2)?.f_mul(&grad)?)?;
-                let second = match &mut s.max_exp_avg_sq {
-                    Some(vmax) => {
-                        let m = vmax.f_maximum(&s.exp_avg_sq)?;
-                        vmax.f_copy_(&m)?;
-                        vmax.shallow_clone()
-                    }
-                    None => s.exp_avg_sq.shallow_clone(),
-                };
-                let denom = (second.f_sqrt()? / bias_correction2.sqrt()).f_add_scalar(cfg.eps)?;
-
-                let ratio = grad.f_div(&denom)?;
-                let rms = ratio.f_norm()? / (ratio.numel() as f64).sqrt() / cfg.clip_threshold;
-                let step_size = if rms.f_double_value(&[])? > 1.0 {
-                    report.rms_clipped.push(s.name.clone());
-                    // float / float32-tensor: reciprocal(r) * float, in float32.
-                    (rms.f_reciprocal()? * (lr / bias_correction1)).f_double_value(&[])?
+                let clipped = if self.fused && s.fusable(grad) {
+                    s.update_fused(grad, lr, &cfg)
                 } else {
-                    lr / bias_correction1
+                    s.update_ops(grad, lr, &cfg)?
                 };
-                // addcdiv_(m, denom, value=-step) computes (value·m)/denom.
-                let _ = p.f_add_(&s.exp_avg.f_mul_scalar(-step_size)?.f_div(&denom)?)?;
+                if clipped {
+                    report.rms_clipped.push(s.name.clone());
+                }
             }
             Ok(())
         })?;
@@ -282,9 +370,13 @@ impl StableAdamW {
 /// norms, as torch's `clip_grad_norm_`), as a float32 scalar tensor.
 /// Tensors without gradient are left out; `None` if none has one.
 pub fn total_grad_norm(params: &[Tensor]) -> Result<Option<Tensor>> {
-    let norms = params
+    total_norm(&grads_of(params))
+}
+
+/// Total L2 norm of `grads` (undefined tensors left out).
+pub fn total_norm(grads: &[Tensor]) -> Result<Option<Tensor>> {
+    let norms = grads
         .iter()
-        .map(|p| p.grad())
         .filter(|g| g.defined())
         .map(|g| g.f_norm())
         .collect::<Result<Vec<_>, _>>()?;
@@ -294,12 +386,22 @@ pub fn total_grad_norm(params: &[Tensor]) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::f_stack(&norms, 0)?.f_norm()?))
 }
 
+fn grads_of(params: &[Tensor]) -> Vec<Tensor> {
+    params.iter().map(|p| p.grad()).collect()
+}
+
 /// torch's `clip_grad_norm_(params, max_norm)`: scales every gradient by
 /// `min(1, max_norm / (norm + 1e-6))` (computed in float32 as torch does)
 /// and returns the norm before clipping. A non-finite norm is returned
 /// without touching the gradients (the caller skips such a step).
 pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
-    let Some(total) = total_grad_norm(params)? else {
+    clip_grads_(&grads_of(params), max_norm)
+}
+
+/// [`clip_grad_norm_`] on the gradient tensors themselves (scaled in
+/// place; undefined tensors left out).
+pub fn clip_grads_(grads: &[Tensor], max_norm: f64) -> Result<f64> {
+    let Some(total) = total_norm(grads)? else {
         return Ok(0.0);
     };
     let norm = total.f_double_value(&[])?;
@@ -309,11 +411,8 @@ pub fn clip_grad_norm_(params: &[Tensor], max_norm: f64) -> Result<f64> {
     // max_norm / (total + 1e-6) with a tensor divisor is reciprocal * float.
     let coef = (total.f_add_scalar(1e-6)?.f_reciprocal()? * max_norm).f_clamp_max(1.0)?;
     tch::no_grad(|| -> Result<()> {
-        for p in params {
-            let mut g = p.grad();
-            if g.defined() {
-                let _ = g.f_mul_(&coef.f_to_kind(g.kind())?)?;
-            }
+        for g in grads.iter().filter(|g| g.defined()) {
+            let _ = g.shallow_clone().f_mul_(&coef.f_to_kind(g.kind())?)?;
         }
         Ok(())
     })?;
@@ -468,5 +567,51 @@ mod tests {
         let before = a.grad().copy();
         clip_grad_norm_(&params, 10.0).unwrap();
         assert!(a.grad().equal(&before));
+    }
+
+    /// The fused CPU update and the operation-by-operation one agree: the
+    /// moments bit for bit, the parameters within float32 rounding of the
+    /// RMS (float64 sum of squares against torch's float32), over steps
+    /// with and without the RMS clip, with and without amsgrad, on tensors
+    /// larger than one fused chunk.
+    #[test]
+    fn fused_update_equals_the_operations() {
+        for cfg in [StableAdamWConfig::unified(), StableAdamWConfig { amsgrad: false, ..StableAdamWConfig::separated() }] {
+            tch::manual_seed(21);
+            let shapes: [&[i64]; 3] = [&[300, 257], &[768], &[1]];
+            let init: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect();
+            let make = |fused: bool| {
+                let params: Vec<NamedTensor> = init
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (format!("p{i}"), t.copy().set_requires_grad(true)))
+                    .collect();
+                let mut opt = StableAdamW::new(params, cfg).unwrap();
+                opt.fused = fused;
+                opt
+            };
+            let (mut a, mut b) = (make(true), make(false));
+            let mut clipped = 0;
+            for step in 0..6 {
+                // Small gradients first, then large ones: the RMS clip acts.
+                let scale = if step < 3 { 1e-3 } else { 10.0 };
+                let grads: Vec<Tensor> = shapes
+                    .iter()
+                    .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)) * scale)
+                    .collect();
+                let ra = a.step_with(0.01, &grads).unwrap();
+                let rb = b.step_with(0.01, &grads).unwrap();
+                assert_eq!(ra, rb, "step {step}");
+                clipped += ra.rms_clipped.len();
+            }
+            assert!(clipped > 0, "the clip never acted");
+            for ((ka, ta), (_, tb)) in a.state_tensors().iter().zip(b.state_tensors().iter()) {
+                assert!(ta.equal(tb), "{ka}");
+            }
+            for (pa, pb) in a.params().iter().zip(b.params()) {
+                let d = (pa - &pb).abs().max().double_value(&[]);
+                assert!(d <= 1e-6 * pb.abs().max().double_value(&[]), "parameters differ by {d}");
+            }
+        }
     }
 }
