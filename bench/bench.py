@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 THREADS = 2
+TRAIN_WARMUP = 2  # set from --train-warmup
 SIZES = {"b": "vit_base_patch14_reg4_dinov2", "s": "vit_small_patch14_reg4_dinov2"}
 LABEL = {"b": "ViT-B/14", "s": "ViT-S/14"}
 N_IMAGES = 16
@@ -376,11 +377,13 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def ours_train(d, iterations, extra=()):
+def ours_train(d, iterations, extra=(), warmup=None):
     """Runs dinomaly-train and returns the wall and CPU seconds of each
-    iteration after the first (the gaps between --log lines as they appear
-    in the log's temporary file; the first iteration includes start-up and
-    warm-up) and the logged losses."""
+    iteration after the first 1 + warmup (the gaps between --log lines as
+    they appear in the log's temporary file; the first iteration includes
+    start-up, and in the next ones the allocator's heap still grows to its
+    working size, page by page) and the logged losses."""
+    warmup = TRAIN_WARMUP if warmup is None else warmup
     out = d / "b" / "train"
     out.mkdir(exist_ok=True)
     log_file = out / "train_log.jsonl"
@@ -416,8 +419,10 @@ def ours_train(d, iterations, extra=()):
     losses = [json.loads(line)["loss"] for line in log_file.read_text().splitlines()]
     if len(stamps) != iterations:
         sys.exit(f"bench: saw {len(stamps)} of {iterations} log lines appear (polling too slow?)")
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    cpu_gaps = [b - a for a, b in zip(cpus, cpus[1:])] if None not in cpus else []
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])][warmup:]
+    cpu_gaps = [b - a for a, b in zip(cpus, cpus[1:])][warmup:] if None not in cpus else []
+    if not gaps:
+        sys.exit(f"bench: {iterations} iterations leave no timed one after {1 + warmup} warm-up iterations")
     return gaps, cpu_gaps, losses
 
 
@@ -443,6 +448,7 @@ def bench_train(d, model, x16, rounds, iterations, ref_full, ref_dec, bf16=True)
         r["ref_first_loss"] = trainer.step(x16)  # global_step 0, as ours' first logged loss
     cached(False)
     r["ref_warmup_s"] = c.wall
+    trainer.step(x16)  # untimed: the first full step (the encoder's first training-mode pass)
     if bf16:
         trainer.step(x16, bf16=True)  # untimed warm-up of the bf16 kernels
     for k in range(rounds):
@@ -489,7 +495,8 @@ def bench_train(d, model, x16, rounds, iterations, ref_full, ref_dec, bf16=True)
 def tuned_child(d, rounds):
     """Runs in the child process of tuned_reference: anomalib's ViT-B scoring
     (batch 8, the 16 images) and full training step, fp32, as in sections 2
-    and 3, with one untimed warm-up of each. Prints one JSON line."""
+    and 3, after untimed warm-ups (one scoring, 1 + TRAIN_WARMUP training
+    steps). Prints one JSON line."""
     torch.set_num_threads(THREADS)
     offline_models()
     import ctypes
@@ -507,7 +514,10 @@ def tuned_child(d, rounds):
         r["score_cpu"].append(c.cpu)
     trainer = RefTrainer(model)
     x16 = read_batch(paths, transform)
-    trainer.step(x16)
+    # Untimed, as many as ours leaves out: with the malloc settings, this
+    # process's heap also grows to its working size over the first steps.
+    for _ in range(1 + TRAIN_WARMUP):
+        trainer.step(x16)
     for _ in range(rounds):
         with Clock() as c:
             trainer.step(x16)
@@ -526,7 +536,8 @@ def tuned_reference(d, rounds):
     subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(shim), str(ROOT / "bench" / "mkl_intel_answer.c")],
                    check=True)
     env = dict(os.environ, MALLOC_MMAP_MAX_="0", MALLOC_TRIM_THRESHOLD_=str(2**31 - 1), LD_PRELOAD=str(shim))
-    out = subprocess.run([sys.executable, __file__, "--dir", str(d), "--tuned-child", str(rounds)], env=env,
+    out = subprocess.run([sys.executable, __file__, "--dir", str(d), "--tuned-child", str(rounds),
+                          "--train-warmup", str(TRAIN_WARMUP)], env=env,
                          capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"bench: the reference run with our process settings failed:\n{out.stderr}")
@@ -759,10 +770,11 @@ def write_results(res, args, elapsed, metrics_text, tbl):
         "- Training: ours = `dinomaly-train --variant anomalib --eps 1e-8 --dropout 0.2 --batch 16` from a "
         "feature store of the same 16 images (fp16, the default; made once by dinomaly-extract with the "
         f"same encoder weights in {res.get('extract_s') or float('nan'):.1f} s), per-iteration time = gap "
-        "between successive --log lines as they appear, the first iteration (start-up, warm-up) left out. "
+        "between successive --log lines as they appear, the first iterations left out (start-up, then the "
+        f"allocator's heap growing to its working size: {1 + args.train_warmup} of {args.train_iterations} per run). "
         "Anomalib: DinomalyModel.forward(x, global_step) + backward + clip_grad_norm_(0.1) + StableAdamW + "
         "WarmCosineScheduler as a plain loop (no Lightning overhead counted against it), after an untimed "
-        "warm-up (an encoder forward of the batch and one decoder-only step); the second training row is the same step with the encoder returning cached "
+        "warm-up (an encoder forward of the batch, one decoder-only step and one full step); the second training row is the same step with the encoder returning cached "
         "features, i.e. anomalib's decoder-only part. First losses differ because each side starts from "
         "its own random decoder init; step parity is tested in tests/model.rs against anomalib fixtures.",
         "- Process settings: our tools keep freed allocator memory for reuse (src/alloc.rs) and let the MKL "
@@ -797,7 +809,9 @@ def main():
     ap.add_argument("--sizes", default="b,s", help="encoder sizes: b, s or b,s")
     ap.add_argument("--score-sizes", default="b,s", help="sizes for the scoring rows")
     ap.add_argument("--encoder-repeats", type=int, default=2, help="timed forwards per run and side")
-    ap.add_argument("--train-iterations", type=int, default=3, help="iterations per dinomaly-train run")
+    ap.add_argument("--train-iterations", type=int, default=5, help="iterations per dinomaly-train run")
+    ap.add_argument("--train-warmup", type=int, default=2,
+                    help="untimed iterations of each dinomaly-train run after the first")
     ap.add_argument("--ref-full-steps", type=int, default=1, help="anomalib full steps per round")
     ap.add_argument("--ref-dec-steps", type=int, default=1, help="anomalib decoder-only steps per round")
     ap.add_argument("--only", default="encoder,score,train,tuned",
@@ -806,6 +820,8 @@ def main():
     ap.add_argument("--metrics", action="store_true", help="also run bench/metrics.sh")
     ap.add_argument("--no-bf16", action="store_true", help="skip the informational bf16 scoring runs")
     args = ap.parse_args()
+    global TRAIN_WARMUP
+    TRAIN_WARMUP = args.train_warmup
     if args.tuned_child:
         return tuned_child(Path(args.dir), args.tuned_child)
     args.sizes = args.sizes.split(",")

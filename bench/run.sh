@@ -13,7 +13,7 @@
 #   BENCH_METRICS=0    skip bench/metrics.sh (it takes ~8 minutes on 2 cores)
 #   BENCH_DIR=DIR      work folder (default /tmp/dinomaly-bench; ~2 GB)
 #   BENCH_ARGS="..."   extra flags for bench/bench.py (--rounds, --sizes, ...)
-# About 20 minutes on 2 idle cores without the metrics, 30 with them; a
+# About 26 minutes on 2 idle cores without the metrics, 36 with them; a
 # shared machine stretches that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
