@@ -30,9 +30,10 @@ starts our binaries as child processes, alternating ours and theirs (A B A B,
    written out as the plain loop Lightning runs, so no Lightning overhead is
    counted against it), and against the same step with the encoder features
    cached (its decoder-only part). Our per-iteration times are the gaps
-   between successive lines of the --log file as they appear (the first
-   iteration, which includes start-up and warm-up, is left out); theirs are
-   timed steps after one untimed warm-up step.
+   between successive lines of the --log file as they appear, at the steady
+   state (the first 1 + --train-warmup iterations, start-up and the
+   allocator's heap growing to its working size, are left out); theirs are
+   timed steps after untimed warm-up steps (one decoder-only, one full).
    With the store, ours also runs with --precision bf16 against anomalib's
    step with its forward under torch.autocast(cpu, bfloat16).
 4. The reference given our process settings (--only ...,tuned): anomalib's
@@ -781,8 +782,9 @@ def write_results(res, args, elapsed, metrics_text, tbl):
         "inside libtorch run its AVX-512 sgemm kernels on this AMD CPU (src/mkl_kernels.rs; MKL picks its "
         "AVX2 'zen' kernels here otherwise); the reference in the rows above runs as shipped. The rows "
         "'given our process settings' run anomalib in a child process with the same two settings "
-        "(MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_, LD_PRELOAD of bench/mkl_intel_answer.c), after one "
-        "untimed warm-up each, so that they show what is left: the work ours does not do.",
+        "(MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_, LD_PRELOAD of bench/mkl_intel_answer.c), after "
+        f"untimed warm-ups (one scoring run, {1 + args.train_warmup} training steps, as many as ours leaves out), "
+        "so that they show what is left: the work ours does not do.",
         "- bf16 on both sides: ours with --precision bf16 (bf16 matrix products, LayerNorm, softmax, "
         "residual stream and loss in fp32) against anomalib under torch.autocast(\"cpu\", torch.bfloat16) "
         "(scoring: the whole forward; training: the forward, backward and optimizer outside it, as "
