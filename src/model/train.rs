@@ -291,13 +291,9 @@ mod tests {
             }
         }
 
-        /// Runs one step per batch (or `steps` on the first batch) from the
-        /// initial weights; returns the losses and the final parameters.
-        fn run(
-            &self,
-            settings: &TrainSettings,
-            steps: Option<u64>,
-        ) -> (Vec<f64>, Vec<(String, Tensor)>) {
+        /// A model with the case's initial weights (and the store that
+        /// holds its variables).
+        fn model(&self) -> (nn::VarStore, Dinomaly) {
             let mut vs = nn::VarStore::new(Device::Cpu);
             let m = Dinomaly::new(&vs.root(), self.cfg.clone()).unwrap();
             vs.set_kind(self.kind);
@@ -306,6 +302,17 @@ mod tests {
                     let _ = p.shallow_clone().copy_(w);
                 }
             });
+            (vs, m)
+        }
+
+        /// Runs one step per batch (or `steps` on the first batch) from the
+        /// initial weights; returns the losses and the final parameters.
+        fn run(
+            &self,
+            settings: &TrainSettings,
+            steps: Option<u64>,
+        ) -> (Vec<f64>, Vec<(String, Tensor)>) {
+            let (_vs, m) = self.model();
             let mut opt =
                 StableAdamW::new(m.named_parameters(), StableAdamWConfig::unified()).unwrap();
             let n = steps.unwrap_or(self.batches.len() as u64);
@@ -323,14 +330,7 @@ mod tests {
 
         /// The gradients of the first step on the first batch, by name.
         fn gradients(&self, settings: &TrainSettings) -> Vec<(String, Tensor)> {
-            let mut vs = nn::VarStore::new(Device::Cpu);
-            let m = Dinomaly::new(&vs.root(), self.cfg.clone()).unwrap();
-            vs.set_kind(self.kind);
-            tch::no_grad(|| {
-                for ((_, p), w) in m.named_parameters().iter().zip(&self.weights) {
-                    let _ = p.shallow_clone().copy_(w);
-                }
-            });
+            let (_vs, m) = self.model();
             let named = m.named_parameters();
             let params: Vec<Tensor> = named.iter().map(|(_, p)| p.shallow_clone()).collect();
             let batch = Features::Layers(&self.batches[0]);
