@@ -96,13 +96,12 @@ impl Attention {
         // `split`, not three `select`s: its backward is one concatenation,
         // where each select's backward fills a zero tensor of all three.
         let parts = heads.f_split_with_sizes([2, 1], 0)?;
+        let (qk, v) = (&parts[0], parts[1].f_squeeze_dim(0)?);
         let y = match self.kind {
-            AttentionKind::Linear { eps } => {
-                linear_attention(&parts[0], &parts[1].f_squeeze_dim(0)?, eps, amp)?
-            }
+            AttentionKind::Linear { eps } => linear_attention(qk, &v, eps, amp)?,
             AttentionKind::Softmax => {
-                let qk = parts[0].f_unbind(0)?;
-                softmax_attention(&qk[0], &qk[1], &parts[1].f_squeeze_dim(0)?, amp)
+                let qk = qk.f_unbind(0)?;
+                softmax_attention(&qk[0], &qk[1], &v, amp)
             }
         };
         // (B·h, N, d) → (B, N, h·d).

@@ -107,12 +107,17 @@ impl Slot {
             && self.max_exp_avg_sq.as_ref().map_or(true, |v| fused::fusable(v, n))
     }
 
-    /// The update in two fused passes over CPU memory ([`fused`]); returns
-    /// whether the RMS clip scaled it.
-    fn update_fused(&mut self, grad: &Tensor, lr: f64, cfg: &StableAdamWConfig) -> bool {
+    /// The update in two fused passes over CPU memory ([`fused`]), with the
+    /// bias corrections `(1−β₁ᵗ, 1−β₂ᵗ)` of this step; returns whether the
+    /// RMS clip scaled it.
+    fn update_fused(
+        &mut self,
+        grad: &Tensor,
+        lr: f64,
+        (bias_correction1, bias_correction2): (f64, f64),
+        cfg: &StableAdamWConfig,
+    ) -> bool {
         let (b1, b2) = cfg.betas;
-        let bias_correction1 = 1.0 - b1.powi(self.step as i32);
-        let bias_correction2 = 1.0 - b2.powi(self.step as i32);
         let c = fused::Coefficients {
             beta1: b1 as f32,
             one_minus_beta1: (1.0 - b1) as f32,
@@ -147,13 +152,18 @@ impl Slot {
     }
 
     /// The update operation by operation, as the official loop runs it
-    /// (any device and kind); returns whether the RMS clip scaled it.
-    fn update_ops(&mut self, grad: &Tensor, lr: f64, cfg: &StableAdamWConfig) -> Result<bool> {
+    /// (any device and kind), with the same arguments as `update_fused`;
+    /// returns whether the RMS clip scaled it.
+    fn update_ops(
+        &mut self,
+        grad: &Tensor,
+        lr: f64,
+        (bias_correction1, bias_correction2): (f64, f64),
+        cfg: &StableAdamWConfig,
+    ) -> Result<bool> {
         let (b1, b2) = cfg.betas;
         let mut p = self.param.shallow_clone();
         let _ = p.f_mul_scalar_(1.0 - lr * cfg.weight_decay)?;
-        let bias_correction1 = 1.0 - b1.powi(self.step as i32);
-        let bias_correction2 = 1.0 - b2.powi(self.step as i32);
 
         let _ = self.exp_avg.f_mul_scalar_(b1)?;
         let _ = self.exp_avg.f_add_(&grad.f_mul_scalar(1.0 - b1)?)?;
@@ -244,8 +254,7 @@ impl StableAdamW {
     /// One step at learning rate `lr` using the gradients in the
     /// parameters' `.grad`.
     pub fn step(&mut self, lr: f64) -> Result<StepReport> {
-        let grads: Vec<Tensor> = self.slots.iter().map(|s| s.param.grad()).collect();
-        self.step_with(lr, &grads)
+        self.step_with(lr, &grads_of(&self.params()))
     }
 
     /// One step at learning rate `lr` with `grads`, one per parameter in
@@ -272,10 +281,12 @@ impl StableAdamW {
                     continue;
                 }
                 s.step += 1;
+                let (b1, b2) = cfg.betas;
+                let corrections = (1.0 - b1.powi(s.step as i32), 1.0 - b2.powi(s.step as i32));
                 let clipped = if self.fused && s.fusable(grad) {
-                    s.update_fused(grad, lr, &cfg)
+                    s.update_fused(grad, lr, corrections, &cfg)
                 } else {
-                    s.update_ops(grad, lr, &cfg)?
+                    s.update_ops(grad, lr, corrections, &cfg)?
                 };
                 if clipped {
                     report.rms_clipped.push(s.name.clone());
@@ -366,15 +377,10 @@ impl StableAdamW {
     }
 }
 
-/// Total L2 norm of the gradients of `params` (norm of the per-tensor
-/// norms, as torch's `clip_grad_norm_`), as a float32 scalar tensor.
-/// Tensors without gradient are left out; `None` if none has one.
-pub fn total_grad_norm(params: &[Tensor]) -> Result<Option<Tensor>> {
-    total_norm(&grads_of(params))
-}
-
-/// Total L2 norm of `grads` (undefined tensors left out).
-pub fn total_norm(grads: &[Tensor]) -> Result<Option<Tensor>> {
+/// Total L2 norm of `grads` (norm of the per-tensor norms, as torch's
+/// `clip_grad_norm_`), as a float32 scalar tensor. Undefined tensors are
+/// left out; `None` if all are.
+fn total_norm(grads: &[Tensor]) -> Result<Option<Tensor>> {
     let norms = grads
         .iter()
         .filter(|g| g.defined())
@@ -386,7 +392,8 @@ pub fn total_norm(grads: &[Tensor]) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::f_stack(&norms, 0)?.f_norm()?))
 }
 
-fn grads_of(params: &[Tensor]) -> Vec<Tensor> {
+/// The `.grad` of each of `params` (undefined where there is none).
+pub fn grads_of(params: &[Tensor]) -> Vec<Tensor> {
     params.iter().map(|p| p.grad()).collect()
 }
 

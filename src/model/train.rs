@@ -22,7 +22,7 @@ use tch::Tensor;
 use super::amp::Amp;
 use super::dinomaly::{Dinomaly, Features};
 use super::loss::LossKind;
-use super::optim::{clip_grads_, StableAdamW};
+use super::optim::{clip_grads_, grads_of, StableAdamW};
 use super::recompute::Checkpointed;
 use super::schedule::WarmCosine;
 use crate::cli::args::Precision;
@@ -158,7 +158,7 @@ pub fn loss_and_gradients(
             }
             loss.f_backward()?;
             backward_checkpointed(ck, &bottleneck)?;
-            params.iter().map(|p| p.grad()).collect()
+            grads_of(params)
         }
     };
     Ok((outcome, Some(grads)))
@@ -532,7 +532,7 @@ mod tests {
             rms_clipped: Vec::new(),
             skipped: None,
         };
-        let grads: Vec<Tensor> = opt.params().iter().map(|p| p.grad()).collect();
+        let grads = grads_of(&opt.params());
         clip_and_step(&mut opt, &grads, 0.1, &mut out).unwrap();
         assert_eq!(out.skipped, Some(SkipReason::NonFiniteGradient));
         assert!(out.grad_norm.is_infinite());
