@@ -201,7 +201,12 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Npy, String> {
             ))
         }
     };
-    let needed = count * size;
+    // The declared size is checked against the file before anything is
+    // allocated; a shape whose byte count overflows would otherwise wrap
+    // to a small number and pass.
+    let needed = count
+        .checked_mul(size)
+        .ok_or_else(|| format!("shape {shape:?} of '{descr}' is too large"))?;
     if body.len() < needed {
         return Err(format!(
             "truncated data: shape {shape:?} of '{descr}' needs {needed} bytes, found {}",
@@ -357,5 +362,43 @@ mod tests {
         assert!(e.contains("truncated"), "{e}");
         let missing = dir.path().join("none.npy");
         assert!(read(&missing).unwrap_err().to_string().contains("none.npy"));
+    }
+
+    /// A header written by hand around `shape_text` and `descr`, followed
+    /// by `data`.
+    fn crafted(descr: &str, shape_text: &str, data: &[u8]) -> Vec<u8> {
+        let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}\n");
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[1, 0]);
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn shapes_that_overflow_or_exceed_the_file_are_errors() {
+        // Element counts that fit in usize but whose byte counts wrap to 0:
+        // 2^62 * 4 and 2^61 * 8 are 2^64. Without the check they read as an
+        // empty array of a huge shape, which callers index out of bounds.
+        for (descr, shape) in [("<f4", "(4611686018427387904,)"), ("<f8", "(2305843009213693952, 1)"), ("<f4", "(2147483648, 2147483648)")] {
+            let e = parse(&crafted(descr, shape, &[])).unwrap_err();
+            assert!(e.contains("too large"), "{descr} {shape}: {e}");
+        }
+        // A count that itself overflows.
+        let e = parse(&crafted("|u1", "(4294967296, 4294967296, 2)", &[])).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        // A plausible declared size larger than the file: refused before
+        // anything is allocated for it.
+        let e = parse(&crafted("<f4", "(65536, 65536)", &[0; 64])).unwrap_err();
+        assert_eq!(e, "truncated data: shape [65536, 65536] of '<f4' needs 17179869184 bytes, found 64");
+        // A file that names one and holds it reads fine.
+        let ok = parse(&crafted("<f4", "(1, 2)", &[0, 0, 128, 63, 0, 0, 0, 64])).unwrap();
+        assert_eq!(ok.data, NpyData::F32(vec![1.0, 2.0]));
+        let dir = tempfile::tempdir().unwrap();
+        let bomb = dir.path().join("bomb.npy");
+        std::fs::write(&bomb, crafted("<f4", "(4611686018427387904, 1)", &[])).unwrap();
+        let e = read_f32_2d(&bomb).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: shape", bomb.display())) && e.contains("too large"), "{e}");
     }
 }
