@@ -247,9 +247,8 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
     let mut classes: Vec<String> = Vec::new();
     let mut jobs = Vec::new();
     let mut skipped = 0usize;
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i + 1;
-        let line = line.map_err(|e| Error::io(source, e))?;
+    for line in crate::data::record::lines(reader, source) {
+        let (line_no, line) = line?;
         let bad = |reason: String| Error::Record {
             source_name: source.to_string(),
             line: line_no,

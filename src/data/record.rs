@@ -101,13 +101,73 @@ pub fn parse_line(text: &str, source_name: &str, line_no: usize) -> Result<Optio
 /// Reads all samples from `reader`, reporting the first bad line.
 pub fn read_all(reader: impl BufRead, source_name: &str) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| Error::io(source_name, e))?;
-        if let Some(s) = parse_line(&line, source_name, i + 1)? {
+    for line in lines(reader, source_name) {
+        let (line_no, line) = line?;
+        if let Some(s) = parse_line(&line, source_name, line_no)? {
             out.push(s);
         }
     }
     Ok(out)
+}
+
+/// The text lines of an input stream with their 1-based numbers, as every
+/// tool reads its JSON lines: a UTF-8 byte-order mark before line 1 is
+/// skipped (editors on Windows write one), `\n` and `\r\n` both end a
+/// line, and bytes that are not UTF-8 are an error naming the line and
+/// the byte, not the stream.
+pub fn lines<R: BufRead>(reader: R, source_name: &str) -> Lines<R> {
+    Lines {
+        reader,
+        source_name: source_name.to_string(),
+        line_no: 0,
+        buf: Vec::new(),
+    }
+}
+
+/// The iterator of [`lines`].
+pub struct Lines<R> {
+    reader: R,
+    source_name: String,
+    line_no: usize,
+    buf: Vec<u8>,
+}
+
+/// UTF-8's encoding of U+FEFF.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+impl<R: BufRead> Iterator for Lines<R> {
+    type Item = Result<(usize, String)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.buf.clear();
+        match self.reader.read_until(b'\n', &mut self.buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(Error::io(&self.source_name, e))),
+        }
+        self.line_no += 1;
+        let mut bytes = &self.buf[..];
+        if self.line_no == 1 {
+            bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+        }
+        bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        Some(match std::str::from_utf8(bytes) {
+            Ok(text) => Ok((self.line_no, text.to_string())),
+            Err(e) => {
+                let at = e.valid_up_to();
+                Err(Error::Record {
+                    source_name: self.source_name.clone(),
+                    line: self.line_no,
+                    reason: format!(
+                        "not UTF-8 text (byte 0x{:02x} at column {}); input lines must be UTF-8",
+                        bytes[at],
+                        at + 1
+                    ),
+                })
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +190,29 @@ mod tests {
         assert_eq!(s.mask, None);
         assert_eq!(s.extra["id"], 7);
         assert!(parse_line("   ", "stdin", 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn lines_skip_a_bom_and_name_a_line_that_is_not_utf8() {
+        let read = |bytes: &[u8]| -> Vec<Result<(usize, String)>> { lines(bytes, "in.jsonl").collect() };
+        let got: Vec<(usize, String)> = read(b"\xEF\xBB\xBFa.png\r\n\nb.png")
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got, [(1, "a.png".to_string()), (2, String::new()), (3, "b.png".to_string())]);
+        // Only before line 1: elsewhere U+FEFF is the line's text.
+        let got = read(b"a\n\xEF\xBB\xBFb\n");
+        assert_eq!(got[1].as_ref().unwrap().1, "\u{feff}b");
+        let got = read(b"ok.png\n{\"image\": \"caf\xe9.png\"}\nnext.png\n");
+        assert_eq!(got[0].as_ref().unwrap().1, "ok.png");
+        assert_eq!(
+            got[1].as_ref().unwrap_err().to_string(),
+            "in.jsonl:2: not UTF-8 text (byte 0xe9 at column 15); input lines must be UTF-8"
+        );
+        // A record after a BOM is a record, not a path starting with U+FEFF.
+        let samples = read_all(&b"\xEF\xBB\xBF{\"image\": \"x.png\", \"class\": \"c\"}\n"[..], "stdin").unwrap();
+        assert_eq!(samples[0].image, PathBuf::from("x.png"));
+        assert_eq!(samples[0].class.as_deref(), Some("c"));
     }
 
     #[test]
