@@ -15,12 +15,18 @@ pub fn main_with<A>(run: fn(A) -> anyhow::Result<ExitCode>) -> ExitCode
 where
     A: CommandFactory + FromArgMatches,
 {
+    let command = A::command();
+    let name = command.get_name().to_string();
+    // Before anything reads the environment: a switch or count with a
+    // value the tools would misread is refused (environment.rs).
+    if let Err(msg) = super::environment::check(&name) {
+        eprintln!("{name}: {msg}");
+        return ExitCode::from(2);
+    }
     crate::alloc::reuse_large_buffers();
     // Decided before libtorch's first matrix product asks (mkl_kernels.rs).
     let _ = crate::mkl_kernels::intel_kernels_allowed();
     crate::device::preload_cuda();
-    let command = A::command();
-    let name = command.get_name().to_string();
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = super::generate::handle(&argv, command.clone()) {
         return code;

@@ -304,11 +304,13 @@ fn score_images(state: &mut Output, inputs: Vec<(Sample, Option<usize>)>, bar: &
             .collect();
         let mut map_hw = (0, 0);
         if !good.is_empty() {
-            let stacked = Tensor::stack(
+            let device = state.scorer.device();
+            let stacked = Tensor::f_stack(
                 &good.iter().map(|&i| batch.images[i].as_ref().map(|t| t.shallow_clone())).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?,
                 0,
             )
-            .to_device(state.scorer.device());
+            .and_then(|t| t.f_to_device(device))
+            .map_err(|e| crate::device::out_of_memory_advice(e.into(), device, "moving a batch of images"))?;
             let scored = state.scorer.score_images(&stacked)?;
             let (per_image, hw) = to_host(&scored)?;
             map_hw = hw;

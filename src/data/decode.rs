@@ -22,9 +22,16 @@
 //! no transformation) so that every row of this table holds exactly; JPEG
 //! files by libjpeg-turbo like Pillow ([`crate::data::jpeg`]); other
 //! formats go through the `image` crate and are mapped to the same modes.
+//!
+//! Every path reads the size from the header first and refuses an image
+//! of more than [`max_image_pixels`] pixels before allocating for it, as
+//! Pillow refuses a decompression bomb: a 200-byte JPEG can declare
+//! 65500 x 65500 pixels (12.9 GB as RGB), and an allocation that fails
+//! aborts the process, temporaries and all, whatever `--on-error` says.
 
 use std::io::{BufReader, Cursor};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use image::{DynamicImage, RgbImage};
 
@@ -146,6 +153,60 @@ pub(crate) fn muldiv255(a: u32, b: u32) -> u32 {
     ((t >> 8) + t) >> 8
 }
 
+/// Pillow's `Image.MAX_IMAGE_PIXELS`: above it Pillow warns
+/// (`DecompressionBombWarning`), above twice it it refuses
+/// (`DecompressionBombError`).
+pub const PILLOW_MAX_IMAGE_PIXELS: u64 = 89_478_485;
+
+/// The largest image decoded by default: where Pillow refuses, so that
+/// whatever the reference evaluation opens, the tools open too.
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 2 * PILLOW_MAX_IMAGE_PIXELS;
+
+/// Environment variable that sets the limit (a whole number of pixels).
+pub const MAX_PIXELS_ENV: &str = "DINOMALY_MAX_IMAGE_PIXELS";
+
+/// The pixel limit of this process: `DINOMALY_MAX_IMAGE_PIXELS`, else
+/// [`DEFAULT_MAX_IMAGE_PIXELS`] (the tools refuse a malformed value at
+/// start-up, see [`crate::cli::environment::check`]).
+pub fn max_image_pixels() -> u64 {
+    static LIMIT: OnceLock<u64> = OnceLock::new();
+    *LIMIT.get_or_init(|| crate::cli::environment::count_or(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS))
+}
+
+/// Refuses a `width` x `height` image of more than `max_pixels` pixels.
+pub(crate) fn check_size(width: u64, height: u64, max_pixels: u64) -> std::result::Result<(), String> {
+    let pixels = width.saturating_mul(height);
+    if pixels > max_pixels {
+        return Err(format!(
+            "{width}x{height} is {pixels} pixels, over the limit of {max_pixels} (Pillow refuses such a \
+             decompression bomb too); set {MAX_PIXELS_ENV} to raise the limit"
+        ));
+    }
+    Ok(())
+}
+
+/// A zeroed buffer of `len` bytes for a `width` x `height` image, or an
+/// error instead of the abort of a failed allocation (memory short of an
+/// image within the limit). Zeroed by the allocator, as `vec![0; len]` is,
+/// so fresh pages are not written twice.
+pub(crate) fn zeroed_buffer(len: usize, width: u64, height: u64) -> std::result::Result<Vec<u8>, String> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let cannot = || format!("cannot allocate {len} bytes for a {width}x{height} image");
+    let layout = std::alloc::Layout::array::<u8>(len).map_err(|_| cannot())?;
+    // SAFETY: the layout has a non-zero size. A non-null result is `len`
+    // zeroed bytes from the global allocator with u8's alignment, which is
+    // what Vec<u8> with capacity `len` owns and frees.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout);
+        if ptr.is_null() {
+            return Err(cannot());
+        }
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
+}
+
 /// Decodes `path` like `PIL.Image.open(path).convert('RGB')`.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(open(path)?.into_rgb())
@@ -160,21 +221,39 @@ pub fn open(path: &Path) -> Result<PilImage> {
     })
 }
 
-/// Decodes an in-memory file; the error is a one-line reason.
+/// Decodes an in-memory file; the error is a one-line reason. Images over
+/// [`max_image_pixels`] are refused.
 pub fn decode(bytes: &[u8]) -> std::result::Result<PilImage, String> {
+    decode_limited(bytes, max_image_pixels())
+}
+
+/// [`decode`] refusing images of more than `max_pixels` pixels, from
+/// their header, before anything is allocated for their pixels.
+pub fn decode_limited(bytes: &[u8], max_pixels: u64) -> std::result::Result<PilImage, String> {
     if bytes.is_empty() {
         return Err("the file is empty".to_string());
     }
     // Pillow identifies the format by content, never by the file name.
     let format = image::guess_format(bytes).map_err(|_| "unknown image format".to_string())?;
     match format {
-        image::ImageFormat::Png => return decode_png(bytes),
-        image::ImageFormat::Jpeg => return crate::data::jpeg::decode(bytes),
+        image::ImageFormat::Png => return decode_png(bytes, max_pixels),
+        image::ImageFormat::Jpeg => return crate::data::jpeg::decode(bytes, max_pixels),
         _ => {}
     }
-    let img = image::ImageReader::with_format(BufReader::new(Cursor::new(bytes)), format)
-        .decode()
+    let reader = || image::ImageReader::with_format(BufReader::new(Cursor::new(bytes)), format);
+    let (w, h) = reader()
+        .into_dimensions()
         .map_err(|e| one_line(&e.to_string()))?;
+    check_size(u64::from(w), u64::from(h), max_pixels)?;
+    // The image crate's own allocation limit (512 MiB by default) would
+    // refuse images within ours: allow the largest decoded form (16-bit
+    // RGBA, 8 bytes a pixel) and as much again for the decoder's work.
+    let mut limits = image::Limits::default();
+    let needed = u64::from(w) * u64::from(h) * 16;
+    limits.max_alloc = Some(limits.max_alloc.map_or(needed, |default| default.max(needed)));
+    let mut reader = reader();
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| one_line(&e.to_string()))?;
     from_dynamic(img)
 }
 
@@ -207,15 +286,17 @@ fn from_dynamic(img: DynamicImage) -> std::result::Result<PilImage, String> {
 }
 
 /// Decodes a PNG from its raw samples into Pillow's mode for it.
-fn decode_png(bytes: &[u8]) -> std::result::Result<PilImage, String> {
+fn decode_png(bytes: &[u8], max_pixels: u64) -> std::result::Result<PilImage, String> {
     use png::{BitDepth, ColorType, Transformations};
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(|e| one_line(&e.to_string()))?;
+    let (width, height) = (u64::from(reader.info().width), u64::from(reader.info().height));
+    check_size(width, height, max_pixels)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| "image too large".to_string())?;
-    let mut buf = vec![0u8; size];
+    let mut buf = zeroed_buffer(size, width, height)?;
     let out = reader
         .next_frame(&mut buf)
         .map_err(|e| one_line(&e.to_string()))?;
@@ -320,6 +401,41 @@ mod tests {
         // A truncated file is an error, not a panic.
         let err = decode(&bytes[..bytes.len() - 20]).unwrap_err();
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn every_format_is_refused_over_the_pixel_limit_and_read_at_it() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(16, 8, |x, y| image::Rgb([x as u8, y as u8, 7])));
+        for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg, image::ImageFormat::Bmp, image::ImageFormat::Tiff] {
+            let mut bytes = Vec::new();
+            img.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
+            assert_eq!(decode_limited(&bytes, 128).unwrap().size(), (16, 8), "{format:?}");
+            let err = decode_limited(&bytes, 127).unwrap_err();
+            assert_eq!(
+                err,
+                "16x8 is 128 pixels, over the limit of 127 (Pillow refuses such a decompression bomb too); \
+                 set DINOMALY_MAX_IMAGE_PIXELS to raise the limit",
+                "{format:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_buffer_that_cannot_be_allocated_is_an_error_not_an_abort() {
+        assert_eq!(zeroed_buffer(6, 2, 1).unwrap(), vec![0; 6]);
+        assert!(zeroed_buffer(0, 0, 0).unwrap().is_empty());
+        let err = zeroed_buffer(1 << 62, 1 << 31, 1 << 31).unwrap_err();
+        assert_eq!(err, format!("cannot allocate {} bytes for a 2147483648x2147483648 image", 1u64 << 62));
+    }
+
+    #[test]
+    fn the_default_limit_is_where_pillow_refuses() {
+        assert_eq!(DEFAULT_MAX_IMAGE_PIXELS, 178_956_970);
+        assert!(check_size(13_377, 13_377, DEFAULT_MAX_IMAGE_PIXELS).is_ok());
+        assert!(check_size(13_378, 13_377, DEFAULT_MAX_IMAGE_PIXELS).is_err());
+        assert!(check_size(DEFAULT_MAX_IMAGE_PIXELS, 1, DEFAULT_MAX_IMAGE_PIXELS).is_ok(), "Pillow refuses above, not at");
+        assert!(check_size(65_500, 65_500, DEFAULT_MAX_IMAGE_PIXELS).is_err());
+        assert!(check_size(u64::MAX, 2, DEFAULT_MAX_IMAGE_PIXELS).is_err(), "no overflow");
     }
 
     #[test]

@@ -91,8 +91,9 @@ impl Drop for Handle {
 }
 
 /// Decodes a JPEG file into Pillow's mode for it: `L`, `RGB`, or `CMYK`
-/// (Pillow reads CMYK with Adobe's inverted polarity).
-pub fn decode(bytes: &[u8]) -> Result<PilImage, String> {
+/// (Pillow reads CMYK with Adobe's inverted polarity). An image of more
+/// than `max_pixels` pixels is refused from its header.
+pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, String> {
     let handle = Handle::new()?;
     let size = c_ulong::try_from(bytes.len()).map_err(|_| "file too large".to_string())?;
     let (mut w, mut h, mut subsamp, mut colorspace) = (0, 0, 0, 0);
@@ -111,13 +112,16 @@ pub fn decode(bytes: &[u8]) -> Result<PilImage, String> {
     if rc != 0 {
         return Err(handle.error().0);
     }
-    let (width, height) = (w as usize, h as usize);
+    // The header says the size (at most 65535 x 65535) before any pixel
+    // is decoded or allocated.
+    let (width, height) = (usize::try_from(w).unwrap_or(0), usize::try_from(h).unwrap_or(0));
+    crate::data::decode::check_size(width as u64, height as u64, max_pixels)?;
     let (format, channels) = match colorspace {
         TJCS_GRAY => (TJPF_GRAY, 1),
         TJCS_CMYK | TJCS_YCCK => (TJPF_CMYK, 4),
         _ => (TJPF_RGB, 3),
     };
-    let mut buf = vec![0u8; width * height * channels];
+    let mut buf = crate::data::decode::zeroed_buffer(width * height * channels, width as u64, height as u64)?;
     let pitch = (width * channels) as c_int;
     // SAFETY: `buf` holds height rows of `pitch` bytes, the size TurboJPEG
     // writes for an unscaled decode (width and height from the header).

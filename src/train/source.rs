@@ -55,18 +55,24 @@ impl BatchSource<'_> {
     }
 
     /// The rows the sampler picks for iteration `it`, as one (B, G, T, D)
-    /// float32 tensor on `device`.
+    /// float32 tensor on `device`. Running out of memory (a CUDA device
+    /// holding the model and the store) is an error that suggests a
+    /// smaller --batch, not a panic.
     pub fn batch(&mut self, sampler: &BatchSampler, it: u64, device: Device) -> Result<Tensor> {
         let rows = sampler.batch_at(it as usize);
-        match self {
-            BatchSource::Store { held: Some(all), .. } => {
-                let index = Tensor::from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>()).to_device(device);
-                Ok(all.index_select(0, &index).to_kind(Kind::Float))
-            }
+        let batch = match self {
+            BatchSource::Store { held: Some(all), .. } => held_rows(all, &rows, device),
             BatchSource::Store { store, held: None } => store.batch(&rows, Kind::Float, device),
             BatchSource::Images(images) => images.batch(sampler, it, &rows, device),
-        }
+        };
+        batch.map_err(|e| crate::device::out_of_memory_advice(e, device, "assembling a training batch"))
     }
+}
+
+/// `rows` of the store held on `device`, as float32.
+fn held_rows(all: &Tensor, rows: &[usize], device: Device) -> Result<Tensor> {
+    let index = Tensor::f_from_slice(&rows.iter().map(|&r| r as i64).collect::<Vec<_>>())?.f_to_device(device)?;
+    Ok(all.f_index_select(0, &index)?.f_to_kind(Kind::Float)?)
 }
 
 /// Images as training rows: the samples, the encoder, and the batches being
@@ -113,7 +119,7 @@ impl ImageSource {
         // this is a file changed since).
         let good = images.into_iter().collect::<Result<Vec<Tensor>>>()?;
         let stacked = Tensor::f_stack(&good, 0)?;
-        Ok(self.extractor.maps(&stacked)?.to_device(device).to_kind(Kind::Float))
+        Ok(self.extractor.maps(&stacked)?.f_to_device(device)?.f_to_kind(Kind::Float)?)
     }
 
     /// The decoded images of iteration `it` (rows `rows`), from the
