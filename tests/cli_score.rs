@@ -19,6 +19,14 @@ fn score_shared(flags: &[&str]) -> Output {
     util::run(fx::score(&shared.ckpt, &shared.weights).args(flags), &fx::lines(&shared.records))
 }
 
+/// `dinomaly-score -q -c CKPT --features` (no --weights: no encoder runs,
+/// and the flag is refused there).
+fn score_features(ckpt: &Path) -> std::process::Command {
+    let mut cmd = util::tool("dinomaly-score");
+    cmd.arg("-q").arg("-c").arg(ckpt).arg("--features");
+    cmd
+}
+
 /// The record of an output line: the line without what scoring adds.
 fn input_part(line: &Value) -> Value {
     let mut obj = line.as_object().unwrap().clone();
@@ -83,7 +91,7 @@ fn cli_score_features_equal_images() {
     let shared = fx::shared();
     let from_images = score_shared(&[]);
     assert_code(&from_images, 0);
-    let out = util::run(fx::score(&shared.ckpt, &shared.weights).arg("--features").arg(&shared.store), "");
+    let out = util::run(score_features(&shared.ckpt).arg(&shared.store), "");
     assert_code(&out, 0);
     let a = parse_lines(&util::stdout(&from_images));
     let b = parse_lines(&util::stdout(&out));
@@ -242,7 +250,7 @@ fn cli_score_refuses_other_weights_and_damaged_checkpoints() {
     // A store made at another input size than the checkpoint's.
     let store = dir.join("126.st");
     assert_code(&util::run(&mut fx::extract_sized(&shared.weights, &store, 126), &input), 0);
-    let out = util::run(fx::score(&shared.ckpt, &shared.weights).arg("--features").arg(&store), "");
+    let out = util::run(score_features(&shared.ckpt).arg(&store), "");
     assert_error(&out, &["input size", "126"]);
     assert!(out.stdout.is_empty());
 }

@@ -19,3 +19,4 @@ mod cli_train;
 mod cli_train_images;
 mod cli_score;
 mod bad_input;
+mod cli_flags;

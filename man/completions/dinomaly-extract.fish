@@ -24,8 +24,8 @@ single\t'One group of all layers'"
 complete -c dinomaly-extract -l dtype -d 'Storage precision' -r -f -a "f16\t'Half precision: half the disk and memory, ~1e-3 relative rounding'
 f32\t'Full precision, bit-exact encoder outputs'"
 complete -c dinomaly-extract -l batch -d 'Images per encoder batch' -r
-complete -c dinomaly-extract -l on-error -d 'What to do with an image that cannot be read' -r -f -a "stop\t'Stop with exit code 2 after flushing what was done'
-skip\t'Report the sample on stderr and go on'"
+complete -c dinomaly-extract -l on-error -d 'What to do with an image that cannot be read: stop (exit 2 at the first one, no feature store written) or skip (name it on stderr, leave it out of the store and go on)' -r -f -a "stop\t'Stop at the first one, with exit status 2'
+skip\t'Report it and go on'"
 complete -c dinomaly-extract -l device -d 'Where to compute: auto (CUDA when present, else CPU), cpu, cuda or cuda:N' -r
 complete -c dinomaly-extract -l all-layers -d 'Store every target layer unfused (8 maps per image instead of 2), for training with --groups strict or single'
 complete -c dinomaly-extract -s q -l quiet -d 'No progress bar and no notes on stderr (errors are still printed)'

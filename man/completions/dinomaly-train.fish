@@ -17,8 +17,8 @@ exact\t'Bicubic to the exact grid size, no antialias (timm dynamic size, anomali
 exact-antialias\t'Bicubic to the exact grid size with antialias (timm default, Hugging Face)'"
 complete -c dinomaly-train -l preprocess -d 'Image pre-processing: pil (the official code, Pillow-exact) or tensor (anomalib 2.7\'s float-tensor resize)' -r -f -a "pil\t'Pillow\'s antialiased bilinear on the 8-bit image (official code)'
 tensor\t'libtorch antialiased bilinear on the float tensor (anomalib 2.7)'"
-complete -c dinomaly-train -l on-error -d 'With --images: what to do with an image that cannot be read (all are decoded once before training); skip leaves out the images that dinomaly-extract --on-error skip would leave out' -r -f -a "stop\t'Stop with exit code 2 after flushing what was done'
-skip\t'Report the sample on stderr and go on'"
+complete -c dinomaly-train -l on-error -d 'With --images: what to do with an image that cannot be read (all are decoded once before training): stop (exit 2, no checkpoint written) or skip (name it on stderr and train without it, as dinomaly-extract --on-error skip leaves it out of a store)' -r -f -a "stop\t'Stop at the first one, with exit status 2'
+skip\t'Report it and go on'"
 complete -c dinomaly-train -s o -l output -d 'Checkpoint to write; with --mode separated, a folder that receives CLASS.safetensors per class' -r -F
 complete -c dinomaly-train -l mode -d 'unified: one model for all classes (labels unused); separated: one model per class' -r -f -a "unified\t'One model for all classes'
 separated\t'One model per class'"
@@ -33,14 +33,14 @@ complete -c dinomaly-train -l sampling -d 'How batches are drawn' -r -f -a "shuf
 class-balanced\t'Draw classes evenly within every batch'"
 complete -c dinomaly-train -l lr -d 'Peak learning rate (after warm-up)' -r
 complete -c dinomaly-train -l final-lr -d 'Learning rate at the end of the cosine decay' -r
-complete -c dinomaly-train -l warmup -d 'Linear warm-up iterations, starting from 0' -r
+complete -c dinomaly-train -l warmup -d 'Linear warm-up iterations, starting from 0 (at most --iterations are used)' -r
 complete -c dinomaly-train -l weight-decay -d 'Decoupled weight decay (all tensors)' -r
 complete -c dinomaly-train -l eps -d 'StableAdamW epsilon (default from the preset: 1e-10 unified, 1e-8 separated)' -r
 complete -c dinomaly-train -l clip -d 'Global gradient-norm clip' -r
-complete -c dinomaly-train -l dropout -d 'Bottleneck dropout (default from the preset)' -r
+complete -c dinomaly-train -l dropout -d 'Bottleneck dropout, in [0, 1) (default from the preset)' -r
 complete -c dinomaly-train -l attention -d 'Decoder attention: linear (ELU+1, the paper\'s) or softmax (ablation)' -r -f -a "linear\t'ELU+1 linear attention'
 softmax\t'Softmax attention'"
-complete -c dinomaly-train -l attention-eps -d 'Add this epsilon to the linear-attention normaliser (the official README\'s fix when a dataset gives NaN losses); default none' -r
+complete -c dinomaly-train -l attention-eps -d 'Add this epsilon to the linear-attention normaliser (the official README\'s fix when a dataset gives NaN losses); default none. Linear attention only' -r
 complete -c dinomaly-train -l groups -d 'Layer groups: loose (two groups of four, the paper\'s), strict (layer to layer) or single (all eight together)' -r -f -a "loose\t'[[0,1,2,3],[4,5,6,7]]'
 strict\t'Eight singleton groups'
 single\t'One group of all eight'"
@@ -51,12 +51,12 @@ bf16\t'Encoder and decoder in bfloat16 (for CUDA; maps and scores are still comp
 complete -c dinomaly-train -l variant -d 'Model variant: official (MLP biases) or anomalib (no MLP biases, so its checkpoints fit)' -r -f -a "official\t'MLP biases on'
 anomalib\t'MLP biases off'"
 complete -c dinomaly-train -l seed -d 'Seed for initialisation, batches and dropout' -r
-complete -c dinomaly-train -l spike-factor -d 'Skip a step whose loss exceeds this multiple of the median of the last 100 losses (0 turns it off). Non-finite losses and gradients are always skipped' -r
+complete -c dinomaly-train -l spike-factor -d 'Skip a step whose loss exceeds this multiple of the median of the last 100 losses (0 turns it off; otherwise above 1). Non-finite losses and gradients are always skipped' -r
 complete -c dinomaly-train -l save-every -d 'Write the checkpoint (and its optimizer state, PATH.state) every N iterations, so a killed run can --resume' -r
 complete -c dinomaly-train -l resume -d 'Continue from a checkpoint written with --save-every (same flags)' -r -F
 complete -c dinomaly-train -l val -d 'Validate against this labelled feature store (a test or held-out split extracted with the same settings): image AUROC per class and mean, pixel AUROC when masks are there. Logged on stderr' -r -F
 complete -c dinomaly-train -l val-every -d 'Validate every N iterations (default: once, at the end)' -r
-complete -c dinomaly-train -l keep-best -d 'Keep the checkpoint with the best validation value of this metric instead of the last one' -r -f -a "i-auroc\t'Mean image AUROC over classes'
+complete -c dinomaly-train -l keep-best -d 'Keep the checkpoint with the best validation value of this metric instead of the last one (needs --val-every below --iterations: more than one validation)' -r -f -a "i-auroc\t'Mean image AUROC over classes'
 p-auroc\t'Mean pixel AUROC over classes (needs masks)'"
 complete -c dinomaly-train -l patience -d 'Stop when this many validations in a row did not improve the --keep-best metric' -r
 complete -c dinomaly-train -l classes -d 'Only these classes (comma-separated; of the store, the samples or the --dataset tree)' -r

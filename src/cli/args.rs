@@ -24,10 +24,10 @@ pub struct QuietArgs {
 /// What to do when one sample cannot be processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum OnError {
-    /// Stop with exit code 2 after flushing what was done.
+    /// Stop at the first one, with exit status 2.
     #[default]
     Stop,
-    /// Report the sample on stderr and go on.
+    /// Report it and go on.
     Skip,
 }
 

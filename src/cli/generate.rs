@@ -2,6 +2,11 @@
 //! shell completions produced from the clap definitions, so they cannot
 //! drift from the real flags. Handled before normal parsing, so it works
 //! without the tool's required flags.
+//!
+//! A man page adds to what clap_mangen renders: ENVIRONMENT (from
+//! environment.rs), EXAMPLES (the commands README.md shows for the tool, from
+//! the table below; tests/cli_flags.rs checks that the two agree) and SEE
+//! ALSO (the other tools).
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -39,7 +44,9 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
                 .render(&mut page)
                 .map_err(|e| format!("{name}: cannot render the man page: {e}"))?;
             let page = String::from_utf8(page).map_err(|e| format!("{name}: man page not UTF-8: {e}"))?;
-            out.extend_from_slice(with_section(&page, &super::environment::roff_section(&name)).as_bytes());
+            let before_version = format!("{}{}", super::environment::roff_section(&name), examples_section(&name));
+            out.extend_from_slice(with_section(&page, &before_version).as_bytes());
+            out.extend_from_slice(see_also_section(&name).as_bytes());
             Ok(())
         }
         "complete-bash" | "complete-zsh" | "complete-fish" => {
@@ -55,6 +62,117 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
             "{name}: --generate takes man, complete-bash, complete-zsh or complete-fish, not '{other}'"
         )),
     }
+}
+
+/// The suite's tools, for SEE ALSO.
+const TOOLS: [&str; 4] = ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-metrics"];
+
+/// One example of a man page: what it does, and the command exactly as
+/// README.md shows it (continuation lines included).
+pub struct Example {
+    pub what: &'static str,
+    pub command: &'static str,
+}
+
+/// The examples of `tool`'s man page: the commands of its section in
+/// README.md, in the same order.
+pub fn examples(tool: &str) -> &'static [Example] {
+    match tool {
+        "dinomaly-extract" => &[
+            Example {
+                what: "Encode the training images of an MVTec-AD tree into a feature store:",
+                command: "dinomaly-extract --dataset mvtec --layout mvtec --split train -o train.safetensors",
+            },
+            Example {
+                what: "Encode the images listed on stdin with ViT-S/14 with registers:",
+                command: "find parts/ -name '*.png' | dinomaly-extract -o parts.safetensors --backbone dinov2_vits14_reg4",
+            },
+        ],
+        "dinomaly-train" => &[
+            Example {
+                what: "Train one model for all classes with the paper's MVTec-AD settings:",
+                command: "dinomaly-train train.safetensors -o model.safetensors",
+            },
+            Example {
+                what: "Train one model per class, written into models/:",
+                command: "dinomaly-train train.safetensors -o models/ --preset separated",
+            },
+            Example {
+                what: "Validate every 1,000 iterations, keep the best image AUROC, stop after three \
+                       validations without improvement, save every 500 iterations for --resume, \
+                       log every iteration:",
+                command: "dinomaly-train train.safetensors -o model.safetensors --val test.safetensors \\\n    \
+                          --val-every 1000 --keep-best i-auroc --patience 3 --save-every 500 --log train.jsonl",
+            },
+            Example {
+                what: "Train from the images, encoded at every iteration, when the store would not fit:",
+                command: "dinomaly-train --images --dataset mvtec/ --split train --backbone dinov2_vitb14_reg4 -o model.safetensors",
+            },
+        ],
+        "dinomaly-score" => &[
+            Example {
+                what: "Score the test split of an MVTec-AD tree, writing maps and heat-map overlays:",
+                command: "dinomaly-score -c model.safetensors --dataset mvtec --layout mvtec --split test \\\n    \
+                          --maps-dir maps/ --overlay > scores.jsonl",
+            },
+            Example {
+                what: "From cron: score only new images, exit 1 when a score exceeds 0.3:",
+                command: "find /incoming -name '*.png' | dinomaly-score -c model.safetensors \\\n    \
+                          --skip-existing results.jsonl --fail-above 0.3 >> results.jsonl",
+            },
+            Example {
+                what: "Four machines or GPUs share one list; the shards' outputs concatenated equal one run:",
+                command: "dinomaly-score -c model.safetensors --shard 2/4 -i list.jsonl > part2.jsonl",
+            },
+        ],
+        "dinomaly-metrics" => &[
+            Example {
+                what: "The paper's table of the seven metrics, per class and mean:",
+                command: "dinomaly-metrics --format markdown < scores.jsonl",
+            },
+            Example {
+                what: "Image metrics only, the threshold at a 1 % false-positive rate, ROC and PR curves as SVG:",
+                command: "dinomaly-metrics --image-only --target-fpr 0.01 -i scores.jsonl --plots plots/",
+            },
+        ],
+        _ => &[],
+    }
+}
+
+/// `text` escaped for roff: backslashes, hyphens (else they may print as
+/// dashes), apostrophes (else typographic quotes), and a leading dot or
+/// apostrophe that would start a request.
+fn roff_escape(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-").replace('\'', "\\*(Aq");
+    escaped
+        .lines()
+        .map(|l| if l.starts_with('.') { format!("\\&{l}") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The EXAMPLES section: each example's description, then its command
+/// indented and unfilled (line breaks kept).
+fn examples_section(tool: &str) -> String {
+    let list = examples(tool);
+    if list.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(".SH EXAMPLES\n");
+    for e in list {
+        out.push_str(&format!(".PP\n{}\n.PP\n.RS 4\n.nf\n{}\n.fi\n.RE\n", roff_escape(e.what), roff_escape(e.command)));
+    }
+    out
+}
+
+/// The SEE ALSO section: the suite's other tools.
+fn see_also_section(tool: &str) -> String {
+    let others: Vec<String> = TOOLS
+        .iter()
+        .filter(|t| **t != tool)
+        .map(|t| format!(".BR {} (1)", roff_escape(t)))
+        .collect();
+    format!(".SH \"SEE ALSO\"\n{}\n", others.join(",\n"))
 }
 
 /// `page` with `section` before its VERSION section (at the end if it has
@@ -78,5 +196,20 @@ mod tests {
             ".TH x 1\n.SH NAME\nx\n.SH ENVIRONMENT\n.TP\nA\n.SH VERSION\nv1\n"
         );
         assert_eq!(with_section(".SH NAME\nx\n", ".SH E\n"), ".SH NAME\nx\n.SH E\n");
+    }
+
+    #[test]
+    fn roff_text_is_escaped() {
+        assert_eq!(roff_escape("find -name '*.png' \\\n.x"), "find \\-name \\*(Aq*.png\\*(Aq \\e\n\\&.x");
+    }
+
+    #[test]
+    fn see_also_lists_the_other_tools() {
+        let s = see_also_section("dinomaly-score");
+        assert!(s.starts_with(".SH \"SEE ALSO\"\n"), "{s}");
+        assert!(!s.contains("dinomaly\\-score"), "{s}");
+        for t in ["extract", "train", "metrics"] {
+            assert!(s.contains(&format!(".BR dinomaly\\-{t} (1)")), "{s}");
+        }
     }
 }

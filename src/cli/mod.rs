@@ -9,4 +9,5 @@ pub mod exit;
 pub mod generate;
 pub mod output;
 pub mod progress;
+pub mod ranges;
 pub mod samples;

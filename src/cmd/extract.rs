@@ -10,6 +10,7 @@ use crate::backbone::extractor::Extractor;
 use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, QuietArgs, SampleArgs};
 use crate::cli::progress;
+use crate::cli::ranges;
 use crate::data::batches::decode_in_background;
 use crate::data::preprocess::load_image;
 use crate::io::features::{FeatureWriter, StoreDtype};
@@ -26,7 +27,7 @@ const TOOL: &str = "dinomaly-extract";
 /// layers with every token, plus the records and everything needed to check
 /// that a checkpoint or a scoring run uses the same encoder and input size.
 #[derive(Debug, clap::Parser)]
-#[command(name = "dinomaly-extract", version, about, long_about)]
+#[command(name = "dinomaly-extract", version, allow_negative_numbers = true)]
 pub struct Args {
     #[command(flatten)]
     pub samples: SampleArgs,
@@ -53,10 +54,12 @@ pub struct Args {
     pub dtype: StoreDtype,
 
     /// Images per encoder batch.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = ranges::at_least::<usize>(1), allow_hyphen_values = true)]
     pub batch: usize,
 
-    /// What to do with an image that cannot be read.
+    /// What to do with an image that cannot be read: stop (exit 2 at the
+    /// first one, no feature store written) or skip (name it on stderr,
+    /// leave it out of the store and go on).
     #[arg(long, value_enum, default_value = "stop")]
     pub on_error: OnError,
 
@@ -79,9 +82,6 @@ pub enum StoredGroups {
 /// Runs the tool.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet.quiet;
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     // Everything that can fail fast fails before the encoder is loaded.
     crate::io::atomic::check_writable(&args.output)?;
     let samples = crate::cli::samples::read(&args.samples)?;

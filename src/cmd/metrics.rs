@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::cli::args::QuietArgs;
 use crate::cli::output::DataOut;
 use crate::cli::progress;
+use crate::cli::ranges;
 use crate::data::mask::load_mask;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::data::record::parse_line;
@@ -57,7 +58,7 @@ pub enum Format {
 ///
 /// Thresholds use the rule "anomalous when score > threshold".
 #[derive(Debug, clap::Parser)]
-#[command(name = "dinomaly-metrics", version)]
+#[command(name = "dinomaly-metrics", version, allow_negative_numbers = true)]
 pub struct Args {
     /// Read records from FILE instead of stdin ('-' is stdin).
     #[arg(long, short = 'i', value_name = "FILE")]
@@ -76,30 +77,30 @@ pub struct Args {
     #[arg(long)]
     pub image_only: bool,
 
-    /// False positive rate limit of both AUPRO variants (official: 0.3;
-    /// official AUPRO keeps points with FPR < limit).
-    #[arg(long, default_value_t = 0.3, value_name = "FPR")]
+    /// False positive rate limit of both AUPRO variants, in (0, 1]
+    /// (official: 0.3; official AUPRO keeps points with FPR < limit).
+    #[arg(long, default_value_t = 0.3, value_name = "FPR", value_parser = ranges::FRACTION_ABOVE_ZERO, conflicts_with = "image_only", allow_hyphen_values = true)]
     pub fpr_limit: f64,
 
     /// A GT pixel is anomalous when its mask value in [0, 1] is greater than
-    /// this: 0 is the official rule, 0.5 the common one.
-    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    /// this, in [0, 1): 0 is the official rule, 0.5 the common one.
+    #[arg(long, default_value_t = 0.0, value_name = "T", value_parser = ranges::FRACTION_BELOW_ONE, conflicts_with = "image_only", allow_hyphen_values = true)]
     pub mask_threshold: f64,
 
     /// Side the mask is resized to before the centre crop, as the images
     /// were (default: the "map_geometry" dinomaly-score writes beside each
     /// map, else 448).
-    #[arg(long, value_name = "PIXELS")]
+    #[arg(long, value_name = "PIXELS", value_parser = ranges::at_least::<usize>(1), conflicts_with = "image_only", allow_hyphen_values = true)]
     pub resize: Option<usize>,
 
     /// Side of the centre crop of the resized mask, the model's input
     /// (default: the lines' "map_geometry", else 392).
-    #[arg(long, value_name = "PIXELS")]
+    #[arg(long, value_name = "PIXELS", value_parser = ranges::at_least::<usize>(1), conflicts_with = "image_only", allow_hyphen_values = true)]
     pub crop: Option<usize>,
 
     /// Also report, per class and overall, the threshold reaching this false
-    /// positive rate on the normal images (e.g. 0.01).
-    #[arg(long, value_name = "FPR")]
+    /// positive rate on the normal images, in [0, 1) (e.g. 0.01).
+    #[arg(long, value_name = "FPR", value_parser = ranges::FRACTION_BELOW_ONE, allow_hyphen_values = true)]
     pub target_fpr: Option<f64>,
 
     #[command(flatten)]
@@ -158,7 +159,6 @@ fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<MapGeometry>
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    check_args(&args)?;
     if let Some(dir) = &args.plots {
         atomic::check_writable_dir(dir)?;
     }
@@ -218,27 +218,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::io::Write::write_all(&mut out, text.as_bytes())?;
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn check_args(args: &Args) -> Result<()> {
-    if !(args.fpr_limit > 0.0 && args.fpr_limit <= 1.0) {
-        return Err(Error::config(format!(
-            "--fpr-limit {} must be in (0, 1]",
-            args.fpr_limit
-        )));
-    }
-    if !(0.0..1.0).contains(&args.mask_threshold) {
-        return Err(Error::config(format!(
-            "--mask-threshold {} must be in [0, 1)",
-            args.mask_threshold
-        )));
-    }
-    if let Some(t) = args.target_fpr {
-        if !(0.0..1.0).contains(&t) {
-            return Err(Error::config(format!("--target-fpr {t} must be in [0, 1)")));
-        }
-    }
-    Ok(())
 }
 
 /// Parses every line; returns class names in order of first appearance

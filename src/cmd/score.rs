@@ -15,6 +15,7 @@ use tch::{Device, Kind, Tensor};
 use crate::cli::args::{DeviceArgs, OnError, QuietArgs, SampleArgs};
 use crate::cli::output::DataOut;
 use crate::cli::progress;
+use crate::cli::ranges;
 use crate::data::batches::decode_in_background;
 use crate::data::preprocess::load_image;
 use crate::data::record::Sample;
@@ -33,7 +34,7 @@ const TOOL: &str = "dinomaly-score";
 /// --threshold, "map" with --maps-dir), in input order, flushed per batch.
 /// Exit status: 0 ok, 1 when --fail-above is exceeded, 2 on errors.
 #[derive(Debug, clap::Parser)]
-#[command(name = "dinomaly-score", version, about, long_about)]
+#[command(name = "dinomaly-score", version, allow_negative_numbers = true)]
 pub struct Args {
     /// Checkpoint: from dinomaly-train, the official repository's saved
     /// state dict, or anomalib 2.x Dinomaly weights.
@@ -46,7 +47,9 @@ pub struct Args {
 
     /// Encoder weights for dinomaly-train checkpoints (default: the cache or
     /// a download, by the backbone name the checkpoint records). Must be
-    /// the file the model was trained with (sha256 checked).
+    /// the file the model was trained with (sha256 checked). Refused with
+    /// official and anomalib checkpoints (they hold their encoder) and with
+    /// --features (no encoder runs).
     #[arg(long, value_name = "PATH")]
     pub weights: Option<PathBuf>,
 
@@ -59,6 +62,7 @@ pub struct Args {
     pub features: Option<PathBuf>,
 
     /// Target layers of official/anomalib checkpoints (default per size).
+    /// Refused with dinomaly-train checkpoints, which record theirs.
     #[arg(long, value_delimiter = ',', value_name = "I,J,...")]
     pub layers: Vec<usize>,
 
@@ -70,20 +74,23 @@ pub struct Args {
     #[arg(long, requires = "maps_dir")]
     pub overlay: bool,
 
-    /// Side of the anomaly map: N or HxW (official: 256).
+    /// Side of the anomaly map: N or HxW (official: 256). Refused with
+    /// anomalib checkpoints, whose map is anomalib's raw map at the crop
+    /// size and whose score is taken at 256, as anomalib does.
     #[arg(long, value_name = "SIZE")]
     pub map_size: Option<crate::cli::args::Size2>,
 
-    /// Image score = mean of the top fraction of map pixels (0 = max).
-    #[arg(long, value_name = "R")]
+    /// Image score = mean of the top fraction of map pixels, in [0, 1]
+    /// (0 = max; default 0.01).
+    #[arg(long, value_name = "R", value_parser = ranges::FRACTION, allow_hyphen_values = true)]
     pub max_ratio: Option<f64>,
 
     /// Add "anomalous": score > T to each line.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = ranges::FINITE, allow_hyphen_values = true)]
     pub threshold: Option<f64>,
 
     /// Exit with status 1 when any score exceeds T (for alerting).
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", value_parser = ranges::FINITE, allow_hyphen_values = true)]
     pub fail_above: Option<f64>,
 
     /// Skip inputs whose image already has a scored line in this results
@@ -97,8 +104,8 @@ pub struct Args {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
 
-    /// Images per batch.
-    #[arg(long, default_value_t = 8, value_name = "N")]
+    /// Images (or store rows) per batch.
+    #[arg(long, default_value_t = 8, value_name = "N", value_parser = ranges::at_least::<usize>(1), allow_hyphen_values = true)]
     pub batch: usize,
 
     /// Precision of the encoder and decoder: fp32 (the references') or
@@ -106,9 +113,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: crate::cli::args::Precision,
 
-    /// What to do with an image that cannot be scored: stop (exit 2 after
-    /// flushing what was done) or skip (a line with "error" instead of a
-    /// score).
+    /// What to do with an input that cannot be scored: stop (exit 2; the
+    /// lines of the inputs before it are already on stdout) or skip (a line
+    /// with "error" instead of a score, and go on).
     #[arg(long, value_enum, default_value = "stop")]
     pub on_error: OnError,
 
@@ -155,9 +162,6 @@ impl Shard {
 /// Runs the tool.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet.quiet;
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
     if let Some(dir) = &args.maps_dir {
         crate::io::atomic::check_writable_dir(dir).with_context(|| "--maps-dir is not usable")?;
     }

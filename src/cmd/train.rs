@@ -15,6 +15,7 @@ use crate::backbone::extractor::Extractor;
 use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, Precision, QuietArgs, SampleSource};
 use crate::cli::progress;
+use crate::cli::ranges;
 use crate::io::features::{FeatureStore, StoreDtype};
 use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
 use crate::train::sampler::{BatchSampler, Sampling};
@@ -37,7 +38,7 @@ const TOOL: &str = "dinomaly-train";
 /// paper's MVTec-AD multi-class setting; --preset switches to another
 /// setting in one word and explicit flags override the preset.
 #[derive(Debug, clap::Parser)]
-#[command(name = "dinomaly-train", version, about, long_about)]
+#[command(name = "dinomaly-train", version, allow_negative_numbers = true)]
 #[command(group(
     clap::ArgGroup::new("image_flags")
         .multiple(true)
@@ -63,8 +64,9 @@ pub struct Args {
     pub encoder: EncoderArgs,
 
     /// With --images: what to do with an image that cannot be read (all
-    /// are decoded once before training); skip leaves out the images that
-    /// dinomaly-extract --on-error skip would leave out.
+    /// are decoded once before training): stop (exit 2, no checkpoint
+    /// written) or skip (name it on stderr and train without it, as
+    /// dinomaly-extract --on-error skip leaves it out of a store).
     #[arg(long, value_enum, default_value = "stop")]
     pub on_error: OnError,
 
@@ -86,12 +88,12 @@ pub struct Args {
     pub preset: Preset,
 
     /// Training iterations (per class when separated).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = ranges::at_least::<u64>(1), allow_hyphen_values = true)]
     pub iterations: Option<u64>,
 
     /// Images per batch; incomplete batches at the end of an epoch are
     /// dropped, as the official loader does.
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = ranges::at_least::<usize>(1), allow_hyphen_values = true)]
     pub batch: usize,
 
     /// How batches are drawn.
@@ -99,31 +101,32 @@ pub struct Args {
     pub sampling: Sampling,
 
     /// Peak learning rate (after warm-up).
-    #[arg(long, default_value_t = 2e-3, value_name = "LR")]
+    #[arg(long, default_value_t = 2e-3, value_name = "LR", value_parser = ranges::POSITIVE, allow_hyphen_values = true)]
     pub lr: f64,
 
     /// Learning rate at the end of the cosine decay.
-    #[arg(long, default_value_t = 2e-4, value_name = "LR")]
+    #[arg(long, default_value_t = 2e-4, value_name = "LR", value_parser = ranges::NON_NEGATIVE, allow_hyphen_values = true)]
     pub final_lr: f64,
 
-    /// Linear warm-up iterations, starting from 0.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    /// Linear warm-up iterations, starting from 0 (at most --iterations
+    /// are used).
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = ranges::at_least::<u64>(0), allow_hyphen_values = true)]
     pub warmup: u64,
 
     /// Decoupled weight decay (all tensors).
-    #[arg(long, default_value_t = 1e-4, value_name = "WD")]
+    #[arg(long, default_value_t = 1e-4, value_name = "WD", value_parser = ranges::NON_NEGATIVE, allow_hyphen_values = true)]
     pub weight_decay: f64,
 
     /// StableAdamW epsilon (default from the preset: 1e-10 unified, 1e-8 separated).
-    #[arg(long, value_name = "EPS")]
+    #[arg(long, value_name = "EPS", value_parser = ranges::POSITIVE, allow_hyphen_values = true)]
     pub eps: Option<f64>,
 
     /// Global gradient-norm clip.
-    #[arg(long, default_value_t = 0.1, value_name = "NORM")]
+    #[arg(long, default_value_t = 0.1, value_name = "NORM", value_parser = ranges::POSITIVE, allow_hyphen_values = true)]
     pub clip: f64,
 
-    /// Bottleneck dropout (default from the preset).
-    #[arg(long, value_name = "P")]
+    /// Bottleneck dropout, in [0, 1) (default from the preset).
+    #[arg(long, value_name = "P", value_parser = ranges::FRACTION_BELOW_ONE, allow_hyphen_values = true)]
     pub dropout: Option<f64>,
 
     /// Decoder attention: linear (ELU+1, the paper's) or softmax (ablation).
@@ -132,7 +135,8 @@ pub struct Args {
 
     /// Add this epsilon to the linear-attention normaliser (the official
     /// README's fix when a dataset gives NaN losses); default none.
-    #[arg(long, value_name = "EPS")]
+    /// Linear attention only.
+    #[arg(long, value_name = "EPS", value_parser = ranges::NON_NEGATIVE, allow_hyphen_values = true)]
     pub attention_eps: Option<f64>,
 
     /// Layer groups: loose (two groups of four, the paper's), strict (layer
@@ -165,18 +169,18 @@ pub struct Args {
     pub variant: Variant,
 
     /// Seed for initialisation, batches and dropout.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = ranges::at_least::<u64>(0), allow_hyphen_values = true)]
     pub seed: u64,
 
     /// Skip a step whose loss exceeds this multiple of the median of the
-    /// last 100 losses (0 turns it off). Non-finite losses and gradients
-    /// are always skipped.
-    #[arg(long, default_value_t = 5.0, value_name = "X")]
+    /// last 100 losses (0 turns it off; otherwise above 1). Non-finite
+    /// losses and gradients are always skipped.
+    #[arg(long, default_value_t = 5.0, value_name = "X", value_parser = ranges::FACTOR_OR_OFF, allow_hyphen_values = true)]
     pub spike_factor: f64,
 
     /// Write the checkpoint (and its optimizer state, PATH.state) every N
     /// iterations, so a killed run can --resume.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = ranges::at_least::<u64>(1), allow_hyphen_values = true)]
     pub save_every: Option<u64>,
 
     /// Continue from a checkpoint written with --save-every (same flags).
@@ -190,17 +194,18 @@ pub struct Args {
     pub val: Option<PathBuf>,
 
     /// Validate every N iterations (default: once, at the end).
-    #[arg(long, value_name = "N", requires = "val")]
+    #[arg(long, value_name = "N", requires = "val", value_parser = ranges::at_least::<u64>(1), allow_hyphen_values = true)]
     pub val_every: Option<u64>,
 
     /// Keep the checkpoint with the best validation value of this metric
-    /// instead of the last one.
+    /// instead of the last one (needs --val-every below --iterations: more
+    /// than one validation).
     #[arg(long, value_enum, value_name = "METRIC", requires = "val")]
     pub keep_best: Option<ValMetric>,
 
     /// Stop when this many validations in a row did not improve the
     /// --keep-best metric.
-    #[arg(long, value_name = "N", requires = "keep_best")]
+    #[arg(long, value_name = "N", requires = "keep_best", value_parser = ranges::at_least::<u32>(1), allow_hyphen_values = true)]
     pub patience: Option<u32>,
 
     /// Only these classes (comma-separated; of the store, the samples or
@@ -307,17 +312,15 @@ impl Args {
             dropout: self.dropout.unwrap_or(dropout),
             eps,
         };
-        if plan.iterations == 0 {
-            bail!("--iterations must be at least 1");
+        // Range checks are clap's (cli::ranges); these combine flags.
+        if self.attention == Attention::Softmax && self.attention_eps.is_some() {
+            bail!("--attention-eps applies to linear attention; --attention softmax has no normaliser to add it to");
         }
-        if !(0.0..1.0).contains(&plan.dropout) {
-            bail!("--dropout must be in [0, 1), got {}", plan.dropout);
-        }
-        if self.save_every == Some(0) {
-            bail!("--save-every must be at least 1");
-        }
-        if self.val_every == Some(0) {
-            bail!("--val-every must be at least 1");
+        if self.keep_best.is_some() && self.val_every.unwrap_or(plan.iterations) >= plan.iterations {
+            bail!(
+                "--keep-best needs more than one validation: pass --val-every N with N below the {} iterations",
+                plan.iterations
+            );
         }
         if self.resume.is_some() && plan.mode == Mode::Separated {
             bail!("--resume works with one checkpoint: resume separated training class by class with --classes");

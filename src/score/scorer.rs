@@ -193,6 +193,19 @@ fn kind_name(kind: CheckpointKind) -> &'static str {
 fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
     let ckpt = checkpoint::load(&req.checkpoint)?;
     let meta = ckpt.meta.encoder.clone();
+    // A flag either works or is refused: these would be silently ignored.
+    if !req.layers.is_empty() {
+        let recorded: Vec<String> = meta.layers.iter().map(usize::to_string).collect();
+        return Err(Error::config(format!(
+            "--layers applies to official and anomalib checkpoints; a dinomaly checkpoint records its layers ({})",
+            recorded.join(",")
+        )));
+    }
+    if req.features_only && req.weights.is_some() {
+        return Err(Error::config(
+            "--weights is not used with --features: the feature store already holds the encoder's outputs",
+        ));
+    }
     let encoder = if req.features_only {
         None
     } else {
@@ -267,6 +280,20 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
                 ),
             ));
         }
+    }
+    // A flag either works or is refused: these would be silently ignored
+    // (after the check above, which says what the file really is).
+    if req.weights.is_some() {
+        return Err(Error::config(format!(
+            "--weights applies to dinomaly checkpoints; an {} checkpoint holds its own encoder weights",
+            kind_name(kind)
+        )));
+    }
+    if kind == CheckpointKind::Anomalib && req.map_size.is_some() {
+        return Err(Error::config(
+            "--map-size applies to dinomaly and official checkpoints; an anomalib checkpoint's map is \
+             anomalib's raw map at the crop size and its score is taken at 256x256, as anomalib does",
+        ));
     }
     // The decoder side is found by its first key; its prefix ("" or
     // "model.") is also the prefix of the encoder.
