@@ -18,3 +18,5 @@ mod cli_extract;
 mod cli_train;
 mod cli_train_images;
 mod cli_score;
+mod batch_invariance;
+mod cpu_bf16;
