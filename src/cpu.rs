@@ -96,7 +96,7 @@ fn bf16_note_for(device: tch::Device, cpu: &Features, kernels: AtenKernels) -> O
         "this CPU has no avx512_bf16 or amx_bf16".to_string()
     };
     Some(format!(
-        "--precision bf16 on a CPU without native bfloat16 ({why}): it is emulated and slower than fp32 here"
+        "--precision bf16 on a CPU without native bfloat16 ({why}): bfloat16 arithmetic is emulated, expect it to be slower than fp32"
     ))
 }
 
