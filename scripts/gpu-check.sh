@@ -56,7 +56,12 @@ say() { echo "gpu-check [$(date +%H:%M:%S)]: $*" >&2; }
 now() { date +%s.%N; }
 # Seconds between two `now` stamps, 3 decimals.
 span() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "n/a" }'; }
+# a / b with three significant digits (whole numbers from 100 up), so that a
+# slow rate on a slow CPU still reads as a number, not 0.0; n/a when b <= 0
+# (a difference of timings that the noise swallowed).
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) { r = a / b; if (r >= 100) printf "%.0f", r; else printf "%.3g", r } else print "n/a" }'
+}
 
 for b in dinomaly-extract dinomaly-train dinomaly-score demo-data; do
   [[ -x $BIN/$b ]] || die "no $BIN/$b: run 'make gpu-bundle' on the build machine and carry $BUNDLE"
@@ -147,7 +152,7 @@ for p in fp32 bf16; do
   short=$(train_run "train-$p-1" "$p" 1)
   long=$(train_run "train-$p" "$p" "$((ITERS + 1))")
   TRAIN_MEM[$p]=$(mem_peak "$m")
-  TRAIN_ITS[$p]=$(awk -v s="$short" -v l="$long" -v n="$ITERS" 'BEGIN { printf "%.1f", n / (l - s) }')
+  TRAIN_ITS[$p]=$(ratio "$ITERS" "$(awk -v s="$short" -v l="$long" 'BEGIN { print l - s }')")
   say "train $p: ${TRAIN_ITS[$p]} it/s (batch $TRAIN_BATCH, start-up taken out: $long s - $short s for $ITERS iterations)"
 done
 CKPT=$WORK/train-fp32.safetensors
@@ -189,7 +194,7 @@ for p in fp32 bf16; do
     [[ $(wc -l <"$WORK/rate.jsonl") == "$IMAGES" ]] || die "scoring $p batch $batch wrote $(wc -l <"$WORK/rate.jsonl") lines for $IMAGES inputs"
     WALL=$(span "$a" "$b")
     SCORE_RATE[$p-$batch]=$(ratio "$IMAGES" "$WALL")
-    SCORE_RATE_NET[$p-$batch]=$(awk -v n="$IMAGES" -v w="$WALL" -v s="$START" 'BEGIN { printf "%.1f", n / (w - s) }')
+    SCORE_RATE_NET[$p-$batch]=$(ratio "$IMAGES" "$(awk -v w="$WALL" -v s="$START" 'BEGIN { print w - s }')")
     say "score $p batch $batch: ${SCORE_RATE[$p-$batch]} img/s (${SCORE_RATE_NET[$p-$batch]} without the ${START} s start-up)"
   done
 done

@@ -28,6 +28,7 @@ pub mod train;
 pub mod score;
 pub mod model;
 pub mod metrics;
+pub mod cpu;
 pub mod mkl_kernels;
 
 pub use error::{Error, Result};

@@ -30,7 +30,8 @@ pub fn intel_kernels_allowed() -> bool {
     static CHOICE: OnceLock<bool> = OnceLock::new();
     *CHOICE.get_or_init(|| {
         let opted_out = crate::cli::environment::switch_on(VENDOR_CHECK_ENV);
-        decide(cpu::is_genuine_intel(), cpu::has_mkl_avx512(), opted_out)
+        let cpu = crate::cpu::features();
+        decide(cpu.genuine_intel, cpu.avx512, opted_out)
     })
 }
 
@@ -45,40 +46,6 @@ fn decide(genuine_intel: bool, has_avx512: bool, opted_out: bool) -> bool {
 #[no_mangle]
 pub extern "C" fn mkl_serv_intel_cpu_true() -> std::os::raw::c_int {
     std::os::raw::c_int::from(intel_kernels_allowed())
-}
-
-#[cfg(target_arch = "x86_64")]
-mod cpu {
-    /// CPUID leaf 0 vendor string is "GenuineIntel".
-    pub fn is_genuine_intel() -> bool {
-        // SAFETY: CPUID leaf 0 exists on every x86_64 CPU (the call is safe
-        // from Rust 1.87; rust-version is older).
-        #[allow(unused_unsafe)]
-        let id = unsafe { std::arch::x86_64::__cpuid(0) };
-        let mut vendor = [0u8; 12];
-        vendor[..4].copy_from_slice(&id.ebx.to_le_bytes());
-        vendor[4..8].copy_from_slice(&id.edx.to_le_bytes());
-        vendor[8..].copy_from_slice(&id.ecx.to_le_bytes());
-        &vendor == b"GenuineIntel"
-    }
-
-    /// The AVX-512 subsets of MKL's Skylake-server kernels.
-    pub fn has_mkl_avx512() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512dq")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod cpu {
-    pub fn is_genuine_intel() -> bool {
-        false
-    }
-    pub fn has_mkl_avx512() -> bool {
-        false
-    }
 }
 
 #[cfg(test)]

@@ -20,3 +20,5 @@ mod cli_train_images;
 mod cli_score;
 mod bad_input;
 mod cli_flags;
+mod batch_invariance;
+mod cpu_bf16;

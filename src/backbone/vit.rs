@@ -13,8 +13,8 @@
 //! eps 1e-6, softmax attention scaled by 1/sqrt(head_dim), exact-erf GELU.
 //! The final encoder norm is never applied: Dinomaly reads raw block outputs.
 
-use tch::nn::{self, Module};
-use tch::{Kind, Tensor};
+use tch::nn;
+use tch::{Device, Kind, Tensor};
 
 use super::pos_embed::{self, PosInterp};
 use crate::{Error, Result};
@@ -104,23 +104,56 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        // Always (B, N, D): built by prepare_tokens.
-        let size = x.size();
-        let (b, n, d) = (size[0], size[1], size[2]);
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = x.size3()?;
         let head_dim = d / self.num_heads;
         // (B, N, 3, H, hd) -> (3, B, H, N, hd)
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([b, n, 3, self.num_heads, head_dim])
-            .permute([2, 0, 3, 1, 4]);
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-        // Fused softmax attention, scale 1/sqrt(head_dim), no mask, no dropout.
+        let qkv = linear(&self.qkv, x)?
+            .f_reshape([b, n, 3, self.num_heads, head_dim])?
+            .f_permute([2, 0, 3, 1, 4])?;
+        let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
+        // Softmax attention, scale 1/sqrt(head_dim), no mask, no dropout.
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, scale, false);
-        self.proj.forward(&out.transpose(1, 2).reshape([b, n, d]))
+        let out = if math_attention(x) {
+            math_softmax_attention(&q, &k, &v, scale)?
+        } else {
+            Tensor::f_scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, scale, false)?
+        };
+        linear(&self.proj, &out.f_transpose(1, 2)?.f_reshape([b, n, d])?)
     }
+}
+
+/// Whether attention on `x` takes the explicit path instead of libtorch's
+/// fused kernel: bfloat16 on a CPU without native bfloat16 (see
+/// [`crate::cpu`]). There the fused CPU kernel is emulated, and where the
+/// CPU has AMX but `ATEN_CPU_CAPABILITY` selects AVX2 kernels it fails
+/// outright ("pack_vnni2 is only supported when avx512 is supported").
+/// float32 and other devices keep the fused kernel (the parity figures are
+/// measured with it).
+fn math_attention(x: &Tensor) -> bool {
+    x.kind() == Kind::BFloat16 && x.device() == Device::Cpu && !crate::cpu::native_bf16()
+}
+
+/// `softmax(q kᵀ · scale) v`, what the fused kernel computes, with the
+/// products and the softmax in float32 as that kernel accumulates them
+/// (products of bfloat16 values are exact in float32); the output has the
+/// inputs' kind. (B, H, N, hd) in, (B, H, N, hd) out.
+fn math_softmax_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let kind = q.kind();
+    let (q, k, v) = (q.f_to_kind(Kind::Float)?, k.f_to_kind(Kind::Float)?, v.f_to_kind(Kind::Float)?);
+    let weights = q.f_matmul(&k.f_transpose(-2, -1)?)?.f_mul_scalar(scale)?.f_softmax(-1, Kind::Float)?;
+    Ok(weights.f_matmul(&v)?.f_to_kind(kind)?)
+}
+
+/// `l(x)` without tch's panicking `Module::forward`.
+fn linear(l: &nn::Linear, x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_linear(&l.ws, l.bs.as_ref())?)
+}
+
+/// The encoder's LayerNorm (eps [`ENCODER_LN_EPS`]) without tch's
+/// panicking `Module::forward`; the same call that forward makes.
+fn layer_norm(ln: &nn::LayerNorm, x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_layer_norm(ln.normalized_shape.as_slice(), ln.ws.as_ref(), ln.bs.as_ref(), ENCODER_LN_EPS, true)?)
 }
 
 /// `blocks.{i}.mlp`.
@@ -144,13 +177,13 @@ impl FeedForward {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             // Exact (erf) GELU, as nn.GELU() in DINOv2 and timm.
-            FeedForward::Mlp { fc1, fc2 } => fc2.forward(&fc1.forward(x).gelu("none")),
+            FeedForward::Mlp { fc1, fc2 } => linear(fc2, &linear(fc1, x)?.f_gelu("none")?),
             FeedForward::SwiGlu { w12, w3 } => {
-                let x12 = w12.forward(x).chunk(2, -1);
-                w3.forward(&(x12[0].silu() * &x12[1]))
+                let x12 = linear(w12, x)?.f_chunk(2, -1)?;
+                linear(w3, &x12[0].f_silu()?.f_mul(&x12[1])?)
             }
         }
     }
@@ -188,13 +221,15 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let scaled = |y: Tensor, g: &Option<Tensor>| match g {
-            Some(g) => y * g,
-            None => y,
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let scaled = |y: Tensor, g: &Option<Tensor>| -> Result<Tensor> {
+            Ok(match g {
+                Some(g) => y.f_mul(g)?,
+                None => y,
+            })
         };
-        let x = x + scaled(self.attn.forward(&self.norm1.forward(x)), &self.ls1);
-        &x + scaled(self.mlp.forward(&self.norm2.forward(&x)), &self.ls2)
+        let x = x.f_add(&scaled(self.attn.forward(&layer_norm(&self.norm1, x)?)?, &self.ls1)?)?;
+        Ok(x.f_add(&scaled(self.mlp.forward(&layer_norm(&self.norm2, &x)?)?, &self.ls2)?)?)
     }
 }
 
@@ -298,24 +333,24 @@ impl VisionTransformer {
                 true,  // cudnn enabled
                 false, // allow_tf32
             )?
-            .flatten(2, 3)
-            .transpose(1, 2);
+            .f_flatten(2, 3)?
+            .f_transpose(1, 2)?;
         let (cls_pos, patch_pos) = if self.cfg.pos_has_cls {
-            (Some(self.pos_embed.narrow(1, 0, 1)), self.pos_embed.narrow(1, 1, self.pos_embed.size()[1] - 1))
+            (Some(self.pos_embed.f_narrow(1, 0, 1)?), self.pos_embed.f_narrow(1, 1, self.pos_embed.size()[1] - 1)?)
         } else {
             (None, self.pos_embed.shallow_clone())
         };
         let patch_pos = pos_embed::resize(&patch_pos, self.cfg.pos_grid, grid, mode);
         let cls = match cls_pos {
-            Some(pos) => &self.cls_token + pos,
+            Some(pos) => self.cls_token.f_add(&pos)?,
             None => self.cls_token.shallow_clone(),
         };
-        let mut parts = vec![cls.expand([b, 1, d], false)];
+        let mut parts = vec![cls.f_expand([b, 1, d], false)?];
         if let Some(reg) = &self.register_tokens {
-            parts.push(reg.expand([b, self.cfg.num_registers, d], false));
+            parts.push(reg.f_expand([b, self.cfg.num_registers, d], false)?);
         }
-        parts.push(patches + patch_pos);
-        Ok(Tensor::cat(&parts, 1))
+        parts.push(patches.f_add(&patch_pos)?);
+        Ok(Tensor::f_cat(&parts, 1)?)
     }
 
     /// Runs the blocks up to the largest of `layers` and returns their
@@ -331,11 +366,11 @@ impl VisionTransformer {
                 self.built
             )));
         }
-        let images = images.to_kind(self.cls_token.kind());
+        let images = images.f_to_kind(self.cls_token.kind())?;
         let mut x = self.prepare_tokens(&images, mode)?;
         let mut outputs: Vec<Option<Tensor>> = layers.iter().map(|_| None).collect();
         for (i, block) in self.blocks.iter().enumerate().take(last + 1) {
-            x = block.forward(&x);
+            x = block.forward(&x)?;
             for (slot, &layer) in layers.iter().enumerate() {
                 if layer == i {
                     outputs[slot] = Some(x.shallow_clone());
@@ -348,5 +383,40 @@ impl VisionTransformer {
     /// Dtype of the weights.
     pub fn kind(&self) -> Kind {
         self.cls_token.kind()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn max_abs(t: &Tensor) -> f64 {
+        t.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn the_explicit_attention_is_what_the_fused_kernel_computes() {
+        tch::manual_seed(3);
+        let opts = (Kind::Float, Device::Cpu);
+        let (q, k, v) = (
+            Tensor::randn([2, 3, 37, 16], opts),
+            Tensor::randn([2, 3, 37, 16], opts),
+            Tensor::randn([2, 3, 37, 16], opts),
+        );
+        let scale = 0.25;
+        let fused = |q: &Tensor, k: &Tensor, v: &Tensor| {
+            Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, scale, false).unwrap()
+        };
+        let diff = max_abs(&(math_softmax_attention(&q, &k, &v, scale).unwrap() - fused(&q, &k, &v)));
+        assert!(diff < 1e-5, "float32: {diff}");
+        // bfloat16 in, bfloat16 out, within its rounding (2^-8 relative)
+        // of the float32 answer for the same bfloat16 inputs.
+        let bf16 = |t: &Tensor| t.to_kind(Kind::BFloat16);
+        let out = math_softmax_attention(&bf16(&q), &bf16(&k), &bf16(&v), scale).unwrap();
+        assert_eq!(out.kind(), Kind::BFloat16);
+        let f32_of = |t: &Tensor| t.to_kind(Kind::Float);
+        let exact = fused(&f32_of(&bf16(&q)), &f32_of(&bf16(&k)), &f32_of(&bf16(&v)));
+        let diff = max_abs(&(f32_of(&out) - &exact));
+        assert!(diff <= max_abs(&exact) / 256.0, "bfloat16: {diff}");
     }
 }

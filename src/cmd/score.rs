@@ -291,7 +291,10 @@ impl Output<'_> {
     }
 }
 
-/// Scores decoded images in batches while the next batch is decoded.
+/// Scores decoded images in batches while the next batch is decoded. The
+/// batches are for decoding and output; the scorer makes each image's
+/// result independent of its batch (one at a time on the CPU, a fixed
+/// batch shape elsewhere), so shards and reruns give the same bytes.
 fn score_images(state: &mut Output, inputs: Vec<(Sample, Option<usize>)>, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
     let prep = state.scorer.preprocess();
     let samples: Vec<Sample> = inputs.into_iter().map(|(s, _)| s).collect();
@@ -315,7 +318,7 @@ fn score_images(state: &mut Output, inputs: Vec<(Sample, Option<usize>)>, bar: &
             )
             .and_then(|t| t.f_to_device(device))
             .map_err(|e| crate::device::out_of_memory_advice(e.into(), device, "moving a batch of images"))?;
-            let scored = state.scorer.score_images(&stacked)?;
+            let scored = state.scorer.score_images(&stacked, state.args.batch)?;
             let (per_image, hw) = to_host(&scored)?;
             map_hw = hw;
             for (slot, value) in good.iter().zip(per_image) {
@@ -333,7 +336,7 @@ fn score_store(state: &mut Output, store: &FeatureStore, inputs: Vec<(Sample, Op
     for chunk in inputs.chunks(state.args.batch) {
         let rows: Vec<usize> = chunk.iter().filter_map(|(_, r)| *r).collect();
         let batch = store.batch(&rows, Kind::Float, state.scorer.device())?;
-        let scored = state.scorer.score_features(&batch, store.meta())?;
+        let scored = state.scorer.score_features(&batch, store.meta(), state.args.batch)?;
         let (results, hw) = to_host(&scored)?;
         let samples: Vec<Sample> = chunk.iter().map(|(s, _)| s.clone()).collect();
         state.emit(&samples, results, hw)?;

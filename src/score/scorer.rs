@@ -113,29 +113,94 @@ impl Scorer {
         self.device
     }
 
-    /// Scores normalised images (B, 3, h, w).
-    pub fn score_images(&self, images: &Tensor) -> Result<ScoredBatch> {
+    /// Scores normalised images (B, 3, h, w). An image's score and map do
+    /// not depend on the other images or on B (see [`Scorer::run_alone`]);
+    /// `batch` is the fixed batch shape of devices that run a batch at once.
+    pub fn score_images(&self, images: &Tensor, batch: usize) -> Result<ScoredBatch> {
         let encoder = self
             .encoder
             .as_ref()
             .ok_or_else(|| Error::config("this scorer was opened for feature stores only"))?;
         let size = images.size();
+        if size.len() != 4 {
+            return Err(Error::config(format!("images must be (B, 3, H, W), got {size:?}")));
+        }
         let grid = encoder.grid(size[2], size[3])?;
-        let layers = encoder.layer_outputs(images)?;
-        tch::no_grad(|| {
-            let (enc, dec) = self.model.forward_t(&layers, grid, false)?;
-            self.post.apply(&enc, &dec)
+        self.run_alone(images, batch, |part| {
+            let layers = encoder.layer_outputs(part)?;
+            tch::no_grad(|| {
+                let (enc, dec) = self.model.forward_t(&layers, grid, false)?;
+                self.post.apply(&enc, &dec)
+            })
         })
     }
 
-    /// Scores feature-store rows (B, G, T, D) made with `self.encoder_meta`.
-    pub fn score_features(&self, rows: &Tensor, store: &FeatureMeta) -> Result<ScoredBatch> {
+    /// Scores feature-store rows (B, G, T, D) made with `self.encoder_meta`;
+    /// a row's score and map do not depend on the other rows or on B, as in
+    /// [`Scorer::score_images`].
+    pub fn score_features(&self, rows: &Tensor, store: &FeatureMeta, batch: usize) -> Result<ScoredBatch> {
         check_store_matches(store, &self.encoder_meta)?;
         let input = StoreInput::for_store(store, &self.model.config().groups)?;
-        let rows = rows.to_device(self.device).to_kind(self.precision.kind());
-        tch::no_grad(|| {
-            let (enc, dec) = input.with_features(&rows, |f| self.model.forward_features_t(f, store.grid, false))?;
-            self.post.apply(&enc, &dec)
+        // Element-wise: the same bits for a row whatever the batch.
+        let rows = rows.f_to_device(self.device)?.f_to_kind(self.precision.kind())?;
+        self.run_alone(&rows, batch, |part| {
+            tch::no_grad(|| {
+                let (enc, dec) = input.with_features(part, |f| self.model.forward_features_t(f, store.grid, false))?;
+                self.post.apply(&enc, &dec)
+            })
+        })
+    }
+
+    /// Runs `run` over `inputs` (B, ...) so that each input's result is a
+    /// function of that input alone, whatever batch it came in (its size,
+    /// its neighbours, its position, a shard's short last batch):
+    ///
+    /// - on the CPU, one input at a time, each a fresh copy: every library
+    ///   call then sees the same shapes and equally aligned data, and with
+    ///   the same thread count computes the same bits. A whole batch at once
+    ///   does not: the kernels of matrix products and convolutions choose
+    ///   their blocking, threading and so their summation order by the size
+    ///   of the whole problem (on an AMD EPYC with AVX2 and no AVX-512 an
+    ///   image scored 0.738229513 beside another and 0.738229573 alone).
+    ///   A batch of one is already a matrix product of 1 + R + h*w rows per
+    ///   layer, so little speed is lost (README: the cost, measured);
+    /// - on other devices (CUDA), in batches of exactly `batch` inputs, the
+    ///   last one padded with copies of its last input, so that every call
+    ///   has one shape and the kernels one plan. Not verified on a GPU.
+    fn run_alone(&self, inputs: &Tensor, batch: usize, run: impl Fn(&Tensor) -> Result<ScoredBatch>) -> Result<ScoredBatch> {
+        let n = inputs.size().first().copied().unwrap_or(0);
+        if n == 0 {
+            return run(inputs);
+        }
+        let (step, shape) = match self.device {
+            Device::Cpu => (1, 1),
+            _ => {
+                let shape = batch.max(1) as i64;
+                (shape, shape)
+            }
+        };
+        let (mut maps, mut scores) = (Vec::new(), Vec::new());
+        for start in (0..n).step_by(step as usize) {
+            let len = step.min(n - start);
+            let part = inputs.f_narrow(0, start, len)?;
+            let part = if len < shape {
+                let last = part.f_narrow(0, len - 1, 1)?;
+                let mut size = last.size();
+                size[0] = shape - len;
+                Tensor::f_cat(&[part, last.f_expand(&size, false)?], 0)?
+            } else {
+                // A copy of its own: the same alignment wherever it was.
+                let mut fresh = part.f_empty_like()?;
+                fresh.f_copy_(&part)?;
+                fresh
+            };
+            let scored = run(&part)?;
+            maps.push(scored.maps.f_narrow(0, 0, len)?);
+            scores.push(scored.scores.f_narrow(0, 0, len)?);
+        }
+        Ok(ScoredBatch {
+            maps: Tensor::f_cat(&maps, 0)?,
+            scores: Tensor::f_cat(&scores, 0)?,
         })
     }
 }
@@ -388,6 +453,11 @@ fn finish(
     post: PostProcess,
     device: Device,
 ) -> Result<Scorer> {
+    if req.precision == crate::cli::args::Precision::Bf16 {
+        if let Some(note) = crate::cpu::bf16_note(device) {
+            crate::cli::progress::note(req.quiet, &req.tool, &note);
+        }
+    }
     let mut vs = nn::VarStore::new(device);
     // Every parameter is loaded next: no random draws for them.
     let model = crate::model::init::without_random_init(|| Dinomaly::new(&vs.root(), cfg))?;
