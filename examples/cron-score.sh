@@ -9,7 +9,7 @@
 #
 #   -c MODEL      checkpoint from dinomaly-train (or --kind official/anomalib weights)
 #   -r RESULTS    JSON-lines results file; new lines are appended, images already in it
-#                 with a score are skipped (dinomaly-score --skip-existing)
+#                 (with a score or an "error") are skipped (dinomaly-score --skip-existing)
 #   -t THRESHOLD  alert when a new image scores above it (dinomaly-score --fail-above;
 #                 lines get "anomalous"); pick it with dinomaly-metrics --target-fpr
 #   -l LOG        append one time-stamped line per run and per alert to this file
@@ -29,9 +29,10 @@
 #   */10 * * * * /opt/dinomaly/examples/cron-score.sh -c /srv/models/line3.safetensors -r /srv/results/line3.jsonl -t 0.31 -l /var/log/dinomaly-line3.log /data/incoming/line3
 #
 # Two runs never score at once (flock on RESULTS.lock; a run that finds the lock taken
-# logs it and exits 0). An unreadable image gets an "error" line and is retried on the
-# next run. A run killed half-way leaves at most a partial last line, which the next run
-# cuts off before appending.
+# logs it and exits 0). An unreadable image gets one "error" line and is not tried again
+# (so a broken file neither stops later runs nor adds a line to RESULTS every run); add
+# `-- --retry-errors` to a run to try those images again. A run killed half-way leaves at
+# most a partial last line, which the next run cuts off before appending.
 set -euo pipefail
 
 usage() {
@@ -120,7 +121,7 @@ if [ "$score_rc" -eq 2 ]; then
     echo "cron-score.sh: dinomaly-score failed on $dir (status 2); see the messages above" >&2
     exit 2
 fi
-[ "$failed" -eq 0 ] || note "$dir: $failed images could not be read (lines with \"error\"; retried next run)"
+[ "$failed" -eq 0 ] || note "$dir: $failed images could not be read (lines with \"error\"; not tried again unless a run adds -- --retry-errors)"
 note "$dir: scored $scored new images"
 [ "$score_rc" -eq 1 ] || exit 0
 

@@ -263,13 +263,72 @@ fn cli_formats_and_plots() {
     }
     // No curve at all for a class with normal images only.
     assert!(!plots.join("normal_only-roc.svg").exists());
+    assert!(!plots.join("normal_only-pro.svg").exists());
     let args = [&SMALL[..], &["-i", "records.jsonl", "--format", "csv"]].concat();
     let out = cli(&args, &dir(), None);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let first = out.stdout.lines().next().unwrap();
-    assert_eq!(first, "class,images,anomalous,i_auroc,i_ap,i_f1max,p_auroc,p_ap,p_f1max,aupro,aupro_exact");
-    assert!(out.stdout.lines().any(|l| l.starts_with("normal_only,4,0,,,,,,,,")));
+    assert_eq!(first, "class,images,anomalous,failed,i_auroc,i_ap,i_f1max,p_auroc,p_ap,p_f1max,aupro,aupro_exact");
+    assert!(out.stdout.lines().any(|l| l.starts_with("normal_only,4,0,0,,,,,,,,")));
     assert!(out.stdout.lines().last().unwrap().starts_with("mean,54,"));
+}
+
+/// The frame (x, y, width, height) and the data points of the PRO curve of
+/// an SVG written by --plots, x mapped to 0..`x_max`, y to 0..1.
+fn pro_points(svg: &str, x_max: f64) -> Vec<(f64, f64)> {
+    let attr = |tag: &str, name: &str| -> f64 {
+        let start = tag.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        tag[start..start + tag[start..].find('"').unwrap()].parse().unwrap()
+    };
+    let frame = svg.lines().find(|l| l.contains(r#"fill="none" stroke="black""#)).expect("a frame");
+    let (fx, fy, fw, fh) = (attr(frame, "x"), attr(frame, "y"), attr(frame, "width"), attr(frame, "height"));
+    let curve = svg.lines().find(|l| l.contains(r#"class="curve""#)).expect("a curve");
+    let start = curve.find(" d=\"").unwrap() + 4;
+    let d = &curve[start..start + curve[start..].find('"').unwrap()];
+    d.split(['M', 'L'])
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (x, y) = p.trim().split_once(',').unwrap();
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            ((x - fx) / fw * x_max, (fy + fh - y) / fh)
+        })
+        .collect()
+}
+
+#[test]
+fn cli_pro_plot_is_the_curve_of_the_reported_aupro() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plots = tmp.path().join("plots");
+    for limit in ["0.3", "0.1"] {
+        let args = [&SMALL[..], &["-q", "-i", "records.jsonl", "--fpr-limit", limit, "--plots", plots.to_str().unwrap()]].concat();
+        let out = cli(&args, &dir(), None);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let report: Value = serde_json::from_str(&out.stdout).unwrap();
+        let mut drawn = 0;
+        for c in report["classes"].as_array().unwrap() {
+            let name = c["class"].as_str().unwrap();
+            let path = plots.join(format!("{name}-pro.svg"));
+            let Some(aupro) = c["metrics"]["aupro"].as_f64() else {
+                assert!(!path.exists(), "{name}: a PRO plot without an AUPRO");
+                continue;
+            };
+            let svg = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"") && svg.trim_end().ends_with("</svg>"));
+            assert_eq!(svg.matches("<svg").count(), 1);
+            assert!(svg.contains(r#"class="area""#), "{name}: no shaded area");
+            assert!(svg.contains(&format!("AUPRO {:.1}", aupro * 100.0)), "{name}: no AUPRO in the legend");
+            let limit: f64 = limit.parse().unwrap();
+            let points = pro_points(&svg, limit);
+            assert!(points.len() >= 2 && points.iter().all(|p| p.0 >= 0.0 && p.0 < limit + 1e-9), "{name}: {points:?}");
+            // The official AUPRO is the trapezoidal area of these points
+            // divided by the last FPR: the plot is its curve.
+            let area: f64 = points.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum();
+            let last = points.last().unwrap().0;
+            assert!((area / last - aupro).abs() <= TOL, "{name} limit {limit}: plotted {} vs AUPRO {aupro}", area / last);
+            drawn += 1;
+        }
+        assert!(drawn >= 4, "only {drawn} PRO plots");
+    }
 }
 
 #[test]
@@ -292,6 +351,43 @@ fn cli_image_only_and_thresholds() {
     assert!(t["fpr"].as_f64().unwrap() <= 0.25);
     assert!(got["thresholds"]["overall"]["image_f1"].is_number());
     assert_eq!(got["thresholds"]["rule"], "anomalous when score > threshold");
+    // The same thresholds in the other formats.
+    let overall = &got["thresholds"]["overall"]["image_target_fpr"];
+    let csv = cli(&["--image-only", "--target-fpr", "0.25", "--format", "csv"], &dir(), Some(&records));
+    assert_eq!(csv.code, 0, "{}", csv.stderr);
+    let rows: Vec<&str> = csv.stdout.lines().collect();
+    assert!(rows[0].ends_with(",i_f1max,image_target_fpr_threshold,image_target_fpr_fpr,image_target_fpr_tpr"), "{}", rows[0]);
+    let cell = |v: &Value| v.as_f64().map(|x| x.to_string()).unwrap_or_default();
+    let want = |t: &Value| format!(",{},{},{}", cell(&t["threshold"]), cell(&t["fpr"]), cell(&t["tpr"]));
+    assert!(rows[1].starts_with("ties,") && rows[1].ends_with(&want(t)), "{} vs {}", rows[1], want(t));
+    assert!(rows.last().unwrap().starts_with("mean,") && rows.last().unwrap().ends_with(&want(overall)));
+    let md = cli(&["--image-only", "--target-fpr", "0.25", "--format", "markdown"], &dir(), Some(&records));
+    assert_eq!(md.code, 0, "{}", md.stderr);
+    assert!(md.stdout.contains("at most 0.25 on the normal images"), "{}", md.stdout);
+    let pct = |v: &Value| v.as_f64().map_or("–".to_string(), |x| format!("{:.1}", x * 100.0));
+    let row = |name: &str, t: &Value| format!("| {name} | {} | {} | {} |", cell(&t["threshold"]), pct(&t["fpr"]), pct(&t["tpr"]));
+    assert!(md.stdout.lines().any(|l| l == row("ties", t)), "{} not in\n{}", row("ties", t), md.stdout);
+    assert!(md.stdout.lines().any(|l| l == row("All images", overall)), "{}", md.stdout);
+}
+
+#[test]
+fn cli_records_without_class_form_the_default_class() {
+    let tmp = tiny_set();
+    let d = tmp.path();
+    let lines: Vec<String> = ok_lines(d).iter().map(|l| l.replace("\"class\":\"c\",", "")).collect();
+    let out = bad_run(d, &(lines.join("\n") + "\n"), &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    let got: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(got["classes"].as_array().unwrap().len(), 1);
+    assert_eq!(got["classes"][0]["class"], "default");
+    assert_eq!(got["classes"][0]["images"], 4);
+    // Mixed with named classes: evaluated, and said.
+    let mut mixed = ok_lines(d);
+    mixed[0] = lines[0].clone();
+    let out = bad_run(d, &(mixed.join("\n") + "\n"), &["--image-only"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("1 record(s) without \"class\" are evaluated as the class 'default'"), "{}", out.stderr);
 }
 
 /// A tiny scored set in a temporary folder: two normal and two anomalous
@@ -349,7 +445,6 @@ fn cli_bad_records_name_the_line() {
     let lines = ok_lines(d);
     let cases: Vec<(String, &str)> = vec![
         (format!("{}\n{{oops\n", lines[0]), "bad.jsonl:2: not valid JSON"),
-        (lines[0].replace("\"class\":\"c\",", "") + "\n", "bad.jsonl:1: the record has no \"class\""),
         (format!("{}\n{}\n", lines[0], lines[1].replace("\"label\":0,", "")), "bad.jsonl:2: the record has no \"label\""),
         (lines[0].replace(",\"score\":0", "") + "\n", "bad.jsonl:1: the record has no numeric \"score\""),
         (lines[0].replace("\"map\":\"m0.npy\",", "") + "\n", "bad.jsonl:1: the record has no \"map\""),
@@ -430,4 +525,40 @@ fn cli_bad_flags_and_error_lines() {
     assert!(out.stderr.contains("skipping broken.png") && out.stderr.contains("cannot decode"), "{}", out.stderr);
     let got: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(got["classes"][0]["images"], 4);
+}
+
+#[test]
+fn cli_failed_records_are_counted_in_every_format() {
+    let tmp = tiny_set();
+    let d = tmp.path();
+    let mut lines = ok_lines(d);
+    // Two failures of class c (one image failed twice: counted once), one
+    // of a class that has nothing else, and one that a later line scored.
+    let failed = |image: &str, class: &str| format!(r#"{{"image":"{image}","class":"{class}","label":0,"error":"cannot decode"}}"#);
+    lines.push(failed("broken.png", "c"));
+    lines.push(failed("broken.png", "c"));
+    lines.push(failed("gone.png", "c"));
+    lines.push(failed("x.png", "other"));
+    lines.insert(0, failed("i0.png", "c"));
+    let records = lines.join("\n") + "\n";
+    let note = "3 of 7 records failed to score (lines with \"error\") and are not in these figures: c 2, other 1";
+    // Even with -q, which silences the per-line warnings.
+    let out = bad_run(d, &records, &["-q"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stderr.lines().filter(|l| l.contains("failed to score")).collect::<Vec<_>>(), vec![format!("dinomaly-metrics: warning: {note}")]);
+    let got: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(got["failed"], 3);
+    assert_eq!((got["classes"][0]["class"].as_str(), got["classes"][0]["failed"].as_u64()), (Some("c"), Some(2)));
+    assert_eq!((got["classes"][1]["class"].as_str(), got["classes"][1]["images"].as_u64()), (Some("other"), Some(0)));
+    assert_eq!(got["classes"][1]["failed"], 1);
+    assert!(got["warnings"].as_array().unwrap().iter().any(|w| w == note), "{}", got["warnings"]);
+    // A class that failed entirely leaves the mean undefined, not silently
+    // computed over the other classes.
+    assert!(got["mean"]["i_auroc"].is_null());
+    let out = bad_run(d, &records, &["-q", "--format", "csv"]);
+    let rows: Vec<&str> = out.stdout.lines().collect();
+    assert!(rows[0].starts_with("class,images,anomalous,failed,"));
+    assert!(rows[1].starts_with("c,4,2,2,") && rows[2].starts_with("other,0,0,1,") && rows[3].starts_with("mean,4,2,3,"), "{}", out.stdout);
+    let out = bad_run(d, &records, &["-q", "--format", "markdown"]);
+    assert!(out.stdout.contains(&format!("\n{note}.\n")), "{}", out.stdout);
 }

@@ -22,3 +22,4 @@ mod bad_input;
 mod cli_flags;
 mod batch_invariance;
 mod cpu_bf16;
+mod cli_score_ux;

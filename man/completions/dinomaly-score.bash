@@ -23,7 +23,7 @@ _dinomaly__score() {
 
     case "${cmd}" in
         dinomaly__score)
-            opts="-c -i -q -h -V --checkpoint --kind --weights --input --dataset --layout --split --classes --features --layers --maps-dir --overlay --map-size --max-ratio --threshold --fail-above --skip-existing --shard --batch --precision --on-error --device --quiet --help --version"
+            opts="-c -i -q -h -V --checkpoint --kind --weights --input --dataset --layout --split --classes --features --layers --maps-dir --overlay --map-size --max-ratio --threshold --fail-above --skip-existing --shard --batch --precision --on-error --device --quiet --retry-errors --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -18,8 +18,8 @@ complete -c dinomaly-score -l maps-dir -d 'Write each anomaly map as float32 .np
 complete -c dinomaly-score -l map-size -d 'Side of the anomaly map: N or HxW (official: 256). Refused with anomalib checkpoints, whose map is anomalib\'s raw map at the crop size and whose score is taken at 256, as anomalib does' -r
 complete -c dinomaly-score -l max-ratio -d 'Image score = mean of the top fraction of map pixels, in [0, 1] (0 = max; default 0.01)' -r
 complete -c dinomaly-score -l threshold -d 'Add "anomalous": score > T to each line' -r
-complete -c dinomaly-score -l fail-above -d 'Exit with status 1 when any score exceeds T (for alerting)' -r
-complete -c dinomaly-score -l skip-existing -d 'Skip inputs whose image already has a scored line in this results file (for cron reruns that append: `--skip-existing r.jsonl >> r.jsonl`). A partial last line left by a killed run is cut off first' -r -F
+complete -c dinomaly-score -l fail-above -d 'Exit with status 1 when any score exceeds T (for alerting); stderr then says how many, the highest and the first few images (even with --quiet). A reader that closes stdout early (`| head`) does not turn this into success: scoring goes on without writing until a score exceeds T' -r
+complete -c dinomaly-score -l skip-existing -d 'Skip inputs whose image already has a line in this results file, with a score or an "error" (--retry-errors scores the latter again); for cron reruns that append: `--skip-existing r.jsonl >> r.jsonl`. A partial last line left by a killed run is cut off first' -r -F
 complete -c dinomaly-score -l shard -d 'Score only shard I of N (1-based): a contiguous block of the inputs, so the outputs of shards 1..N concatenated equal a single run\'s' -r
 complete -c dinomaly-score -l batch -d 'Images (or store rows) per batch' -r
 complete -c dinomaly-score -l precision -d 'Precision of the encoder and decoder: fp32 (the references\') or bf16 (faster on CUDA; maps within ~1e-2 of fp32)' -r -f -a "fp32\t'float32 everywhere (the references\' setting)'
@@ -29,5 +29,6 @@ skip\t'Report it and go on'"
 complete -c dinomaly-score -l device -d 'Where to compute: auto (CUDA when present, else CPU), cpu, cuda or cuda:N' -r
 complete -c dinomaly-score -l overlay -d 'Also write a PNG heatmap over the image per input (needs --maps-dir)'
 complete -c dinomaly-score -s q -l quiet -d 'No progress bar and no notes on stderr (errors are still printed)'
+complete -c dinomaly-score -l retry-errors -d 'With --skip-existing: score again the inputs whose only lines in the results file are "error" lines (by default they are skipped, so a broken image does not add an error line on every run)'
 complete -c dinomaly-score -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c dinomaly-score -s V -l version -d 'Print version'

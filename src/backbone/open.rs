@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 use tch::Device;
 
 use crate::backbone::arch::ArchInfo;
-use crate::backbone::download::{Resolver, Source, Verification};
+use crate::backbone::download::{Resolved, Resolver, Source, Verification};
 use crate::backbone::encoder::Encoder;
 use crate::backbone::layout::Layout;
 use crate::backbone::pos_embed::PosInterp;
@@ -73,8 +73,25 @@ pub struct OpenedEncoder {
     pub layout: Layout,
 }
 
+/// The sha256 a checkpoint records of the encoder weights it was trained
+/// with: other weights are refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// SHA-256, lowercase hex.
+    pub sha256: &'a str,
+    /// The checkpoint, for the note and the error (its path).
+    pub by: &'a str,
+}
+
 /// Opens the encoder of `req` on `device`.
 pub fn open_encoder(req: &EncoderRequest, device: Device) -> Result<OpenedEncoder> {
+    open_encoder_expecting(req, device, None)
+}
+
+/// Opens the encoder of `req` on `device`; with `expected`, weights of
+/// another sha256 are refused (before they are loaded when the file is
+/// hashed up front) and the note says what the hash was checked against.
+pub fn open_encoder_expecting(req: &EncoderRequest, device: Device, expected: Option<Expected>) -> Result<OpenedEncoder> {
     let known = find_backbone(&req.backbone);
     let backbone = match (&known, &req.weights) {
         (Ok(b), _) => Some(*b),
@@ -85,13 +102,14 @@ pub fn open_encoder(req: &EncoderRequest, device: Device) -> Result<OpenedEncode
             )));
         }
     };
-    let (path, sha256, expected) = match backbone {
+    let (path, sha256, arch) = match backbone {
         Some(b) => {
             let resolved = resolve(req, b)?;
+            check_expected(expected, &resolved.path, &resolved.sha256)?;
             progress::note(
                 req.quiet,
                 &req.tool,
-                &format!("weights: {}", resolved.describe()),
+                &format!("weights: {}", weights_note(&resolved, expected)),
             );
             (resolved.path, resolved.sha256, Some(b.arch))
         }
@@ -104,7 +122,10 @@ pub fn open_encoder(req: &EncoderRequest, device: Device) -> Result<OpenedEncode
         known_sha256: (!sha256.is_empty()).then(|| sha256.clone()),
         ..Default::default()
     };
-    let weights = load_encoder_weights_with(&path, expected.as_ref(), &opts)?;
+    let weights = load_encoder_weights_with(&path, arch.as_ref(), &opts)?;
+    if backbone.is_none() {
+        check_expected(expected, &weights.path, &weights.sha256)?;
+    }
     if let (None, Some(want)) = (backbone, &req.weights_sha256) {
         if !want.trim().eq_ignore_ascii_case(&weights.sha256) {
             return Err(Error::Weights(format!(
@@ -133,11 +154,12 @@ pub fn open_encoder(req: &EncoderRequest, device: Device) -> Result<OpenedEncode
             req.quiet,
             &req.tool,
             &format!(
-                "weights: {} ({}, {}), sha256 {}",
+                "weights: {} ({}, {}), sha256 {}{}",
                 weights.path.display(),
                 weights.arch,
                 weights.source_layout,
-                weights.sha256
+                weights.sha256,
+                expected.map_or_else(String::new, |e| format!(": {}", matches_expected(e)))
             ),
         );
     }
@@ -149,6 +171,41 @@ pub fn open_encoder(req: &EncoderRequest, device: Device) -> Result<OpenedEncode
         arch: weights.arch,
         layout: weights.source_layout,
     })
+}
+
+/// Refuses weights whose sha256 is not the expected one.
+fn check_expected(expected: Option<Expected>, path: &std::path::Path, sha256: &str) -> Result<()> {
+    match expected {
+        Some(e) if !e.sha256.eq_ignore_ascii_case(sha256) => Err(Error::mismatch(
+            e.by,
+            format!(
+                "trained on features of weights with sha256 {}, but {} has sha256 {sha256}",
+                e.sha256,
+                path.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn matches_expected(e: Expected) -> String {
+    format!("matches the weights {} was trained with", e.by)
+}
+
+/// The note on the weights: where they came from and every check their
+/// sha256 passed (an explicit file no registry knows is only "not checked"
+/// when nothing expects a hash either).
+fn weights_note(resolved: &Resolved, expected: Option<Expected>) -> String {
+    match (expected, resolved.verification) {
+        (None, _) => resolved.describe(),
+        (Some(e), Verification::Unchecked) => format!(
+            "{} (given), sha256 {}: {}",
+            resolved.path.display(),
+            resolved.sha256,
+            matches_expected(e)
+        ),
+        (Some(e), _) => format!("{}; it {}", resolved.describe(), matches_expected(e)),
+    }
 }
 
 /// Finds the weights file of a registry backbone, with a progress bar for
@@ -247,5 +304,34 @@ mod tests {
             ..b.arch
         };
         assert_eq!(default_layers(&tiny, Some(&[0, 1])).unwrap(), vec![0, 1]);
+    }
+
+    #[test]
+    fn the_weights_note_says_what_the_hash_was_checked_against() {
+        let sha = "ab".repeat(32);
+        let given = Resolved {
+            path: PathBuf::from("/w/dinov2_vits14_reg4_pretrain.pth"),
+            sha256: sha.clone(),
+            source: Source::Explicit,
+            verification: Verification::Unchecked,
+        };
+        let ckpt = Expected { sha256: &sha, by: "model.safetensors" };
+        // Nothing to compare with: said so.
+        assert!(weights_note(&given, None).ends_with(": not checked"));
+        // The checkpoint's record was compared: that is what the note says.
+        let note = weights_note(&given, Some(ckpt));
+        assert!(!note.contains("not checked"), "{note}");
+        assert!(note.ends_with(&format!("sha256 {sha}: matches the weights model.safetensors was trained with")), "{note}");
+        let cached = Resolved { source: Source::Cache, verification: Verification::Published, ..given.clone() };
+        let note = weights_note(&cached, Some(ckpt));
+        assert!(note.contains("matches the published hash; it matches the weights model.safetensors"), "{note}");
+        // Other weights: refused, naming the checkpoint, both hashes and the file.
+        let other = "cd".repeat(32);
+        let err = check_expected(Some(ckpt), &given.path, &other).unwrap_err().to_string();
+        for needle in ["model.safetensors", sha.as_str(), other.as_str(), "dinov2_vits14_reg4_pretrain.pth"] {
+            assert!(err.contains(needle), "{err}");
+        }
+        assert!(check_expected(Some(ckpt), &given.path, &sha.to_uppercase()).is_ok());
+        assert!(check_expected(None, &given.path, &other).is_ok());
     }
 }

@@ -3,7 +3,10 @@
 //! Exit codes: 0 success, 1 a defined negative result (the command decides,
 //! e.g. `dinomaly-score --fail-above`), 2 any error, as for clap's usage
 //! errors. A broken pipe anywhere in the error chain (`| head -1`) is a quiet
-//! exit 0: the reader got what it wanted.
+//! exit 0: the reader got what it wanted. A closed stdout must not hide a
+//! defined negative result, though: a command that has one keeps going
+//! without writing ([`super::output::DataOut::keep_going_when_closed`]) and
+//! returns its exit 1 itself.
 
 use std::process::ExitCode;
 

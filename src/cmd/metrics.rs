@@ -46,10 +46,13 @@ pub enum Format {
 /// Computes I-AUROC, I-AP, I-F1max, P-AUROC, P-AP, P-F1max and AUPRO per
 /// class and their mean over classes, exactly as the official evaluation.
 ///
-/// Input: JSON lines from dinomaly-score, each with "class", "label" (0
-/// normal, 1 anomalous), "score", and for pixel metrics "map" (a float32
-/// (H, W) .npy file) and "mask" (the ground-truth image; normal images may
-/// have none). Lines with an "error" field are skipped with a warning.
+/// Input: JSON lines from dinomaly-score, each with "label" (0 normal, 1
+/// anomalous), "score", and for pixel metrics "map" (a float32 (H, W) .npy
+/// file) and "mask" (the ground-truth image; normal images may have none).
+/// "class" groups the lines; lines without one form the class "default".
+/// Lines with an "error" field (images that failed to score) are left out
+/// of the figures and counted in every format ("failed"), unless a later
+/// line scores the same image.
 ///
 /// Ground truth as the official code: the mask is resized (PIL bilinear)
 /// to --resize, centre-cropped to --crop, resized (nearest) to the map size,
@@ -68,8 +71,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "json")]
     pub format: Format,
 
-    /// Write ROC and PR curves per class (image and pixel level) as SVG
-    /// files into DIR (created if missing).
+    /// Write ROC and PR curves per class (image and pixel level) and the
+    /// PRO curve of AUPRO (up to --fpr-limit, its area shaded) as SVG files
+    /// into DIR (created if missing): CLASS-roc.svg, CLASS-pr.svg,
+    /// CLASS-pro.svg.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
 
@@ -99,7 +104,9 @@ pub struct Args {
     pub crop: Option<usize>,
 
     /// Also report, per class and overall, the threshold reaching this false
-    /// positive rate on the normal images, in [0, 1) (e.g. 0.01).
+    /// positive rate on the normal images, in [0, 1) (e.g. 0.01), with the
+    /// FPR and TPR it reaches: in JSON under "thresholds", in CSV three more
+    /// columns (the mean row: all images pooled), in markdown a second table.
     #[arg(long, value_name = "FPR", value_parser = ranges::FRACTION_BELOW_ONE, allow_hyphen_values = true)]
     pub target_fpr: Option<f64>,
 
@@ -170,7 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Box::new(std::fs::File::open(p).map_err(|e| Error::io(p, e))?),
         ),
     };
-    let (classes, jobs) = read_jobs(BufReader::new(reader), &source, args.image_only, args.quiet.quiet)?;
+    let (classes, jobs, failed) = read_jobs(BufReader::new(reader), &source, args.image_only, args.quiet.quiet)?;
     if jobs.is_empty() {
         anyhow::bail!("{source}: no scored records to evaluate");
     }
@@ -202,12 +209,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         plots: args.plots.is_some(),
     };
     let mut report = report::evaluate(inputs, &opts);
+    report.count_failed(&failed);
     report.settings = settings(&args, map_size, used_geometry);
     for w in &report.warnings {
         eprintln!("{TOOL}: warning: {w}");
     }
     if let Some(dir) = &args.plots {
-        write_plots(&report, dir)?;
+        write_plots(&report, dir, args.fpr_limit)?;
     }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&report.to_json())? + "\n",
@@ -220,12 +228,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parses every line; returns class names in order of first appearance
-/// and the jobs. Lines with an "error" field are skipped with a warning.
-fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) -> Result<(Vec<String>, Vec<Job>)> {
+/// The class of lines without "class".
+pub const DEFAULT_CLASS: &str = "default";
+
+/// A line with an "error" field: an image that failed to score.
+struct FailedLine {
+    line: usize,
+    image: String,
+    class: String,
+    reason: String,
+}
+
+/// Parses every line; returns class names in order of first appearance,
+/// the jobs, and per class the images that failed to score (lines with an
+/// "error" field, each image once, none that a scored line also has: a
+/// retry that worked).
+fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) -> Result<(Vec<String>, Vec<Job>, Vec<usize>)> {
     let mut classes: Vec<String> = Vec::new();
     let mut jobs = Vec::new();
-    let mut skipped = 0usize;
+    let mut failed_lines: Vec<FailedLine> = Vec::new();
+    let mut scored_images: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut classless = 0usize;
     for line in crate::data::record::lines(reader, source) {
         let (line_no, line) = line?;
         let bad = |reason: String| Error::Record {
@@ -239,21 +262,20 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
         if !line.trim_start().starts_with('{') {
             return Err(bad("a plain path, not a scored JSON record".to_string()));
         }
+        if sample.class.is_none() {
+            classless += 1;
+        }
+        let class = sample.class.clone().unwrap_or_else(|| DEFAULT_CLASS.to_string());
         if let Some(err) = sample.extra.get("error").filter(|e| !e.is_null()) {
-            skipped += 1;
-            if !quiet {
-                let msg = err.as_str().map_or_else(|| err.to_string(), str::to_string);
-                eprintln!(
-                    "{TOOL}: warning: {source}:{line_no}: skipping {}: it failed to score: {msg}",
-                    sample.image.display()
-                );
-            }
+            failed_lines.push(FailedLine {
+                line: line_no,
+                image: sample.image.to_string_lossy().into_owned(),
+                class,
+                reason: err.as_str().map_or_else(|| err.to_string(), str::to_string),
+            });
             continue;
         }
-        let class = sample
-            .class
-            .clone()
-            .ok_or_else(|| bad("the record has no \"class\"".to_string()))?;
+        scored_images.insert(sample.image.to_string_lossy().into_owned());
         let label = sample
             .label
             .ok_or_else(|| bad("the record has no \"label\" (0 normal, 1 anomalous)".to_string()))?;
@@ -302,10 +324,31 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
             geometry,
         });
     }
-    if skipped > 0 && !quiet {
-        eprintln!("{TOOL}: warning: {skipped} record(s) with an \"error\" field skipped");
+    if classless > 0 && classes.iter().any(|c| c != DEFAULT_CLASS) && !quiet {
+        eprintln!("{TOOL}: warning: {classless} record(s) without \"class\" are evaluated as the class '{DEFAULT_CLASS}'");
     }
-    Ok((classes, jobs))
+    // Failed images count in their class, a class of failed images only
+    // included: a mean over the classes that scored would hide it.
+    let mut counted: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut failed = vec![0usize; classes.len()];
+    for f in &failed_lines {
+        if scored_images.contains(&f.image) || !counted.insert(&f.image) {
+            continue;
+        }
+        if !quiet {
+            eprintln!("{TOOL}: warning: {source}:{}: skipping {}: it failed to score: {}", f.line, f.image, f.reason);
+        }
+        let k = match classes.iter().position(|c| *c == f.class) {
+            Some(k) => k,
+            None => {
+                classes.push(f.class.clone());
+                failed.push(0);
+                classes.len() - 1
+            }
+        };
+        failed[k] += 1;
+    }
+    Ok((classes, jobs, failed))
 }
 
 /// Loads maps and masks on rayon threads, a chunk at a time, and appends
@@ -412,9 +455,18 @@ fn settings(args: &Args, map_size: Option<(usize, usize)>, geometry: Option<MapG
     s
 }
 
-fn write_plots(report: &Report, dir: &Path) -> anyhow::Result<()> {
+fn write_plots(report: &Report, dir: &Path, fpr_limit: f64) -> anyhow::Result<()> {
     for c in &report.classes {
         let stem = plot::file_stem(&c.name);
+        if let (Some(curve), Some(aupro)) = (&c.pro_curve, c.get(Metric::Aupro)) {
+            let svg = plot::pro_chart(
+                &format!("{} — PRO (FPR < {fpr_limit})", c.name),
+                &format!("AUPRO {:.1} (area / last FPR)", 100.0 * aupro),
+                curve,
+                fpr_limit,
+            );
+            atomic::write_bytes(&dir.join(format!("{stem}-pro.svg")), svg.as_bytes()).with_context(|| "writing plots")?;
+        }
         let mut roc = Vec::new();
         let mut pr = Vec::new();
         let labels: Vec<(String, String)> = [

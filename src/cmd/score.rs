@@ -89,12 +89,17 @@ pub struct Args {
     #[arg(long, value_name = "T", value_parser = ranges::FINITE, allow_hyphen_values = true)]
     pub threshold: Option<f64>,
 
-    /// Exit with status 1 when any score exceeds T (for alerting).
+    /// Exit with status 1 when any score exceeds T (for alerting); stderr
+    /// then says how many, the highest and the first few images (even with
+    /// --quiet). A reader that closes stdout early (`| head`) does not turn
+    /// this into success: scoring goes on without writing until a score
+    /// exceeds T.
     #[arg(long, value_name = "T", value_parser = ranges::FINITE, allow_hyphen_values = true)]
     pub fail_above: Option<f64>,
 
-    /// Skip inputs whose image already has a scored line in this results
-    /// file (for cron reruns that append: `--skip-existing r.jsonl >> r.jsonl`).
+    /// Skip inputs whose image already has a line in this results file, with
+    /// a score or an "error" (--retry-errors scores the latter again); for
+    /// cron reruns that append: `--skip-existing r.jsonl >> r.jsonl`.
     /// A partial last line left by a killed run is cut off first.
     #[arg(long, value_name = "RESULTS")]
     pub skip_existing: Option<PathBuf>,
@@ -124,6 +129,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub quiet: QuietArgs,
+
+    /// With --skip-existing: score again the inputs whose only lines in the
+    /// results file are "error" lines (by default they are skipped, so a
+    /// broken image does not add an error line on every run).
+    #[arg(long, requires = "skip_existing")]
+    pub retry_errors: bool,
 }
 
 /// `--shard I/N`.
@@ -166,8 +177,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::io::atomic::check_writable_dir(dir).with_context(|| "--maps-dir is not usable")?;
     }
     let done = match &args.skip_existing {
-        Some(path) => scored_images(path)?,
-        None => HashSet::new(),
+        Some(path) => done_images(path)?,
+        None => DoneImages::default(),
     };
     let store = match &args.features {
         Some(path) => Some(FeatureStore::open(path)?),
@@ -182,9 +193,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let range = shard.range(inputs.len());
         inputs = inputs.drain(range).collect();
     }
-    let before = inputs.len();
-    inputs.retain(|(s, _)| !done.contains(&s.image.to_string_lossy().into_owned()));
-    let skipped = before - inputs.len();
+    let (mut skipped, mut skipped_failed) = (0usize, 0usize);
+    inputs.retain(|(s, _)| {
+        let image = s.image.to_string_lossy();
+        if done.scored.contains(image.as_ref()) {
+            skipped += 1;
+            false
+        } else if !args.retry_errors && done.failed.contains(image.as_ref()) {
+            skipped_failed += 1;
+            false
+        } else {
+            true
+        }
+    });
     let device = args.device.device.resolve()?;
     let scorer = Scorer::open(
         &ScorerRequest {
@@ -202,6 +223,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         device,
     )
     .with_context(|| format!("cannot use checkpoint {}", args.checkpoint.display()))?;
+    let mut already = Vec::new();
+    if skipped > 0 {
+        already.push(format!("{skipped} already scored"));
+    }
+    if skipped_failed > 0 {
+        already.push(format!("{skipped_failed} that failed before: --retry-errors tries them again"));
+    }
     progress::note(
         quiet,
         TOOL,
@@ -209,15 +237,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "scoring {} inputs on {}{}",
             inputs.len(),
             crate::device::describe(device),
-            if skipped > 0 { format!(" ({skipped} already scored)") } else { String::new() }
+            if already.is_empty() { String::new() } else { format!(" (skipped: {})", already.join("; ")) }
         ),
     );
+    let total = inputs.len();
+    let mut out = DataOut::stdout();
+    if args.fail_above.is_some() {
+        out = out.keep_going_when_closed();
+    }
     let mut state = Output {
-        out: DataOut::stdout(),
+        out,
         args: &args,
         scorer: &scorer,
         exceeded: false,
         failed: 0,
+        written: 0,
+        above: Above::default(),
     };
     let bar = progress::bar(inputs.len() as u64, "score", quiet);
     let result = match &store {
@@ -227,9 +262,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     bar.finish_and_clear();
     // Whatever was scored before an error is on stdout.
     state.out.flush()?;
-    result?;
+    match result {
+        // The reader left after a score above --fail-above: the outcome is
+        // known, the rest was not scored (emit stops there).
+        Err(e) if crate::cli::exit::is_broken_pipe(&e) && state.exceeded => {}
+        other => other?,
+    }
     if state.failed > 0 {
         progress::note(quiet, TOOL, &format!("{} inputs could not be scored (lines with \"error\")", state.failed));
+    }
+    if let (Some(t), true) = (args.fail_above, state.exceeded) {
+        // The reason for exit 1, printed even with --quiet (as errors are).
+        let unscored = total - state.written;
+        let stopped = if state.out.closed() && unscored > 0 {
+            format!("; stdout was closed, so the last {unscored} inputs were not scored")
+        } else {
+            String::new()
+        };
+        eprintln!("{TOOL}: {}{stopped}", state.above.summary(t, state.written - state.failed));
     }
     Ok(if state.exceeded {
         ExitCode::from(1)
@@ -244,6 +294,46 @@ struct Output<'a> {
     scorer: &'a Scorer,
     exceeded: bool,
     failed: usize,
+    /// Lines emitted (scored or failed), whether or not stdout took them.
+    written: usize,
+    above: Above,
+}
+
+/// The scores above --fail-above, for the summary line on stderr.
+#[derive(Debug, Default)]
+struct Above {
+    count: usize,
+    highest: Option<(f32, String)>,
+    first: Vec<String>,
+}
+
+impl Above {
+    /// Images named in the summary.
+    const NAMED: usize = 3;
+
+    fn add(&mut self, score: f32, image: &Path) {
+        let name = image.display().to_string();
+        self.count += 1;
+        if self.highest.as_ref().is_none_or(|(h, _)| score > *h) {
+            self.highest = Some((score, name.clone()));
+        }
+        if self.first.len() < Self::NAMED {
+            self.first.push(name);
+        }
+    }
+
+    /// "2 of 8 scores above --fail-above 0.3; highest 0.71 (b.png); first: a.png, b.png".
+    fn summary(&self, threshold: f64, scored: usize) -> String {
+        let mut text = format!("{} of {scored} scores above --fail-above {threshold}", self.count);
+        if let Some((score, image)) = &self.highest {
+            text.push_str(&format!("; highest {score} ({image})"));
+        }
+        if !self.first.is_empty() {
+            let more = if self.count > self.first.len() { ", ..." } else { "" };
+            text.push_str(&format!("; first: {}{more}", self.first.join(", ")));
+        }
+        text
+    }
 }
 
 impl Output<'_> {
@@ -251,11 +341,15 @@ impl Output<'_> {
     /// `samples[i]`, or why it failed.
     fn emit(&mut self, samples: &[Sample], results: Vec<Result<(f32, Vec<f32>), String>>, map_hw: (usize, usize)) -> anyhow::Result<()> {
         for (sample, result) in samples.iter().zip(results) {
+            if self.out.closed() && self.exceeded {
+                // Nobody reads stdout and --fail-above's outcome is known.
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
+            }
             let mut record: Map<String, Value> = sample.to_json();
             match result {
                 Ok((score, map)) => {
                     if let Some(dir) = &self.args.maps_dir {
-                        let stem = map_stem(&sample.image);
+                        let stem = map_stem(&sample.image, sample.class.as_deref());
                         let path = dir.join(format!("{stem}.npy"));
                         crate::io::npy::write_f32_2d(&path, map_hw.0, map_hw.1, &map)?;
                         if self.args.overlay {
@@ -274,6 +368,7 @@ impl Output<'_> {
                     }
                     if self.args.fail_above.is_some_and(|t| f64::from(score) > t) {
                         self.exceeded = true;
+                        self.above.add(score, &sample.image);
                     }
                 }
                 Err(reason) => {
@@ -285,6 +380,7 @@ impl Output<'_> {
                 }
             }
             self.out.line(&Value::Object(record).to_string())?;
+            self.written += 1;
         }
         self.out.flush()?;
         Ok(())
@@ -368,9 +464,11 @@ fn to_host(scored: &ScoredBatch) -> anyhow::Result<(HostResults, (usize, usize))
     Ok((results, (h, w)))
 }
 
-/// A file name for an image's map: the last path components joined, plus a
-/// short hash of the whole path so equal names in different folders differ.
-pub fn map_stem(image: &Path) -> String {
+/// A file name for an image's map: the class (when the record has one), the
+/// last path components joined, and a short hash of the whole path so equal
+/// names in different folders differ, e.g. `bottle_test_broken_000-1a2b3c4d`.
+pub fn map_stem(image: &Path, class: Option<&str>) -> String {
+    let safe = |text: &str| text.replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_', "_");
     let text = image.to_string_lossy();
     let digest = sha2::Sha256::digest(text.as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
@@ -378,13 +476,16 @@ pub fn map_stem(image: &Path) -> String {
         .iter()
         .rev()
         .take(3)
-        .map(|c| c.to_string_lossy().replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_', "_"))
+        .map(|c| safe(&c.to_string_lossy()))
         .collect();
     let mut parts: Vec<String> = parts.into_iter().rev().collect();
     if let Some(last) = parts.last_mut() {
         if let Some(stem) = Path::new(&image.file_name().unwrap_or_default()).file_stem() {
-            *last = stem.to_string_lossy().replace(|ch: char| !ch.is_ascii_alphanumeric() && ch != '-' && ch != '_', "_");
+            *last = safe(&stem.to_string_lossy());
         }
+    }
+    if let Some(class) = class.filter(|c| !c.is_empty()) {
+        parts.insert(0, safe(class));
     }
     format!("{}-{hash}", parts.join("_"))
 }
@@ -405,12 +506,20 @@ fn write_overlay(scorer: &Scorer, image: &Path, dest: &Path, map: &[f32], hw: (u
     Ok(())
 }
 
-/// The images that already have a scored line in `path`. A partial last
-/// line (a run killed mid-write) is cut off so that appending stays valid.
-fn scored_images(path: &Path) -> anyhow::Result<HashSet<String>> {
+/// The images of a results file: those with a scored line, and those with
+/// only "error" lines.
+#[derive(Debug, Default)]
+struct DoneImages {
+    scored: HashSet<String>,
+    failed: HashSet<String>,
+}
+
+/// The images that already have a line in `path`. A partial last line (a
+/// run killed mid-write) is cut off so that appending stays valid.
+fn done_images(path: &Path) -> anyhow::Result<DoneImages> {
     let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DoneImages::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot open --skip-existing file {}", path.display())),
     };
     let mut bytes = Vec::new();
@@ -421,7 +530,7 @@ fn scored_images(path: &Path) -> anyhow::Result<HashSet<String>> {
         file.set_len(complete as u64)?;
         file.seek(SeekFrom::End(0))?;
     }
-    let mut done = HashSet::new();
+    let mut done = DoneImages::default();
     for (i, line) in bytes[..complete].lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -429,12 +538,16 @@ fn scored_images(path: &Path) -> anyhow::Result<HashSet<String>> {
         }
         let value: Value = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1))?;
+        let Some(image) = value.get("image").and_then(Value::as_str) else {
+            continue;
+        };
         if value.get("score").is_some_and(|s| s.is_number()) {
-            if let Some(image) = value.get("image").and_then(Value::as_str) {
-                done.insert(image.to_string());
-            }
+            done.scored.insert(image.to_string());
+        } else if value.get("error").is_some_and(|e| !e.is_null()) {
+            done.failed.insert(image.to_string());
         }
     }
+    done.failed.retain(|image| !done.scored.contains(image));
     Ok(done)
 }
 
@@ -454,9 +567,29 @@ mod tests {
 
     #[test]
     fn map_names_are_readable_and_distinct() {
-        let a = map_stem(Path::new("data/bottle/test/broken/000.png"));
-        let b = map_stem(Path::new("other/bottle/test/broken/000.png"));
+        let a = map_stem(Path::new("data/bottle/test/broken/000.png"), None);
+        let b = map_stem(Path::new("other/bottle/test/broken/000.png"), None);
         assert!(a.starts_with("test_broken_000-"), "{a}");
         assert_ne!(a, b);
+        // The class leads, so equal defect names of several classes are
+        // told apart at a glance (and sort by class).
+        let c = map_stem(Path::new("data/capsule/test/colour_spot/000.png"), Some("capsule"));
+        let d = map_stem(Path::new("data/pill/test/colour_spot/000.png"), Some("pill"));
+        assert!(c.starts_with("capsule_test_colour_spot_000-"), "{c}");
+        assert!(d.starts_with("pill_test_colour_spot_000-"), "{d}");
+        assert!(map_stem(Path::new("x/a b.png"), Some("metal nut/2")).starts_with("metal_nut_2_x_a_b-"));
+        assert_eq!(map_stem(Path::new("a.png"), Some("")), map_stem(Path::new("a.png"), None));
+    }
+
+    #[test]
+    fn fail_above_summary_names_count_highest_and_first() {
+        let mut above = Above::default();
+        for (score, image) in [(0.5, "a.png"), (0.9, "b.png"), (0.6, "c.png"), (0.7, "d.png")] {
+            above.add(score, Path::new(image));
+        }
+        assert_eq!(
+            above.summary(0.3, 10),
+            "4 of 10 scores above --fail-above 0.3; highest 0.9 (b.png); first: a.png, b.png, c.png, ..."
+        );
     }
 }

@@ -99,13 +99,23 @@ pub fn arange_thresholds(min: f32, max: f32, num: u32) -> Option<Vec<f64>> {
 /// The official AUPRO with `num_th` thresholds (200) and the FPR limit
 /// (0.3, strict `<`).
 pub fn official(px: &SortedPixels, num_th: u32, fpr_limit: f64) -> MetricValue {
+    official_with_curve(px, num_th, fpr_limit).map(|(value, _)| value)
+}
+
+/// The official AUPRO and the curve it is the area of: the (FPR, PRO)
+/// points with FPR below the limit, by increasing FPR (for plots; the area
+/// is theirs, trapezoidal, divided by the last FPR).
+pub fn official_with_curve(px: &SortedPixels, num_th: u32, fpr_limit: f64) -> Result<(f64, Vec<(f64, f64)>), String> {
     px.check()?;
     let (min, max) = px.range().ok_or("no pixels")?;
     let th = arange_thresholds(min, max, num_th).ok_or_else(|| {
         format!("all pixel scores are equal ({min}): the official threshold range is empty")
     })?;
     let curve = official_curve(px, &th);
-    area_official(&curve, fpr_limit)
+    let value = area_official(&curve, fpr_limit)?;
+    // Thresholds increase, so FPR does not: reversed, it runs from low to high.
+    let kept: Vec<(f64, f64)> = curve.into_iter().rev().filter(|p| p.0 < fpr_limit).collect();
+    Ok((value, kept))
 }
 
 /// (FPR, PRO) at each official threshold, in increasing threshold order.
@@ -283,6 +293,22 @@ mod tests {
         let px = SortedPixels { neg: &n, pos: &p, areas: &areas };
         let v = exact(&px, 0.6).unwrap();
         assert!((v - 0.1 / 0.6).abs() < 1e-12, "{v}");
+    }
+
+    #[test]
+    fn official_curve_is_the_one_whose_area_is_reported() {
+        let neg: Vec<f32> = (0..400).map(|i| (i as f32 * 0.37).sin().abs()).collect();
+        let pos: Vec<(f32, u32)> = (0..60).map(|i| (0.5 + 0.5 * (i as f32 * 0.91).cos().abs(), i % 3)).collect();
+        let (n, p) = pixels(&neg, &pos);
+        let areas = [20, 20, 20];
+        let px = SortedPixels { neg: &n, pos: &p, areas: &areas };
+        let (value, curve) = official_with_curve(&px, 200, 0.3).unwrap();
+        assert_eq!(value, official(&px, 200, 0.3).unwrap());
+        assert!(curve.len() > 2 && curve.iter().all(|q| q.0 < 0.3));
+        assert!(curve.windows(2).all(|w| w[0].0 <= w[1].0), "FPR increases");
+        let last = curve.last().unwrap().0;
+        let area: f64 = curve.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum();
+        assert!((area / last - value).abs() < 1e-12, "{} vs {value}", area / last);
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub struct PixelOptions {
     pub fpr_limit: f64,
     /// Thresholds of the official AUPRO (200).
     pub num_thresholds: u32,
-    /// Keep thinned ROC/PR curves for plots.
+    /// Keep thinned ROC/PR curves and the official PRO curve for plots.
     pub plots: bool,
 }
 
@@ -103,6 +103,9 @@ pub struct PixelMetrics {
     pub binary: Result<BinaryMetrics<f32>, String>,
     /// The official AUPRO (200 thresholds).
     pub aupro: MetricValue,
+    /// The official AUPRO's (FPR, PRO) points below the FPR limit, by
+    /// increasing FPR, when curves are kept for plots and AUPRO is defined.
+    pub pro_curve: Option<Vec<(f64, f64)>>,
     /// AUPRO over all thresholds (anomalib's definition, float64).
     pub aupro_exact: MetricValue,
     /// Pixels in the class.
@@ -151,14 +154,19 @@ impl PixelSet {
             || {
                 rayon::join(
                     || binary_of(&px, opts.plots),
-                    || aupro::official(&px, opts.num_thresholds, opts.fpr_limit),
+                    || aupro::official_with_curve(&px, opts.num_thresholds, opts.fpr_limit),
                 )
             },
             || aupro::exact(&px, opts.fpr_limit),
         );
+        let (official, pro_curve) = match official {
+            Ok((value, curve)) => (Ok(value), opts.plots.then_some(curve)),
+            Err(why) => (Err(why), None),
+        };
         PixelMetrics {
             binary: bin,
             aupro: official,
+            pro_curve,
             aupro_exact: exact,
             pixels: self.neg.len() + self.pos.len(),
             positive_pixels: self.pos.len(),

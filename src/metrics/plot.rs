@@ -1,6 +1,7 @@
-//! ROC and precision-recall curves as small standalone SVG files, written by
-//! hand (a plotting crate would weigh more than the whole metrics module).
-//! Both axes run from 0 to 1.
+//! ROC, precision-recall and PRO curves as small standalone SVG files,
+//! written by hand (a plotting crate would weigh more than the whole metrics
+//! module). The y axis runs from 0 to 1, the x axis too except for the PRO
+//! curve (0 to the FPR limit of AUPRO).
 
 use std::fmt::Write;
 
@@ -24,10 +25,38 @@ const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 /// An SVG line chart over the unit square. `diagonal` draws the chance
 /// line of a ROC plot.
 pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], diagonal: bool) -> String {
+    draw(title, x_label, y_label, series, &Style { x_max: 1.0, diagonal, shade: false })
+}
+
+/// The PRO curve of AUPRO: per-region overlap against the false positive
+/// rate, the x axis up to `fpr_limit`, the area under the curve shaded.
+/// Coordinates have four decimals (a ten-thousandth of a pixel), so the
+/// area of the drawn points is the reported AUPRO to ~1e-7.
+pub fn pro_chart(title: &str, label: &str, points: &[(f64, f64)], fpr_limit: f64) -> String {
+    let series = [Series { label, points }];
+    draw(title, "false positive rate", "per-region overlap", &series, &Style { x_max: fpr_limit, diagonal: false, shade: true })
+}
+
+/// How a chart differs from the unit-square line chart.
+struct Style {
+    /// The x axis runs from 0 to this.
+    x_max: f64,
+    diagonal: bool,
+    /// Shade the area under the (first) curve.
+    shade: bool,
+}
+
+fn draw(title: &str, x_label: &str, y_label: &str, series: &[Series], style: &Style) -> String {
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + x.clamp(0.0, 1.0) * pw;
+    let x_max = style.x_max;
+    let sx = |x: f64| LEFT + (x / x_max).clamp(0.0, 1.0) * pw;
     let sy = |y: f64| TOP + (1.0 - y.clamp(0.0, 1.0)) * ph;
+    // Enough decimals to tell the x ticks apart (0.3 → 0.06 steps: two).
+    let x_decimals = (-(x_max / 5.0).log10()).ceil().max(1.0) as usize;
+    // Curves drawn with 2 decimals (a hundredth of a pixel), the shaded
+    // one with 4 so that its area can be checked against the metric.
+    let decimals = if style.shade { 4 } else { 2 };
     let mut s = String::new();
     // `write!` into a String cannot fail.
     let _ = writeln!(
@@ -43,27 +72,24 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], diago
     );
     for i in 0..=5 {
         let v = i as f64 / 5.0;
-        let (x, y) = (sx(v), sy(v));
+        let (x, y) = (sx(v * x_max), sy(v));
         let _ = writeln!(
             s,
             r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
             sy(0.0),
             sy(1.0),
             sx(0.0),
-            sx(1.0)
+            sx(x_max)
         );
         let _ = writeln!(
             s,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{v:.1}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.1}</text>"#,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{:.x_decimals$}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{v:.1}</text>"#,
             sy(0.0) + 16.0,
+            v * x_max,
             sx(0.0) - 6.0,
             y + 4.0
         );
     }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-    );
     let _ = writeln!(
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
@@ -78,7 +104,7 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], diago
         TOP + ph / 2.0,
         escape(y_label)
     );
-    if diagonal {
+    if style.diagonal {
         let _ = writeln!(
             s,
             r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#999" stroke-dasharray="4 4"/>"##,
@@ -92,12 +118,42 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], diago
         let colour = COLOURS[i % COLOURS.len()];
         let mut path = String::new();
         for (k, &(x, y)) in ser.points.iter().enumerate() {
-            let _ = write!(path, "{}{:.2},{:.2}", if k == 0 { "M" } else { " L" }, sx(x), sy(y));
+            let _ = write!(path, "{}{:.decimals$},{:.decimals$}", if k == 0 { "M" } else { " L" }, sx(x), sy(y));
+        }
+        if style.shade && i == 0 {
+            if let (Some(first), Some(last)) = (ser.points.first(), ser.points.last()) {
+                let _ = writeln!(
+                    s,
+                    r#"<path class="area" d="{path} L{:.decimals$},{:.decimals$} L{:.decimals$},{:.decimals$} Z" fill="{colour}" fill-opacity="0.18" stroke="none"/>"#,
+                    sx(last.0),
+                    sy(0.0),
+                    sx(first.0),
+                    sy(0.0)
+                );
+            }
         }
         let _ = writeln!(
             s,
-            r#"<path d="{path}" fill="none" stroke="{colour}" stroke-width="1.8"/>"#
+            r#"<path class="curve" d="{path}" fill="none" stroke="{colour}" stroke-width="1.8"/>"#
         );
+    }
+    // The frame over the shading, the legend over the curves.
+    let _ = writeln!(
+        s,
+        r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+    );
+    if !series.is_empty() {
+        let lx = LEFT + pw - 196.0;
+        let top = TOP + ph - 26.0 - 18.0 * (series.len() - 1) as f64;
+        let _ = writeln!(
+            s,
+            r##"<rect x="{lx:.1}" y="{:.1}" width="188" height="{:.1}" fill="white" fill-opacity="0.85" stroke="#bbb"/>"##,
+            top - 4.0,
+            18.0 * series.len() as f64 + 4.0
+        );
+    }
+    for (i, ser) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
         let ly = TOP + ph - 12.0 - 18.0 * (series.len() - 1 - i) as f64;
         let lx = LEFT + pw - 190.0;
         let _ = writeln!(
@@ -152,6 +208,36 @@ mod tests {
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("bottle &lt;ROC&gt;") && svg.contains("image &amp; pixel"));
         assert!(svg.contains("M60.00,350.00 L260.00,71.00 L460.00,40.00"), "{svg}");
+    }
+
+    /// The (x, y) data points of the `class="curve"` path of a chart whose
+    /// x axis runs to `x_max`.
+    pub(crate) fn curve_points(svg: &str, x_max: f64) -> Vec<(f64, f64)> {
+        let start = svg.find(r#"class="curve" d=""#).expect("a curve") + r#"class="curve" d=""#.len();
+        let d = &svg[start..start + svg[start..].find('"').unwrap()];
+        d.split(['M', 'L'])
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                let (x, y) = p.trim().split_once(',').unwrap();
+                let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+                ((x - LEFT) / (W - LEFT - RIGHT) * x_max, (H - BOTTOM - y) / (H - TOP - BOTTOM))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pro_chart_draws_the_points_to_the_fpr_limit_with_the_area_shaded() {
+        let pts = [(0.0, 0.2), (0.05, 0.6), (0.1234567, 0.8), (0.29, 0.95)];
+        let svg = pro_chart("bottle — PRO", "AUPRO 80.0", &pts, 0.3);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        // The x axis ends at the limit: ticks 0.00 .. 0.30.
+        assert!(svg.contains(">0.06</text>") && svg.contains(">0.30</text>"), "{svg}");
+        assert!(svg.contains(r#"class="area""#) && svg.contains("fill-opacity"));
+        let back = curve_points(&svg, 0.3);
+        assert_eq!(back.len(), pts.len());
+        for (a, b) in back.iter().zip(&pts) {
+            assert!((a.0 - b.0).abs() < 1e-7 && (a.1 - b.1).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
     }
 
     #[test]

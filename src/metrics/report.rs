@@ -121,6 +121,12 @@ pub struct ClassResult {
     pub pixel_counts: Option<PixelCounts>,
     pub image_curves: Option<Curves>,
     pub pixel_curves: Option<Curves>,
+    /// The official AUPRO's (FPR, PRO) points below the FPR limit, with
+    /// plots and a defined AUPRO.
+    pub pro_curve: Option<Vec<(f64, f64)>>,
+    /// Records of this class that failed to score (lines with "error"):
+    /// not in the figures ([`Report::count_failed`]).
+    pub failed: usize,
 }
 
 impl ClassResult {
@@ -140,6 +146,8 @@ pub struct Report {
     pub overall_f1_threshold: Option<f64>,
     /// Target-FPR threshold over all normal images pooled.
     pub overall_target: Option<FprThreshold>,
+    /// The target FPR asked for (every format then carries its thresholds).
+    pub target_fpr: Option<f64>,
     /// Why some values are null (also printed on stderr by the command).
     pub warnings: Vec<String>,
     /// Settings echoed in the JSON output.
@@ -200,6 +208,8 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
             pixel_counts: None,
             image_curves: image.and_then(|m| m.curves),
             pixel_curves: None,
+            pro_curve: None,
+            failed: 0,
         };
         if with_pixels {
             // One warning per distinct reason, naming the metrics it nulls.
@@ -226,6 +236,7 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
                 regions: px.regions,
             });
             result.pixel_curves = px.binary.ok().and_then(|m| m.curves);
+            result.pro_curve = px.pro_curve;
         }
         results.push(result);
     }
@@ -241,6 +252,7 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
         mean,
         overall_f1_threshold,
         overall_target,
+        target_fpr: opts.target_fpr,
         warnings,
         settings: Map::new(),
     }
@@ -332,6 +344,39 @@ fn target_json(t: &Option<FprThreshold>) -> Option<Value> {
 }
 
 impl Report {
+    /// Records that failed to score, per class in the order of
+    /// `self.classes`: kept in every format, and one warning saying the
+    /// figures leave them out.
+    pub fn count_failed(&mut self, per_class: &[usize]) {
+        for (c, &n) in self.classes.iter_mut().zip(per_class) {
+            c.failed = n;
+        }
+        if let Some(note) = self.failed_note() {
+            self.warnings.push(note);
+        }
+    }
+
+    /// Records that failed to score, over all classes.
+    pub fn failed(&self) -> usize {
+        self.classes.iter().map(|c| c.failed).sum()
+    }
+
+    /// "2 of 10 records failed to score ... : a 1, b 1", or `None`.
+    fn failed_note(&self) -> Option<String> {
+        let failed = self.failed();
+        if failed == 0 {
+            return None;
+        }
+        let images: usize = self.classes.iter().map(|c| c.images).sum();
+        let per_class: Vec<String> =
+            self.classes.iter().filter(|c| c.failed > 0).map(|c| format!("{} {}", c.name, c.failed)).collect();
+        Some(format!(
+            "{failed} of {} records failed to score (lines with \"error\") and are not in these figures: {}",
+            images + failed,
+            per_class.join(", ")
+        ))
+    }
+
     /// The JSON document (one object).
     pub fn to_json(&self) -> Value {
         let classes: Vec<Value> = self
@@ -342,6 +387,7 @@ impl Report {
                 obj.insert("class".into(), json!(c.name));
                 obj.insert("images".into(), json!(c.images));
                 obj.insert("anomalous".into(), json!(c.anomalous));
+                obj.insert("failed".into(), json!(c.failed));
                 obj.insert("metrics".into(), metrics_json(&c.values));
                 if let Some(p) = c.pixel_counts {
                     obj.insert(
@@ -368,6 +414,7 @@ impl Report {
         }
         json!({
             "settings": Value::Object(self.settings.clone()),
+            "failed": self.failed(),
             "classes": classes,
             "mean": metrics_json(&self.mean),
             "thresholds": {
@@ -379,31 +426,51 @@ impl Report {
     }
 
     /// CSV: one row per class then `mean`, metrics as fractions at full
-    /// precision, empty cells for null.
+    /// precision, empty cells for null; `failed` counts the records that
+    /// failed to score. With a target FPR, three more columns: the threshold
+    /// and the FPR and TPR it reaches (the `mean` row: over all images).
     pub fn to_csv(&self) -> String {
         let metrics: Vec<Metric> = self.mean.iter().map(|v| v.0).collect();
-        let mut out = String::from("class,images,anomalous");
+        let mut out = String::from("class,images,anomalous,failed");
         for m in &metrics {
             out.push(',');
             out.push_str(m.key());
         }
+        if self.target_fpr.is_some() {
+            out.push_str(",image_target_fpr_threshold,image_target_fpr_fpr,image_target_fpr_tpr");
+        }
         out.push('\n');
         let cell = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+        let target_cells = |t: &Option<FprThreshold>| {
+            let t = t.as_ref();
+            format!(
+                ",{},{},{}",
+                cell(t.map(|t| t.threshold)),
+                cell(t.map(|t| t.fpr)),
+                cell(t.and_then(|t| t.tpr))
+            )
+        };
         for c in &self.classes {
             out.push_str(&csv_field(&c.name));
-            out.push_str(&format!(",{},{}", c.images, c.anomalous));
+            out.push_str(&format!(",{},{},{}", c.images, c.anomalous, c.failed));
             for m in &metrics {
                 out.push(',');
                 out.push_str(&cell(c.get(*m)));
+            }
+            if self.target_fpr.is_some() {
+                out.push_str(&target_cells(&c.target));
             }
             out.push('\n');
         }
         let images: usize = self.classes.iter().map(|c| c.images).sum();
         let anomalous: usize = self.classes.iter().map(|c| c.anomalous).sum();
-        out.push_str(&format!("mean,{images},{anomalous}"));
+        out.push_str(&format!("mean,{images},{anomalous},{}", self.failed()));
         for (_, v) in &self.mean {
             out.push(',');
             out.push_str(&cell(*v));
+        }
+        if self.target_fpr.is_some() {
+            out.push_str(&target_cells(&self.overall_target));
         }
         out.push('\n');
         out
@@ -439,6 +506,29 @@ impl Report {
             out.push_str(&format!(" {} |", pct(v)));
         }
         out.push('\n');
+        if let Some(note) = self.failed_note() {
+            out.push_str(&format!("\n{note}.\n"));
+        }
+        if let Some(target) = self.target_fpr {
+            out.push_str(&format!(
+                "\nThresholds at a false positive rate of at most {target} on the normal images (anomalous when score > threshold):\n\n"
+            ));
+            out.push_str("| Class | Threshold | FPR (%) | TPR (%) |\n|:--|--:|--:|--:|\n");
+            let row = |name: &str, t: &Option<FprThreshold>| {
+                let t = t.as_ref();
+                format!(
+                    "| {} | {} | {} | {} |\n",
+                    name.replace('|', "\\|"),
+                    t.map_or_else(|| "–".to_string(), |t| t.threshold.to_string()),
+                    pct(t.map(|t| t.fpr)),
+                    pct(t.and_then(|t| t.tpr))
+                )
+            };
+            for c in &self.classes {
+                out.push_str(&row(&c.name, &c.target));
+            }
+            out.push_str(&row("All images", &self.overall_target));
+        }
         out
     }
 }
@@ -493,8 +583,60 @@ mod tests {
         assert!(md.contains("| a | 100.0 | 100.0 | 100.0 |"), "{md}");
         assert!(md.contains("| Mean | – |"), "{md}");
         let csv = report.to_csv();
-        assert!(csv.starts_with("class,images,anomalous,i_auroc,i_ap,i_f1max\n"), "{csv}");
-        assert!(csv.contains("\nb,2,2,,,\n"), "{csv}");
+        assert!(csv.starts_with("class,images,anomalous,failed,i_auroc,i_ap,i_f1max\n"), "{csv}");
+        assert!(csv.contains("\nb,2,2,0,,,\n"), "{csv}");
+    }
+
+    #[test]
+    fn failed_records_are_counted_in_every_format() {
+        let mut report = evaluate(
+            vec![class("a", &[(0.1, false), (0.9, true)], false), class("b", &[(0.2, false), (0.8, true)], false)],
+            &Options::default(),
+        );
+        report.count_failed(&[0, 3]);
+        let note = "3 of 7 records failed to score (lines with \"error\") and are not in these figures: b 3";
+        assert_eq!(report.warnings, vec![note.to_string()]);
+        let j = report.to_json();
+        assert_eq!((j["failed"].as_u64(), j["classes"][1]["failed"].as_u64()), (Some(3), Some(3)));
+        assert_eq!(j["classes"][0]["failed"].as_u64(), Some(0));
+        let csv = report.to_csv();
+        assert!(csv.contains("\nb,2,1,3,1,1,") && csv.contains("\nmean,4,2,3,1,1,"), "{csv}");
+        assert!(report.to_markdown().contains(&format!("\n{note}.\n")), "{}", report.to_markdown());
+        // Nothing failed: no note in the table.
+        let clean = evaluate(vec![class("a", &[(0.1, false), (0.9, true)], false)], &Options::default());
+        assert!(!clean.to_markdown().contains("failed"));
+    }
+
+    #[test]
+    fn target_fpr_thresholds_are_in_every_format() {
+        let opts = Options { target_fpr: Some(0.5), ..Options::default() };
+        let report = evaluate(
+            vec![
+                class("a", &[(0.1, false), (0.3, false), (0.9, true)], false),
+                class("b", &[(0.7, true), (0.8, true)], false),
+            ],
+            &opts,
+        );
+        // a: two normals, one may exceed: threshold 0.1, FPR 0.5, TPR 1.
+        let t = report.classes[0].target.clone().unwrap();
+        assert_eq!((t.threshold, t.fpr, t.tpr), (0.1, 0.5, Some(1.0)));
+        assert!(report.classes[1].target.is_none());
+        let j = report.to_json();
+        assert_eq!(j["classes"][0]["thresholds"]["image_target_fpr"]["threshold"], 0.1);
+        let csv = report.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(lines[0].ends_with(",i_f1max,image_target_fpr_threshold,image_target_fpr_fpr,image_target_fpr_tpr"), "{csv}");
+        assert!(lines[1].ends_with(",0.1,0.5,1"), "{csv}");
+        assert!(lines[2].ends_with(",,,"), "{csv}");
+        // The mean row: the threshold over all images pooled.
+        let all = report.overall_target.clone().unwrap();
+        assert!(lines[3].ends_with(&format!(",{},{},{}", all.threshold, all.fpr, all.tpr.unwrap())), "{csv}");
+        let md = report.to_markdown();
+        assert!(md.contains("at most 0.5 on the normal images"), "{md}");
+        assert!(md.contains("| a | 0.1 | 50.0 | 100.0 |\n| b | – | – | – |\n| All images |"), "{md}");
+        // Without --target-fpr: no threshold columns or table.
+        let plain = evaluate(vec![class("a", &[(0.1, false), (0.9, true)], false)], &Options::default());
+        assert!(!plain.to_csv().contains("target") && !plain.to_markdown().contains("Threshold"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::anomaly_map::{PostProcess, PostProcessor, ScoredBatch};
 use crate::backbone::encoder::Encoder;
-use crate::backbone::open::{open_encoder, EncoderRequest};
+use crate::backbone::open::{open_encoder_expecting, EncoderRequest, Expected};
 use crate::backbone::pos_embed::PosInterp;
 use crate::backbone::weights::HashInBackground;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
@@ -276,7 +276,10 @@ fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
     } else {
         let pos_interp = PosInterp::parse(&meta.pos_interp)
             .ok_or_else(|| Error::format(&req.checkpoint, format!("unknown pos-embed mode '{}'", meta.pos_interp)))?;
-        let opened = open_encoder(
+        // The checkpoint's record of the weights is checked as soon as the
+        // file is hashed, and the note says so.
+        let checkpoint_name = req.checkpoint.display().to_string();
+        let opened = open_encoder_expecting(
             &EncoderRequest {
                 backbone: meta.backbone.clone(),
                 weights: req.weights.clone(),
@@ -287,18 +290,8 @@ fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
                 tool: req.tool.clone(),
             },
             device,
+            Some(Expected { sha256: &meta.weights_sha256, by: &checkpoint_name }),
         )?;
-        if opened.sha256 != meta.weights_sha256 {
-            return Err(Error::mismatch(
-                req.checkpoint.display().to_string(),
-                format!(
-                    "trained on features of weights with sha256 {}, but {} has sha256 {}",
-                    meta.weights_sha256,
-                    opened.weights.display(),
-                    opened.sha256
-                ),
-            ));
-        }
         let cfg = opened.encoder.config();
         if (cfg.embed_dim, cfg.num_registers, cfg.patch_size) != (meta.embed_dim, meta.num_registers, meta.patch_size) {
             return Err(Error::mismatch(
