@@ -29,7 +29,8 @@ fn open(features_only: bool) -> Scorer {
         &ScorerRequest {
             checkpoint: shared.ckpt.clone(),
             kind: None,
-            weights: Some(shared.weights.clone()),
+            // No encoder runs on store rows, so --weights is refused there.
+            weights: (!features_only).then(|| shared.weights.clone()),
             layers: Vec::new(),
             map_size: None,
             max_ratio: None,
@@ -133,7 +134,13 @@ fn batch_invariance_cli_single_run_equals_one_input_shards() {
         let run = |maps: &str, shard: Option<usize>| {
             let maps = dir.join(&format!("{source}-{maps}"));
             std::fs::create_dir_all(&maps).unwrap();
-            let mut cmd = fx::score(&shared.ckpt, &shared.weights);
+            let mut cmd = if source == "store" {
+                let mut cmd = util::tool("dinomaly-score");
+                cmd.arg("-q").arg("-c").arg(&shared.ckpt);
+                cmd
+            } else {
+                fx::score(&shared.ckpt, &shared.weights)
+            };
             cmd.args(["--batch", "8", "--maps-dir", maps.to_str().unwrap()]);
             if let Some(i) = shard {
                 cmd.args(["--shard", &format!("{i}/8")]);

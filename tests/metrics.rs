@@ -385,7 +385,7 @@ fn cli_records_without_class_form_the_default_class() {
     // Mixed with named classes: evaluated, and said.
     let mut mixed = ok_lines(d);
     mixed[0] = lines[0].clone();
-    let out = bad_run(d, &(mixed.join("\n") + "\n"), &["--image-only"]);
+    let out = bad_run(d, &(mixed.join("\n") + "\n"), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("1 record(s) without \"class\" are evaluated as the class 'default'"), "{}", out.stderr);
 }

@@ -116,8 +116,8 @@ pub fn examples(tool: &str) -> &'static [Example] {
                           --maps-dir maps/ --overlay > scores.jsonl",
             },
             Example {
-                what: "From cron: score only new images, exit 1 when a score exceeds 0.3:",
-                command: "find /incoming -name '*.png' | dinomaly-score -c model.safetensors \\\n    \
+                what: "From cron: score only new images (an unreadable one is noted once), exit 1 when a score exceeds 0.3:",
+                command: "find /incoming -name '*.png' | dinomaly-score -c model.safetensors --on-error skip \\\n    \
                           --skip-existing results.jsonl --fail-above 0.3 >> results.jsonl",
             },
             Example {
