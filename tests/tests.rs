@@ -18,3 +18,4 @@ mod cli_extract;
 mod cli_train;
 mod cli_train_images;
 mod cli_score;
+mod cli_files;

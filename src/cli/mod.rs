@@ -10,3 +10,4 @@ pub mod generate;
 pub mod output;
 pub mod progress;
 pub mod samples;
+pub mod stdio;
