@@ -16,15 +16,16 @@
 #
 # Layout of $(OUT) (default ./runs; DS is mvtec, visa or realiad, with the classes
 # appended when CLASSES selects a subset, e.g. mvtec-bottle-cable):
-#   DS/features/B-r448-c392-train.safetensors          train split, fused layer groups
+#   DS/features/B-r448-c392-train.safetensors          train split, fused layer groups (B: ViT-B)
 #   DS/features/B-r448-c392-test/CLASS.safetensors      test split, per class
 #   DS/features/B-r448-c392-all-...                     every layer unfused (--all-layers)
 #   DS/unified/VARIANT/seedN/{model.safetensors,train.jsonl,scores/,maps/,scores.jsonl,metrics.csv,metrics.md}
 #   DS/separated/VARIANT/seedN/{models/CLASS.safetensors,logs/,scores/,maps/,...}
 #   DS/SETTING/VARIANT/summary.md                       mean ± std over $(SEEDS)
 #   DS/ablation.md                                      one row per ablation variant
-# VARIANT names the backbone (S/B/L), resize, crop, and the training flags that differ
-# from the preset, e.g. B-r448-c392_attention-softmax. Changing TRAIN_FLAGS does not
+# VARIANT names the encoder (S, B, L or G for dinov2_vit{s,b,l,g}14_reg4, whichever of
+# BACKBONE_S/B/L names it; any other backbone by its name), resize, crop, and the training
+# flags that differ from the preset, e.g. B-r448-c392_attention-softmax. Changing TRAIN_FLAGS does not
 # rename anything: use another OUT for runs that differ only there.
 # Paths must not contain spaces (make's rule).
 
@@ -108,10 +109,18 @@ classes = $(strip $(or $(CLASSES),$(CLASSES_$1)))
 # Output folder of a data set; a class subset gets its own (its train store differs).
 root    = $(OUT)/$1$(if $(strip $(CLASSES)),-$(subst $(space),-,$(strip $(CLASSES))))
 encoder = --backbone $(BACKBONE_$1)$(if $(WEIGHTS_$1), --weights $(WEIGHTS_$1))
+# The encoder of a size slot (S, B, L) in file names and tables: named after the backbone
+# it really is, so BACKBONE_B=dinov2_vits14_reg4 gives S-... and "ViT-S/14-reg4".
+BB_TAG_dinov2_vits14_reg4 := S
+BB_TAG_dinov2_vitb14_reg4 := B
+BB_TAG_dinov2_vitl14_reg4 := L
+BB_TAG_dinov2_vitg14_reg4 := G
+bb_tag   = $(or $(BB_TAG_$(BACKBONE_$1)),$(BACKBONE_$1))
+bb_label = $(if $(BB_TAG_$(BACKBONE_$1)),ViT-$(BB_TAG_$(BACKBONE_$1))/14-reg4,$(BACKBONE_$1))
 device  = --device $(DEVICE)
 
 # ---- model variants ---------------------------------------------------------------
-# A variant is a backbone size (VB_), resize (VR_), crop (VC_), whether the store keeps
+# A variant is a backbone size slot (VB_), resize (VR_), crop (VC_), whether the store keeps
 # every layer (VA_) and training flags (VF_) on top of the data set's preset. `paper`
 # is the paper's setting. The ablation changes one thing at a time.
 v_bb     = $(or $(VB_$1),B)
@@ -120,7 +129,7 @@ v_crop   = $(or $(VC_$1),$(CROP))
 v_all    = $(VA_$1)
 v_flags  = $(strip $(VF_$1))
 # Store of a variant: $(OUT)/DS/features/B-r448-c392[-all]
-v_feat   = $(call root,$1)/features/$(call v_bb,$2)-r$(call v_resize,$2)-c$(call v_crop,$2)$(if $(call v_all,$2),-all)
+v_feat   = $(call root,$1)/features/$(call bb_tag,$(call v_bb,$2))-r$(call v_resize,$2)-c$(call v_crop,$2)$(if $(call v_all,$2),-all)
 # Folder of a variant: the store's name plus its training flags, so two variants with the
 # same settings (attention-linear and paper) share one model.
 v_dir    = $(notdir $(call v_feat,$1,$2))$(if $(call v_flags,$2),_$(subst $(space),-,$(strip $(subst --,,$(call v_flags,$2)))))
@@ -158,9 +167,9 @@ LABEL_loss-plain        := loss: plain global cosine
 LABEL_dropout-0         := bottleneck dropout 0
 LABEL_dropout-0.2       := bottleneck dropout 0.2
 $(foreach c,$(ABL_CROPS),$(eval LABEL_res-$c := input R$(VR_res-$c)-C$c))
-LABEL_backbone-S := backbone ViT-S/14-reg4
-LABEL_backbone-B := backbone ViT-B/14-reg4
-LABEL_backbone-L := backbone ViT-L/14-reg4
+LABEL_backbone-S := backbone $(call bb_label,S)
+LABEL_backbone-B := backbone $(call bb_label,B)
+LABEL_backbone-L := backbone $(call bb_label,L)
 
 # ---- rule templates ---------------------------------------------------------------
 # Feature stores: $1 data set, $2 size S/B/L, $3 resize, $4 crop, $5 all layers, $6 prefix.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Score one input in N shards with GNU parallel (needs GNU parallel: `apt-get install
-# parallel`, `brew install parallel`), then concatenate the shards' outputs in shard
-# order: the result is line for line what one `dinomaly-score` run over the whole input
-# writes (dinomaly-score --shard I/N takes the I-th contiguous block, 1-based).
+# Score one input in N shards, JOBS at a time, then concatenate the shards' outputs in
+# shard order: the result is line for line what one `dinomaly-score` run over the whole
+# input writes (dinomaly-score --shard I/N takes the I-th contiguous block, 1-based).
+# Shards run under GNU parallel when it is installed (`apt-get install parallel`, `brew
+# install parallel`), else as background jobs of this script (JOBS at once, no remote
+# hosts); the output is the same.
 #
 #   shard-parallel.sh -c MODEL -n SHARDS [-j JOBS] [-g GPUS] [-o OUT] INPUT [-- dinomaly-score flags]
 #
@@ -22,7 +24,7 @@
 # OUT is written); 2 on an error (OUT is not written).
 # Environment: DINOMALY_BIN as in cron-score.sh; PARALLEL, GNU parallel's own options
 # (e.g. PARALLEL="-S host1,host2 --workdir ." to spread shards over machines that share
-# the file system and have the tools at the same path).
+# the file system and have the tools at the same path; needs GNU parallel).
 set -euo pipefail
 
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -64,7 +66,7 @@ if [ "${1:-}" = "--one-shard" ]; then
 fi
 
 usage() {
-    sed -n '7,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n 's/^#   \(shard-parallel.sh -c \)/\1/p' "$0" >&2
     exit 2
 }
 
@@ -87,11 +89,17 @@ shift
 if [ -z "$model" ] || [ -z "$shards" ]; then usage; fi
 case $shards in '' | *[!0-9]* | 0) echo "shard-parallel.sh: -n takes a positive number" >&2; exit 2 ;; esac
 jobs=${jobs:-$shards}
+case $jobs in '' | *[!0-9]* | 0) echo "shard-parallel.sh: -j takes a positive number" >&2; exit 2 ;; esac
 [ -r "$input" ] || { echo "shard-parallel.sh: cannot read $input" >&2; exit 2; }
-command -v parallel >/dev/null || {
-    echo "shard-parallel.sh: needs GNU parallel (apt-get install parallel)" >&2
+[ -r "$model" ] || { echo "shard-parallel.sh: cannot read $model" >&2; exit 2; }
+# moreutils also ships a `parallel`, with other options: only GNU parallel is used.
+gnu_parallel=''
+if parallel --version 2>/dev/null | grep -q 'GNU parallel'; then
+    gnu_parallel=1
+elif [ -n "${PARALLEL:-}" ]; then
+    echo "shard-parallel.sh: PARALLEL is set but GNU parallel is not installed (apt-get install parallel)" >&2
     exit 2
-}
+fi
 
 if [ -n "$out" ]; then
     parts=$out.shards
@@ -110,12 +118,38 @@ if [ -f "$parts/run.key" ] && [ "$(cat "$parts/run.key")" != "$key" ]; then
 fi
 printf '%s\n' "$key" >"$parts/run.key"
 
+# Without GNU parallel: JOBS background loops; loop k (the job slot, 1..JOBS) scores
+# shards k, k+JOBS, k+2*JOBS, ... one after the other, and stops starting new ones once
+# any shard failed (the `failed` marker), as parallel's --halt soon,fail=1 does.
+run_shards() {
+    local slot pids=() status=0
+    rm -f "$parts/failed"
+    for ((slot = 1; slot <= jobs && slot <= shards; slot++)); do
+        (
+            for ((i = slot; i <= shards; i += jobs)); do
+                [ ! -e "$parts/failed" ] || exit 2
+                "$self" --one-shard "$parts" "$i" "$shards" "$slot" "$gpus" "$model" "$input" "$@" ||
+                    { : >"$parts/failed"; exit 2; }
+            done
+        ) &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || status=2; done
+    rm -f "$parts/failed"
+    return "$status"
+}
+
 # -q: parallel passes every argument as one word (paths and flags with spaces survive).
 # {} is the shard number, {%} the job slot (1..JOBS). --halt: stop at the first failure.
-# shellcheck disable=SC2046 # one shard number per word
-if ! parallel -q --halt soon,fail=1 -j "$jobs" \
-    "$self" --one-shard "$parts" '{}' "$shards" '{%}' "$gpus" "$model" "$input" "$@" \
-    ::: $(seq 1 "$shards"); then
+if [ -n "$gnu_parallel" ]; then
+    # shellcheck disable=SC2046 # one shard number per word
+    parallel -q --halt soon,fail=1 -j "$jobs" \
+        "$self" --one-shard "$parts" '{}' "$shards" '{%}' "$gpus" "$model" "$input" "$@" \
+        ::: $(seq 1 "$shards") && ok=1 || ok=''
+else
+    run_shards "$@" && ok=1 || ok=''
+fi
+if [ -z "$ok" ]; then
     if [ -n "$out" ]; then
         echo "shard-parallel.sh: not all shards finished; the finished ones are kept in $parts: run the same command again to resume (remove $parts to start afresh)" >&2
     else

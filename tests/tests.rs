@@ -23,3 +23,4 @@ mod cli_flags;
 mod batch_invariance;
 mod cpu_bf16;
 mod cli_score_ux;
+mod cli_files;

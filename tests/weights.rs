@@ -724,6 +724,17 @@ fn download_trust_on_first_use_then_cache() {
         files_in(dir.path()),
         ["tiny_pretrain.pth", "tiny_pretrain.pth.sha256"]
     );
+    // The cached files get the mode File::create gives under this
+    // process's umask (0644 under 022), not a temporary file's 0600.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        assert_eq!(mode(&r.path), mode(&plain), "downloaded weights");
+        assert_eq!(mode(&record_path(&r.path)), mode(&plain), "their sha256 record");
+        std::fs::remove_file(plain).unwrap();
+    }
     // Later uses need no network and check the record.
     let offline = resolver(dir.path(), "http://127.0.0.1:9");
     let r2 = offline.resolve(&bb, None, None, &mut |_, _| {}).unwrap();

@@ -7,7 +7,7 @@ folder\t'`<root>/<class>/good/*` normal, `<root>/<class>/<defect>/*` anomalous'"
 complete -c dinomaly-extract -l split -d 'Split of --dataset to read' -r -f -a "train\t'Normal training images'
 test\t'Test images, normal and anomalous, with masks'"
 complete -c dinomaly-extract -l classes -d 'Only these classes of --dataset (comma-separated; default all)' -r
-complete -c dinomaly-extract -s o -l output -d 'Feature store to write' -r -F
+complete -c dinomaly-extract -s o -l output -d 'Feature store to write; - writes it to stdout once all images are encoded (for a pipe into dinomaly-train -)' -r -F
 complete -c dinomaly-extract -l backbone -d 'Backbone: dinov2_vit{s,b,l,g}14_reg4 (DINOv2 with registers), dinov2_vit{s,b,l,g}14 (plain), or any name when --weights is given (the architecture is read from the weights)' -r
 complete -c dinomaly-extract -l weights -d 'Weights file or folder (Meta .pth, Hugging Face or timm safetensors). Default: the cache ($DINOMALY_CACHE, else the XDG cache), else a download from the official URL' -r -F
 complete -c dinomaly-extract -l weights-sha256 -d 'Expected sha256 of the weights file; a different file is refused' -r

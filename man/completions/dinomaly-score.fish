@@ -12,7 +12,7 @@ folder\t'`<root>/<class>/good/*` normal, `<root>/<class>/<defect>/*` anomalous'"
 complete -c dinomaly-score -l split -d 'Split of --dataset to read' -r -f -a "train\t'Normal training images'
 test\t'Test images, normal and anomalous, with masks'"
 complete -c dinomaly-score -l classes -d 'Only these classes of --dataset (comma-separated; default all)' -r
-complete -c dinomaly-score -l features -d 'Score the rows of this feature store (made with the checkpoint\'s encoder settings) instead of reading images' -r -F
+complete -c dinomaly-score -l features -d 'Score the rows of this feature store (made with the checkpoint\'s encoder settings) instead of reading images; - reads it from stdin' -r -F
 complete -c dinomaly-score -l layers -d 'Target layers of official/anomalib checkpoints (default per size). Refused with dinomaly-train checkpoints, which record theirs' -r
 complete -c dinomaly-score -l maps-dir -d 'Write each anomaly map as float32 .npy (map size) into DIR' -r -F
 complete -c dinomaly-score -l map-size -d 'Side of the anomaly map: N or HxW (official: 256). Refused with anomalib checkpoints, whose map is anomalib\'s raw map at the crop size and whose score is taken at 256, as anomalib does' -r

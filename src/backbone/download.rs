@@ -305,10 +305,7 @@ impl Resolver {
         let total = response
             .header("Content-Length")
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", backbone.file_name))
-            .suffix(".partial")
-            .tempfile_in(&self.cache_dir)
+        let mut temp = atomic::output_temp_in(&self.cache_dir, &format!(".{}.", backbone.file_name), ".partial")
             .map_err(|e| Error::io(&self.cache_dir, e))?;
         let mut reader = response.into_reader();
         let mut hasher = Sha256::new();

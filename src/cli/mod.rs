@@ -11,3 +11,4 @@ pub mod output;
 pub mod progress;
 pub mod ranges;
 pub mod samples;
+pub mod stdio;

@@ -17,6 +17,7 @@ pub fn read(args: &SampleArgs) -> anyhow::Result<Vec<Sample>> {
 /// the classes of a --dataset tree.
 pub fn read_source(args: &SampleSource, classes: &[String]) -> anyhow::Result<Vec<Sample>> {
     if let Some(root) = &args.dataset {
+        super::stdio::refuse_dash(&[("--dataset", Some(root), "a dataset is a folder")])?;
         return Ok(crate::data::dataset::list(root, args.layout, args.split, classes)?);
     }
     match args.input.as_deref() {

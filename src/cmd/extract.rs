@@ -9,8 +9,7 @@ use anyhow::{bail, Context};
 use crate::backbone::extractor::Extractor;
 use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, QuietArgs, SampleArgs};
-use crate::cli::progress;
-use crate::cli::ranges;
+use crate::cli::{progress, ranges, stdio};
 use crate::data::batches::decode_in_background;
 use crate::data::preprocess::load_image;
 use crate::io::features::{FeatureWriter, StoreDtype};
@@ -32,7 +31,8 @@ pub struct Args {
     #[command(flatten)]
     pub samples: SampleArgs,
 
-    /// Feature store to write.
+    /// Feature store to write; - writes it to stdout once all images are
+    /// encoded (for a pipe into dinomaly-train -).
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: PathBuf,
 
@@ -83,7 +83,14 @@ pub enum StoredGroups {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet.quiet;
     // Everything that can fail fast fails before the encoder is loaded.
-    crate::io::atomic::check_writable(&args.output)?;
+    let to_stdout = stdio::is_dash(&args.output);
+    stdio::refuse_dash(&[("--weights", args.encoder.weights.as_deref(), "encoder weights are read from a file or folder")])?;
+    if to_stdout {
+        stdio::binary_stdout("-o", "the feature store")?;
+    } else {
+        crate::io::atomic::check_writable(&args.output)?;
+    }
+    let shown = if to_stdout { "stdout".to_string() } else { args.output.display().to_string() };
     let samples = crate::cli::samples::read(&args.samples)?;
     if samples.is_empty() {
         bail!("no samples to encode (empty input)");
@@ -98,7 +105,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let extractor = Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, args.dtype, device)?;
     let (crop_h, crop_w) = prep.crop();
     let groups = extractor.meta().groups.len();
-    let mut writer = FeatureWriter::create(&args.output, extractor.meta().clone())?;
+    let mut writer = if to_stdout {
+        FeatureWriter::to_stdout(extractor.meta().clone())?
+    } else {
+        FeatureWriter::create(&args.output, extractor.meta().clone())?
+    };
     progress::note(
         quiet,
         TOOL,
@@ -128,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 OnError::Stop => {
                     return Err(anyhow::Error::new(err)
                         .context("stopped; pass --on-error skip to leave out unreadable images")
-                        .context(format!("no feature store written to {}", args.output.display())));
+                        .context(format!("no feature store written to {shown}")));
                 }
             }
         }
@@ -144,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress::note(
         quiet,
         TOOL,
-        &format!("wrote {} images to {}{}", written, args.output.display(), if skipped > 0 { format!(" ({skipped} skipped)") } else { String::new() }),
+        &format!("wrote {} images to {}{}", written, shown, if skipped > 0 { format!(" ({skipped} skipped)") } else { String::new() }),
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -166,6 +166,7 @@ fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<MapGeometry>
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    crate::cli::stdio::refuse_dash(&[("--plots", args.plots.as_deref(), "plots are written as files into a folder")])?;
     if let Some(dir) = &args.plots {
         atomic::check_writable_dir(dir)?;
     }

@@ -57,7 +57,7 @@ pub struct Args {
     pub samples: SampleArgs,
 
     /// Score the rows of this feature store (made with the checkpoint's
-    /// encoder settings) instead of reading images.
+    /// encoder settings) instead of reading images; - reads it from stdin.
     #[arg(long, value_name = "STORE", conflicts_with_all = ["input", "dataset"])]
     pub features: Option<PathBuf>,
 
@@ -173,6 +173,12 @@ impl Shard {
 /// Runs the tool.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet.quiet;
+    crate::cli::stdio::refuse_dash(&[
+        ("-c", Some(&args.checkpoint), "the checkpoint is read from a file"),
+        ("--weights", args.weights.as_deref(), "encoder weights are read from a file or folder"),
+        ("--maps-dir", args.maps_dir.as_deref(), "maps are written as files into a folder"),
+        ("--skip-existing", args.skip_existing.as_deref(), "the results file is read and trimmed in place"),
+    ])?;
     if let Some(dir) = &args.maps_dir {
         crate::io::atomic::check_writable_dir(dir).with_context(|| "--maps-dir is not usable")?;
     }
@@ -181,7 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => DoneImages::default(),
     };
     let store = match &args.features {
-        Some(path) => Some(FeatureStore::open(path)?),
+        Some(path) => Some(crate::cli::stdio::open_store(path)?),
         None => None,
     };
     // Inputs with their store row (when scoring a store).

@@ -16,7 +16,7 @@ use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, Precision, QuietArgs, SampleSource};
 use crate::cli::progress;
 use crate::cli::ranges;
-use crate::io::features::{FeatureStore, StoreDtype};
+use crate::io::features::StoreDtype;
 use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
@@ -47,7 +47,8 @@ const TOOL: &str = "dinomaly-train";
         .args(["input", "dataset", "backbone", "weights", "weights_sha256", "layers", "resize", "crop", "pos_interp", "preprocess", "on_error"])
 ))]
 pub struct Args {
-    /// Feature store from dinomaly-extract (the training split).
+    /// Feature store from dinomaly-extract (the training split); - reads
+    /// it from stdin (held in a temporary file in $TMPDIR while training).
     #[arg(value_name = "FEATURES", required_unless_present = "images", conflicts_with = "images")]
     pub features: Option<PathBuf>,
 
@@ -333,11 +334,18 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = args.plan()?;
     let quiet = args.quiet.quiet;
+    crate::cli::stdio::refuse_dash(&[
+        ("-o", Some(&args.output), "a checkpoint is written to a file (a folder with --mode separated)"),
+        ("--resume", args.resume.as_deref(), "resuming reads a checkpoint file and the .state file beside it"),
+        ("--val", args.val.as_deref(), "the validation store is read from a file"),
+        ("--log", args.log.as_deref(), "the log is written to a file"),
+        ("--weights", args.encoder.weights.as_deref(), "encoder weights are read from a file or folder"),
+    ])?;
     let store = match &args.features {
         Some(path) => {
-            let store = FeatureStore::open(path)?;
+            let store = crate::cli::stdio::open_store(path)?;
             if store.is_empty() {
-                bail!("{}: the feature store has no images", path.display());
+                bail!("{}: the feature store has no images", store.path().display());
             }
             Some(store)
         }
@@ -424,6 +432,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The store, or what the samples of --images were read from, for messages.
 fn source_name(args: &Args) -> String {
     match (&args.features, &args.samples.dataset, &args.samples.input) {
+        (Some(store), _, _) if crate::cli::stdio::is_dash(store) => "stdin".to_string(),
         (Some(store), _, _) => store.display().to_string(),
         (None, Some(root), _) => root.display().to_string(),
         (None, None, Some(file)) if file.as_os_str() != "-" => file.display().to_string(),

@@ -1,6 +1,13 @@
 //! Writing outputs so that a killed run never leaves a half-written file that
 //! looks complete: write to a temporary file in the destination folder, then
 //! rename over the final name (atomic on POSIX file systems).
+//!
+//! The temporary is created with the mode a plain `File::create` gives
+//! (0666 less the umask), not the 0600 `tempfile` defaults to: the rename
+//! keeps the temporary's mode, and outputs are often read by other users
+//! (a web server showing maps, a colleague reading a model). The kernel
+//! applies the umask when the file is created, so it is never read or
+//! changed here (`umask()` is process-wide and racy with threads).
 
 use std::fs;
 use std::io::{self, Write};
@@ -25,11 +32,7 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dest, e))?;
+        let temp = output_temp_in(&dir, &format!(".{name}."), ".partial").map_err(|e| Error::io(&dest, e))?;
         Ok(AtomicFile { temp, dest })
     }
 
@@ -65,6 +68,18 @@ impl Write for AtomicFile {
     fn flush(&mut self) -> io::Result<()> {
         self.temp.flush()
     }
+}
+
+/// A hidden temporary file in `dir` that is meant to be renamed into an
+/// output: created with mode 0666 less the umask, as `File::create` would
+/// create the output itself.
+pub fn output_temp_in(dir: &Path, prefix: &str, suffix: &str) -> io::Result<tempfile::NamedTempFile> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(suffix)
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
 }
 
 /// Writes `bytes` to `dest` atomically.
@@ -103,5 +118,32 @@ fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn outputs_get_the_mode_file_create_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        // Whatever this process's umask is: the mode a plain File::create
+        // gives beside it.
+        let plain = dir.path().join("plain");
+        fs::File::create(&plain).unwrap();
+        let expected = mode(&plain);
+        let written = dir.path().join("written");
+        write_bytes(&written, b"x").unwrap();
+        assert_eq!(mode(&written), expected, "write_bytes: {:o} vs File::create {:o}", mode(&written), expected);
+        let mut streamed = AtomicFile::create(dir.path().join("streamed")).unwrap();
+        streamed.write_all(b"y").unwrap();
+        streamed.commit().unwrap();
+        assert_eq!(mode(&dir.path().join("streamed")), expected);
     }
 }

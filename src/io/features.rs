@@ -14,9 +14,12 @@
 //!   backend, positional-embedding mode, grid, and the sample records (one
 //!   per row, as JSON) so class labels, masks and extra fields travel along.
 //!
-//! Written atomically: rows stream to a hidden temporary file beside the
-//! destination, and the final file (header + rows) appears only when all
-//! rows are in.
+//! Written atomically: rows stream to an unnamed temporary file (beside the
+//! destination; in `$TMPDIR` when the store goes to stdout), and the final
+//! file (header + rows) appears, or is written to stdout, only when all
+//! rows are in. A store piped in on stdin is spooled to an unnamed file in
+//! `$TMPDIR` before it is opened ([`FeatureStore::from_file`]): reading
+//! memory-maps the store, which needs a file.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -130,8 +133,11 @@ impl FeatureMeta {
 /// Streams rows into a new feature store.
 pub struct FeatureWriter {
     meta: FeatureMeta,
+    /// The destination file; for messages only when `to_stdout`.
     dest: PathBuf,
-    rows: tempfile::NamedTempFile,
+    to_stdout: bool,
+    /// Unnamed: the system removes it however the process ends.
+    rows: File,
     records: Vec<Sample>,
     row_bytes: usize,
 }
@@ -144,19 +150,31 @@ impl FeatureWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let rows = tempfile::Builder::new()
-            .prefix(".dinomaly-features.")
-            .suffix(".rows")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(dest, e))?;
+        let rows = tempfile::tempfile_in(&dir).map_err(|e| Error::io(dest, e))?;
+        Ok(Self::with_rows(dest.to_path_buf(), false, rows, meta))
+    }
+
+    /// Starts a store that [`FeatureWriter::finish`] writes to stdout, in
+    /// one piece once all rows are in (nothing is written before: a failed
+    /// run leaves the reader an empty input, never a partial store). The
+    /// rows wait in an unnamed temporary file in `$TMPDIR`.
+    pub fn to_stdout(meta: FeatureMeta) -> Result<Self> {
+        let tmp = std::env::temp_dir();
+        let rows = tempfile::tempfile_in(&tmp)
+            .map_err(|e| Error::io(&tmp, std::io::Error::new(e.kind(), format!("cannot hold the rows of the store in $TMPDIR: {e}"))))?;
+        Ok(Self::with_rows(PathBuf::from("stdout"), true, rows, meta))
+    }
+
+    fn with_rows(dest: PathBuf, to_stdout: bool, rows: File, meta: FeatureMeta) -> Self {
         let row_bytes = meta.row_shape().iter().product::<i64>() as usize * meta.dtype.bytes();
-        Ok(FeatureWriter {
+        FeatureWriter {
             meta,
-            dest: dest.to_path_buf(),
+            dest,
+            to_stdout,
             rows,
             records: Vec::new(),
             row_bytes,
-        })
+        }
     }
 
     /// Appends one row per sample from `maps`, shaped (B, G, T, D).
@@ -179,7 +197,6 @@ impl FeatureWriter {
         let mut bytes = vec![0u8; numel * self.meta.dtype.bytes()];
         host.f_copy_data_u8(&mut bytes, numel)?;
         self.rows
-            .as_file_mut()
             .write_all(&bytes)
             .map_err(|e| Error::io(&self.dest, e))?;
         self.records.extend_from_slice(samples);
@@ -196,8 +213,9 @@ impl FeatureWriter {
         self.records.is_empty()
     }
 
-    /// Writes the header and the rows under the final name. Returns the
-    /// number of rows. A store with no rows is an error: nothing is written.
+    /// Writes the header and the rows under the final name (or to stdout).
+    /// Returns the number of rows. A store with no rows is an error:
+    /// nothing is written.
     pub fn finish(mut self) -> Result<usize> {
         let n = self.records.len();
         if n == 0 {
@@ -226,18 +244,30 @@ impl FeatureWriter {
         while (header.len() + 8) % 8 != 0 {
             header.push(b' ');
         }
-        let mut out = AtomicFile::create(&self.dest)?;
         let dest = self.dest.clone();
         let io_err = |e| Error::io(&dest, e);
-        out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io_err)?;
-        out.write_all(&header).map_err(io_err)?;
-        let rows = self.rows.as_file_mut();
-        rows.seek(SeekFrom::Start(0)).map_err(io_err)?;
-        let copied = std::io::copy(rows, out.file()).map_err(io_err)?;
+        self.rows.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        let write = |out: &mut dyn Write, rows: &mut File| -> std::io::Result<u64> {
+            out.write_all(&(header.len() as u64).to_le_bytes())?;
+            out.write_all(&header)?;
+            let copied = std::io::copy(rows, out)?;
+            out.flush()?;
+            Ok(copied)
+        };
+        let copied = if self.to_stdout {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            write(&mut out, &mut self.rows).map_err(io_err)?
+        } else {
+            let mut out = AtomicFile::create(&self.dest)?;
+            let copied = write(&mut out, &mut self.rows).map_err(io_err)?;
+            if copied as usize == data_len {
+                out.commit()?;
+            }
+            copied
+        };
         if copied as usize != data_len {
             return Err(Error::format(&self.dest, "row data was cut short while writing"));
         }
-        out.commit()?;
         Ok(n)
     }
 }
@@ -262,9 +292,15 @@ impl FeatureStore {
     /// metadata, file length.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::from_file(&file, path)
+    }
+
+    /// Opens and validates the store in `file` (e.g. stdin spooled to an
+    /// unnamed temporary file), named `path` in messages.
+    pub fn from_file(file: &File, path: &Path) -> Result<Self> {
         // SAFETY: the file is opened read-only; a concurrent writer would be
         // a misuse (stores are never modified in place, only replaced).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::io(path, e))?;
         let bad = |reason: String| Error::format(path, reason);
         let (header_len, st_meta) = safetensors::SafeTensors::read_metadata(&map)
             .map_err(|e| bad(crate::io::safetensors_load::header_problem("feature store", &e)))?;
