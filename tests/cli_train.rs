@@ -8,9 +8,11 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use dinomaly::data::record::Sample;
 use dinomaly::io::checkpoint;
 use dinomaly::io::features::{FeatureStore, FeatureWriter};
-use tch::{Device, Kind};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
 
 use crate::cli_fixture::{self as fx, assert_error, entries};
 use crate::util::{self, assert_code, Dir};
@@ -129,16 +131,18 @@ fn cli_train_grad_checkpointing_and_bf16() {
 const RESUME_ITERS: u64 = 24;
 const SAVE_EVERY: u64 = 4;
 
-/// Runs a training that saves every [`SAVE_EVERY`] iterations into `ckpt`,
-/// calls `watch` (which returns when the moment to interrupt has come) and
-/// kills the run (SIGKILL). A run that ended on its own first (a slow
-/// poller on a loaded machine) is retried, at most three times.
-fn interrupted_run<R>(store: &Path, ckpt: &Path, mut watch: impl FnMut() -> R) -> R {
+/// Runs a training that saves every [`SAVE_EVERY`] iterations into `ckpt`
+/// (with `extra` flags), calls `watch` (which returns when the moment to
+/// interrupt has come) and kills the run (SIGKILL). A run that ended on its
+/// own first (a slow poller on a loaded machine) is retried, at most three
+/// times.
+fn interrupted_run<R>(store: &Path, ckpt: &Path, extra: &[&str], mut watch: impl FnMut() -> R) -> R {
     for _ in 0..3 {
         let _ = std::fs::remove_file(ckpt);
         let _ = std::fs::remove_file(ckpt.with_extension("safetensors.state"));
         let mut child = fx::train(store, ckpt, RESUME_ITERS, 4)
             .args(["--save-every", &SAVE_EVERY.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -189,7 +193,7 @@ fn cli_train_killed_and_resumed_equals_uninterrupted() {
 
     // Killed (SIGKILL) as soon as its first save is complete.
     let ckpt = dir.join("b.safetensors");
-    interrupted_run(&shared.store, &ckpt, || poll(|| ckpt.exists()));
+    interrupted_run(&shared.store, &ckpt, &[], || poll(|| ckpt.exists()));
     let done = load(&ckpt).meta.training["iterations_done"].as_u64().unwrap();
     assert!(done < RESUME_ITERS && done % SAVE_EVERY == 0, "saved at {done}");
     resume_and_compare(&shared.store, &ckpt, &reference, "killed after a save");
@@ -198,7 +202,7 @@ fn cli_train_killed_and_resumed_equals_uninterrupted() {
     // later save is on disk while the checkpoint still holds the earlier
     // weights (put back here, as the kill would have left them).
     let ckpt = dir.join("c.safetensors");
-    let first = interrupted_run(&shared.store, &ckpt, || {
+    let first = interrupted_run(&shared.store, &ckpt, &[], || {
         poll(|| ckpt.exists());
         let first = std::fs::read(&ckpt).unwrap();
         let inode = std::fs::metadata(&ckpt).unwrap().ino();
@@ -365,4 +369,340 @@ fn cli_train_separated_writes_one_checkpoint_per_class() {
         })
         .collect();
     assert!(max_abs_diff(&models[0], &models[1]) > 0.0, "both classes gave the same model");
+}
+
+/// A store of the shared store's rows `rows` (repeats allowed), each record
+/// changed by `edit(position, record)`.
+fn store_of_rows(dest: &Path, rows: &[i64], edit: impl Fn(usize, &mut Sample)) {
+    let shared = FeatureStore::open(&fx::shared().store).unwrap();
+    let all = shared.all(Kind::Float, Device::Cpu).unwrap();
+    let picked = all.index_select(0, &Tensor::from_slice(rows));
+    let records: Vec<Sample> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            let mut record = shared.records()[r as usize].clone();
+            edit(i, &mut record);
+            record
+        })
+        .collect();
+    let mut writer = FeatureWriter::create(dest, shared.meta().clone()).unwrap();
+    writer.push(&records, &picked).unwrap();
+    writer.finish().unwrap();
+}
+
+/// The validation lines of a log.
+fn validations(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|l| l.get("validation").is_some()).collect()
+}
+
+/// Relative difference of two logged numbers (both null counts as equal).
+fn rel(a: &Value, b: &Value) -> f64 {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() / x.abs().max(y.abs()).max(1e-30),
+        _ if a == b => 0.0,
+        _ => f64::INFINITY,
+    }
+}
+
+/// A run killed after its first save and resumed has the log of the whole
+/// run (validations included), the same lines as an uninterrupted run's,
+/// and leaves no partial files.
+#[test]
+fn cli_train_killed_and_resumed_log_is_the_whole_run() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_resume_log");
+    let store = shared.store.display().to_string();
+    let val = ["--val", &store, "--val-every", "6"];
+    let reference = dir.join("ref.jsonl");
+    let out = util::run(
+        fx::train(&shared.store, &dir.join("ref.safetensors"), RESUME_ITERS, 4).args(val).arg("--log").arg(&reference),
+        "",
+    );
+    assert_code(&out, 0);
+    let (ckpt, log) = (dir.join("m.safetensors"), dir.join("m.jsonl"));
+    let log_flag = log.display().to_string();
+    let flags: Vec<&str> = val.iter().copied().chain(["--log", &log_flag]).collect();
+    interrupted_run(&shared.store, &ckpt, &flags, || poll(|| ckpt.exists()));
+    let done = load(&ckpt).meta.training["iterations_done"].as_u64().unwrap();
+    let out = util::run(
+        fx::train(&shared.store, &ckpt, RESUME_ITERS, 4)
+            .args(["--save-every", &SAVE_EVERY.to_string()])
+            .args(&flags)
+            .arg("--resume")
+            .arg(&ckpt),
+        "",
+    );
+    assert_code(&out, 0);
+    let got = fx::parse_lines(&std::fs::read_to_string(&log).unwrap());
+    let want = fx::parse_lines(&std::fs::read_to_string(&reference).unwrap());
+    assert_eq!(got.len(), want.len(), "resumed at {done}: {} lines, the uninterrupted run has {}", got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((&g["it"], &g["validation"]), (&w["it"], &w["validation"]), "resumed at {done}");
+        for key in ["loss", "lr", "grad_norm", "i_auroc"] {
+            assert!(rel(&g[key], &w[key]) <= 1e-6, "resumed at {done}, {key}: {g} against {w}");
+        }
+    }
+    let at: Vec<u64> = validations(&got).iter().map(|l| l["validation"].as_u64().unwrap()).collect();
+    assert_eq!(at, vec![6, 12, 18, 24]);
+    assert_eq!(
+        entries(dir.path()),
+        vec!["m.jsonl", "m.safetensors", "m.safetensors.state", "ref.jsonl", "ref.safetensors"],
+        "partial or stray files"
+    );
+}
+
+/// A --log FIFO whose reader goes away after the first line: training goes
+/// on, the checkpoint is written whole, a warning names the log once, and
+/// the run ends with exit 2 naming the log and the complete checkpoint (a
+/// cron job sees that the log it asked for is incomplete, not a quiet 0).
+#[test]
+fn cli_train_log_fifo_whose_reader_exits_keeps_the_checkpoint() {
+    use std::io::BufRead;
+    use std::os::unix::fs::OpenOptionsExt;
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_log_fifo");
+    let fifo = dir.join("log.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo");
+    assert!(made.success());
+    let ckpt = dir.join("m.safetensors");
+    const ITERS: u64 = 60;
+    let mut child = fx::train(&shared.store, &ckpt, ITERS, 4)
+        .arg("--log")
+        .arg(&fifo)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader: the first line, then gone (the tool has iterations left).
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let mut file = std::io::BufReader::new(std::fs::File::open(&fifo).unwrap());
+            file.read_line(&mut line).unwrap();
+            line
+        })
+    };
+    fx::wait_at_most(&mut child, Duration::from_secs(120));
+    // Should the tool have failed before opening its log, free the reader.
+    let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo);
+    let first = reader.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = util::stderr(&out);
+    assert_code(&out, 2);
+    assert_eq!(serde_json::from_str::<Value>(&first).unwrap()["it"], 0, "{first}");
+    assert_eq!(err.matches("warning").count(), 1, "{err}");
+    let last = err.trim_end().lines().last().unwrap();
+    for needle in ["--log", "log.fifo", "m.safetensors", "complete"] {
+        assert!(last.contains(needle), "{needle} not in the last line:\n{err}");
+    }
+    let model = load(&ckpt);
+    assert!(all_finite(&model));
+    assert_eq!(model.meta.training["iterations_done"].as_u64(), Some(ITERS));
+    assert_eq!(entries(dir.path()), vec!["log.fifo", "m.safetensors"]);
+}
+
+/// --keep-best with --save-every (the README's example): the output keeps
+/// the best weights, the resumable saves go to NAME.last.EXT, and a run
+/// killed and resumed keeps comparing against the best it had found.
+#[test]
+fn cli_train_keep_best_with_save_every_keeps_the_best() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_keep_best");
+    // Each class's normal and anomalous image have the same features, so
+    // every validation gives the same I-AUROC: the first (iteration 4)
+    // stays the best, and every later save would have replaced it.
+    let val = dir.join("val.st");
+    store_of_rows(&val, &[0, 0, 1, 1], |i, r| r.label = Some((i % 2) as u8));
+    let val = val.display().to_string();
+    let flags = ["--val", &val, "--val-every", "4", "--keep-best", "i-auroc"];
+    let ckpt = dir.join("m.safetensors");
+    let log = dir.join("m.jsonl");
+    let out = util::run(
+        fx::train(&shared.store, &ckpt, RESUME_ITERS, 4)
+            .args(["--save-every", &SAVE_EVERY.to_string()])
+            .args(flags)
+            .arg("--log")
+            .arg(&log),
+        "",
+    );
+    assert_code(&out, 0);
+    let lines = fx::parse_lines(&std::fs::read_to_string(&log).unwrap());
+    let values: Vec<&Value> = validations(&lines).iter().map(|l| &l["i_auroc"]).collect();
+    assert_eq!(values.len(), 6);
+    assert!(values.iter().all(|v| v.is_number() && *v == values[0]), "{values:?}");
+    let best = load(&ckpt);
+    assert_eq!(best.meta.training["iterations_done"].as_u64(), Some(4));
+    assert_eq!(best.meta.training["best"]["iteration"].as_u64(), Some(4));
+    let last = load(&dir.join("m.last.safetensors"));
+    assert_eq!(last.meta.training["iterations_done"].as_u64(), Some(RESUME_ITERS));
+    assert_eq!(last.meta.training["best"]["iteration"].as_u64(), Some(4));
+    assert!(max_abs_diff(&best, &last) > 0.0);
+    assert_eq!(entries(dir.path()), vec!["m.jsonl", "m.last.safetensors", "m.last.safetensors.state", "m.safetensors", "val.st"]);
+
+    // Killed after its first save and resumed from its resume point.
+    let (killed, resume_point) = (dir.join("k.safetensors"), dir.join("k.last.safetensors"));
+    interrupted_run(&shared.store, &killed, &flags, || poll(|| resume_point.exists()));
+    let resume = |from: &Path| {
+        util::run(
+            fx::train(&shared.store, &killed, RESUME_ITERS, 4)
+                .args(["--save-every", &SAVE_EVERY.to_string()])
+                .args(flags)
+                .arg("--resume")
+                .arg(from),
+            "",
+        )
+    };
+    // The best checkpoint is not a resume point: the message names it.
+    assert_error(&resume(&killed), &["k.safetensors", "k.last.safetensors"]);
+    assert_code(&resume(&resume_point), 0);
+    let resumed_best = load(&killed);
+    assert_eq!(resumed_best.meta.training["iterations_done"].as_u64(), Some(4));
+    assert!(max_abs_diff(&resumed_best, &best) <= 1e-6, "the best of the resumed run is not the iteration-4 weights");
+    assert_eq!(load(&resume_point).meta.training["iterations_done"].as_u64(), Some(RESUME_ITERS));
+}
+
+/// --val validates each model on the classes it is trained on: each model
+/// of separated training on its own class, a unified model on --classes;
+/// --keep-best is refused when a class cannot define its metric.
+#[test]
+fn cli_train_validates_each_model_on_its_own_classes() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_val_classes");
+    // Class c1 has only normal images here: its I-AUROC is undefined.
+    let val = dir.join("val.st");
+    store_of_rows(&val, &[0, 1, 2, 3, 4, 5, 6, 7], |_, r| {
+        if r.class_name() == "c1" {
+            r.label = Some(0);
+        }
+    });
+    let models = dir.join("models");
+    let separated = |extra: &[&str]| {
+        let mut cmd = util::tool("dinomaly-train");
+        cmd.arg(&shared.store)
+            .args(["--warmup", "2", "--iterations", "2", "--batch", "2", "--mode", "separated", "-o"])
+            .arg(&models)
+            .arg("--val")
+            .arg(&val)
+            .args(extra);
+        util::run(&mut cmd, "")
+    };
+    let out = separated(&["-q", "--keep-best", "i-auroc"]);
+    assert_error(&out, &["--keep-best", "class 'c1'", "only normal", "val.st"]);
+    assert!(entries(&models).is_empty(), "{:?}", entries(&models));
+
+    let log = dir.join("separated.jsonl");
+    let out = separated(&["--log", log.to_str().unwrap()]);
+    assert_code(&out, 0);
+    assert!(util::stderr(&out).contains("class 'c1' has only normal images"), "{}", util::stderr(&out));
+    let lines = fx::parse_lines(&std::fs::read_to_string(&log).unwrap());
+    let seen = validations(&lines);
+    assert_eq!(seen.len(), 2);
+    for line in seen {
+        let class = line["class"].as_str().unwrap();
+        let classes: Vec<&String> = line["classes"].as_object().unwrap().keys().collect();
+        assert_eq!(classes, vec![class], "{line}");
+        let own = &line["classes"][class]["i_auroc"];
+        assert_eq!(&line["i_auroc"], own, "{line}");
+        assert_eq!(own.is_null(), class == "c1", "{line}");
+    }
+
+    // Unified on --classes c0: c0 only.
+    let log = dir.join("unified.jsonl");
+    let out = util::run(
+        fx::train(&shared.store, &dir.join("m.safetensors"), 2, 2)
+            .args(["--classes", "c0", "--val"])
+            .arg(&shared.store)
+            .arg("--log")
+            .arg(&log),
+        "",
+    );
+    assert_code(&out, 0);
+    let lines = fx::parse_lines(&std::fs::read_to_string(&log).unwrap());
+    let seen = validations(&lines);
+    assert_eq!(seen.len(), 1);
+    let classes: Vec<&String> = seen[0]["classes"].as_object().unwrap().keys().collect();
+    assert_eq!(classes, vec!["c0"], "{}", seen[0]);
+}
+
+/// Resuming with a flag that shapes the training changed is refused, naming
+/// every such flag, and leaves the checkpoint alone; --grad-checkpointing
+/// may change and is recorded from the iteration it took effect.
+#[test]
+fn cli_train_resume_refuses_changed_flags() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_resume_flags");
+    let ckpt = dir.join("m.safetensors");
+    interrupted_run(&shared.store, &ckpt, &[], || poll(|| ckpt.exists()));
+    let done = load(&ckpt).meta.training["iterations_done"].as_u64().unwrap();
+    let before = (std::fs::read(&ckpt).unwrap(), std::fs::read(dir.join("m.safetensors.state")).unwrap());
+    let resume = |iterations: u64, batch: usize, extra: &[&str]| {
+        let mut cmd = fx::train(&shared.store, &ckpt, iterations, batch);
+        cmd.args(["--save-every", &SAVE_EVERY.to_string()]).args(extra).arg("--resume").arg(&ckpt);
+        util::run(&mut cmd, "")
+    };
+    let cases: Vec<(u64, usize, &[&str], &[&str])> = vec![
+        (RESUME_ITERS, 4, &["--lr", "1e-3"], &["--lr 0.001", "0.002"]),
+        (RESUME_ITERS, 2, &[], &["--batch 2", "(the checkpoint's: 4)"]),
+        (RESUME_ITERS, 2, &["--lr", "1e-3"], &["--lr 0.001", "--batch 2"]),
+        (48, 4, &[], &["--iterations 48"]),
+        (RESUME_ITERS, 4, &["--seed", "2"], &["--seed 2"]),
+        // (--warmup is already given by the fixture's command.)
+        (RESUME_ITERS, 4, &["--weight-decay", "0.5"], &["--weight-decay 0.5"]),
+        (RESUME_ITERS, 4, &["--dropout", "0"], &["--dropout 0"]),
+        (RESUME_ITERS, 4, &["--spike-factor", "0"], &["--spike-factor 0"]),
+        (RESUME_ITERS, 4, &["--classes", "c0"], &["--classes c0", "4 images"]),
+    ];
+    for (iterations, batch, extra, needles) in cases {
+        let out = resume(iterations, batch, extra);
+        let mut needles = needles.to_vec();
+        needles.push("m.safetensors");
+        assert_error(&out, &needles);
+    }
+    let after = (std::fs::read(&ckpt).unwrap(), std::fs::read(dir.join("m.safetensors.state")).unwrap());
+    assert!(after == before, "a refused resume changed the checkpoint");
+
+    let out = resume(RESUME_ITERS, 4, &["--grad-checkpointing"]);
+    assert_code(&out, 0);
+    let t = load(&ckpt).meta.training;
+    assert_eq!(t["iterations_done"].as_u64(), Some(RESUME_ITERS));
+    assert_eq!(t["grad_checkpointing"], "mixed");
+    assert_eq!(t["precision"], "fp32");
+    let compute = serde_json::json!([
+        {"from": 0, "precision": "fp32", "grad_checkpointing": false},
+        {"from": done, "precision": "fp32", "grad_checkpointing": true},
+    ]);
+    assert_eq!(t["compute"], compute);
+    assert_eq!(t["resumed_at"], serde_json::json!([done]));
+    assert_eq!((t["batch"].as_u64(), t["lr"].as_f64()), (Some(4), Some(2e-3)));
+}
+
+/// A warm-up longer than the run is shortened to the run, said in a note,
+/// and recorded as used (the schedule in the log agrees).
+#[test]
+fn cli_train_records_the_warmup_it_used() {
+    let shared = fx::shared();
+    let dir = Dir::new("cli_train_warmup");
+    let (ckpt, log) = (dir.join("m.safetensors"), dir.join("log.jsonl"));
+    let mut cmd = util::tool("dinomaly-train");
+    cmd.arg(&shared.store)
+        .args(["--warmup", "100", "--iterations", "3", "--batch", "4", "-o"])
+        .arg(&ckpt)
+        .arg("--log")
+        .arg(&log);
+    let out = util::run(&mut cmd, "");
+    assert_code(&out, 0);
+    assert!(util::stderr(&out).contains("--warmup 100 is longer than the 3 iterations"), "{}", util::stderr(&out));
+    assert_eq!(load(&ckpt).meta.training["warmup"].as_u64(), Some(3));
+    // numpy.linspace(0, 2e-3, 3): 0, 1e-3, 2e-3.
+    let lrs: Vec<f64> = fx::parse_lines(&std::fs::read_to_string(&log).unwrap())
+        .iter()
+        .map(|l| l["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lrs.len(), 3);
+    for (lr, want) in lrs.iter().zip([0.0, 1e-3, 2e-3]) {
+        assert!((lr - want).abs() <= 1e-15, "{lrs:?}");
+    }
 }

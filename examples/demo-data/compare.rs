@@ -4,8 +4,10 @@
 //!
 //! Prints `key value` lines: `n`, `map_rel` (max |a - b| over all map pixels
 //! divided by max |a|), `map_abs` (max |a - b|), `score_rel`
-//! (max |a - b| / |a| over the scores) and `spearman` (rank correlation of
-//! the scores, ties ranked by position). `a` is the reference (first file).
+//! (max |a - b| / |a| over the scores), `score_range_rel` (max |a - b| over
+//! the scores divided by their spread, max a - min a) and `spearman` (rank
+//! correlation of the scores, ties ranked by position). `a` is the
+//! reference (first file).
 
 use std::path::{Path, PathBuf};
 
@@ -68,7 +70,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if a.len() != b.len() || a.is_empty() {
         bail!("{} has {} lines and {} has {}: expected the same non-zero count", args.reference.display(), a.len(), args.other.display(), b.len());
     }
-    let (mut map_abs, mut map_max, mut score_rel) = (0f64, 0f64, 0f64);
+    let (mut map_abs, mut map_max, mut score_rel, mut score_abs) = (0f64, 0f64, 0f64, 0f64);
     for (x, y) in a.iter().zip(&b) {
         if x.image != y.image {
             bail!("line order differs: {} against {}", x.image, y.image);
@@ -83,6 +85,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             map_max = map_max.max(f64::from(p.abs()));
         }
         score_rel = score_rel.max((x.score - y.score).abs() / x.score.abs());
+        score_abs = score_abs.max((x.score - y.score).abs());
     }
     let sa: Vec<f64> = a.iter().map(|s| s.score).collect();
     let sb: Vec<f64> = b.iter().map(|s| s.score).collect();
@@ -90,6 +93,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("map_rel {:.3e}", map_abs / map_max);
     println!("map_abs {map_abs:.3e}");
     println!("score_rel {score_rel:.3e}");
+    let spread = sa.iter().copied().fold(f64::NEG_INFINITY, f64::max) - sa.iter().copied().fold(f64::INFINITY, f64::min);
+    println!("score_range_rel {:.3e}", score_abs / spread);
     println!("spearman {:.4}", pearson(&ranks(&sa), &ranks(&sb)));
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! `dinomaly-train`: a feature store (or, with `--images`, the images
 //! themselves, encoded at every iteration) → a trained checkpoint
 //! (bottleneck + linear-attention decoder), unified (one model for all
-//! classes) or separated (one model per class), trained exactly as the
-//! official code trains it.
+//! classes) or separated (one model per class), trained as the official
+//! code trains it but for two defaults (a loss spike skips its step; the
+//! store's features are float16), stated in `--help` and the README.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -16,11 +16,13 @@ use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, Precision, QuietArgs, SampleSource};
 use crate::cli::progress;
 use crate::cli::ranges;
-use crate::io::features::StoreDtype;
+use crate::io::features::{FeatureMeta, FeatureStore, StoreDtype};
 use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
-use crate::train::trainer::{StoreInput, Trainer};
+use crate::io::checkpoint::ModelMeta;
+use crate::train::log::{Continued, TrainLog};
+use crate::train::trainer::{state_path, Best, StoreInput, Trainer};
 use crate::train::validate::{ValMetric, Validator};
 
 const TOOL: &str = "dinomaly-train";
@@ -37,6 +39,13 @@ const TOOL: &str = "dinomaly-train";
 /// (dinomaly-extract --dtype f32) of the same images. Defaults are the
 /// paper's MVTec-AD multi-class setting; --preset switches to another
 /// setting in one word and explicit flags override the preset.
+///
+/// Two defaults differ from the official training: a step whose loss
+/// exceeds 5 times the median of the last 100 is skipped (the official loop
+/// never skips; --spike-factor 0 does as it does), and dinomaly-extract
+/// stores float16 features by default (the official code trains on the
+/// encoder's float32 output; a --dtype f32 store or --images trains on
+/// that). The README gives the measured effect of the float16 store.
 #[derive(Debug, clap::Parser)]
 #[command(name = "dinomaly-train", version, allow_negative_numbers = true)]
 #[command(group(
@@ -175,22 +184,32 @@ pub struct Args {
 
     /// Skip a step whose loss exceeds this multiple of the median of the
     /// last 100 losses (0 turns it off; otherwise above 1). Non-finite
-    /// losses and gradients are always skipped.
+    /// losses and gradients are always skipped. The official loop skips no
+    /// step: 0 trains as it does.
     #[arg(long, default_value_t = 5.0, value_name = "X", value_parser = ranges::FACTOR_OR_OFF, allow_hyphen_values = true)]
     pub spike_factor: f64,
 
     /// Write the checkpoint (and its optimizer state, PATH.state) every N
-    /// iterations, so a killed run can --resume.
+    /// iterations, so a killed run can --resume. With --keep-best these
+    /// saves go to NAME.last.EXT beside the output (model.last.safetensors
+    /// for -o model.safetensors), which keeps the best weights.
     #[arg(long, value_name = "N", value_parser = ranges::at_least::<u64>(1), allow_hyphen_values = true)]
     pub save_every: Option<u64>,
 
-    /// Continue from a checkpoint written with --save-every (same flags).
+    /// Continue from a checkpoint written with --save-every (with
+    /// --keep-best: NAME.last.EXT). The flags that shape the training
+    /// (--iterations, --batch, --lr, --warmup, --seed, --classes, ...) must
+    /// be those of the run being resumed: a difference is refused, naming
+    /// the flag. --precision and --grad-checkpointing may change; the
+    /// checkpoint records from which iteration.
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
 
     /// Validate against this labelled feature store (a test or held-out
     /// split extracted with the same settings): image AUROC per class and
-    /// mean, pixel AUROC when masks are there. Logged on stderr.
+    /// mean, pixel AUROC when masks are there, over the classes a model is
+    /// trained on (with --mode separated, each model on its own class).
+    /// Logged on stderr and in --log.
     #[arg(long, value_name = "STORE")]
     pub val: Option<PathBuf>,
 
@@ -200,7 +219,9 @@ pub struct Args {
 
     /// Keep the checkpoint with the best validation value of this metric
     /// instead of the last one (needs --val-every below --iterations: more
-    /// than one validation).
+    /// than one validation). Refused when a validated class cannot define
+    /// it (I-AUROC of a class with only normal or only anomalous images,
+    /// P-AUROC without masks), as the mean would be undefined.
     #[arg(long, value_enum, value_name = "METRIC", requires = "val")]
     pub keep_best: Option<ValMetric>,
 
@@ -215,7 +236,12 @@ pub struct Args {
     pub classes: Vec<String>,
 
     /// Write one JSON line per iteration (it, loss, lr, p, grad_norm,
-    /// skipped) to this file.
+    /// skipped) and per validation (validation: iterations done, i_auroc,
+    /// p_auroc, classes) to this file as training goes (a FIFO works). A
+    /// resumed run continues the log of the run it resumes. When the log
+    /// cannot be written (its reader went away, disk full), training goes
+    /// on, the checkpoint is written, and the run ends with exit 2 naming
+    /// the log.
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
 
@@ -292,6 +318,8 @@ pub enum Variant {
 struct Plan {
     mode: Mode,
     iterations: u64,
+    /// Warm-up iterations used: --warmup, at most --iterations.
+    warmup: u64,
     dropout: f64,
     eps: f64,
 }
@@ -307,9 +335,11 @@ impl Args {
         let eps = self
             .eps
             .unwrap_or(if mode == Mode::Separated { 1e-8 } else { eps });
+        let iterations = self.iterations.unwrap_or(iterations);
         let plan = Plan {
             mode,
-            iterations: self.iterations.unwrap_or(iterations),
+            iterations,
+            warmup: self.warmup.min(iterations),
             dropout: self.dropout.unwrap_or(dropout),
             eps,
         };
@@ -327,6 +357,29 @@ impl Args {
             bail!("--resume works with one checkpoint: resume separated training class by class with --classes");
         }
         Ok(plan)
+    }
+}
+
+/// One model to train.
+struct Job {
+    /// Its class (separated training).
+    class: Option<String>,
+    /// Its training rows and how batches are drawn from them.
+    rows: Vec<usize>,
+    sampler: BatchSampler,
+    /// Its classes, sorted: validated on these, recorded in the checkpoint.
+    classes: Vec<String>,
+    /// Its checkpoint.
+    output: PathBuf,
+}
+
+impl Job {
+    /// "the model" or "the model of class 'c'", for messages.
+    fn whose(&self) -> String {
+        match &self.class {
+            Some(c) => format!("the model of class '{c}'"),
+            None => "the model".to_string(),
+        }
     }
 }
 
@@ -360,19 +413,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Mode::Unified => crate::io::atomic::check_writable(&args.output)?,
         Mode::Separated => crate::io::atomic::check_writable_dir(&args.output)?,
     }
-    let mut log = match &args.log {
-        Some(path) => Some(crate::io::atomic::AtomicFile::create(path)?),
-        None => None,
-    };
+    if let Some(path) = &args.log {
+        TrainLog::check(path)?;
+    }
     let device = args.device.device.resolve()?;
+    if args.precision == Precision::Bf16 {
+        // Emulated bf16 is several times slower than fp32 (src/cpu.rs).
+        if let Some(note) = crate::cpu::bf16_note(device) {
+            progress::note(quiet, TOOL, &note);
+        }
+    }
     let mut source = match (&store, samples) {
         (Some(store), _) => BatchSource::Store {
             store,
             // Hold the store in device memory when on a GPU and it fits
-            // (fp16: N x G x T x D x 2 bytes); when the allocation fails,
+            // (N x G x T x D x 2 or 4 bytes: in its own dtype, so that an
+            // f32 store is not rounded to f16); when the allocation fails,
             // batches are read from the memory-mapped file instead.
             held: match device {
-                tch::Device::Cuda(_) => match store.all(Kind::Half, device) {
+                tch::Device::Cuda(_) => match held_copy(store, device) {
                     Ok(all) => Some(all),
                     Err(e) => {
                         progress::note(quiet, TOOL, &format!("the feature store does not fit in GPU memory ({e}); reading batches from the file"));
@@ -397,36 +456,112 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bail!("class '{wanted}' is not in {from}");
         }
     }
-    let jobs: Vec<(Option<String>, Vec<usize>)> = match plan.mode {
-        Mode::Unified => vec![(None, selected)],
-        Mode::Separated => {
-            let mut names: Vec<String> = selected.iter().map(|&i| classes[i].clone()).collect();
-            names.sort();
-            names.dedup();
-            names
-                .into_iter()
-                .map(|c| {
-                    let rows = selected.iter().copied().filter(|&i| classes[i] == c).collect();
-                    (Some(c), rows)
-                })
-                .collect()
-        }
+    let classes_of = |rows: &[usize]| {
+        let mut names: Vec<String> = rows.iter().map(|&i| classes[i].clone()).collect();
+        names.sort();
+        names.dedup();
+        names
     };
-    let validator = match &args.val {
-        Some(path) => Some(Validator::open(path, source.meta(), device).with_context(|| format!("--val {}", path.display()))?),
-        None => None,
+    let groups: Vec<(Option<String>, Vec<usize>)> = match plan.mode {
+        Mode::Unified => vec![(None, selected.clone())],
+        Mode::Separated => classes_of(&selected)
+            .into_iter()
+            .map(|c| {
+                let rows = selected.iter().copied().filter(|&i| classes[i] == c).collect();
+                (Some(c), rows)
+            })
+            .collect(),
     };
-    for (class, rows) in jobs {
+    // Every model's batches are checked before anything is written.
+    let mut jobs = Vec::with_capacity(groups.len());
+    for (class, rows) in groups {
+        let row_classes: Vec<String> = rows.iter().map(|&r| classes[r].clone()).collect();
+        let sampler = BatchSampler::new(rows.clone(), &row_classes, args.batch, args.seed, args.sampling).with_context(|| match &class {
+            Some(c) => format!("class '{c}'"),
+            None => from.clone(),
+        })?;
         let output = match (&class, plan.mode) {
             (Some(c), Mode::Separated) => args.output.join(format!("{}.safetensors", if c.is_empty() { "unnamed" } else { c })),
             _ => args.output.clone(),
         };
-        train_one(&args, &plan, &mut source, class.as_deref(), rows, &classes, &output, device, log.as_mut(), validator.as_ref())?;
+        let job_classes = classes_of(&rows);
+        jobs.push(Job { class, rows, sampler, classes: job_classes, output });
     }
-    if let Some(log) = log {
-        log.commit()?;
+    let validator = match &args.val {
+        Some(path) => {
+            let trained = classes_of(&selected);
+            let validator = Validator::open(path, source.meta(), &trained, device).with_context(|| format!("--val {}", path.display()))?;
+            check_validation(&args, &jobs, &validator)?;
+            Some(validator)
+        }
+        None => None,
+    };
+    if plan.warmup < args.warmup {
+        progress::note(
+            quiet,
+            TOOL,
+            &format!(
+                "--warmup {} is longer than the {} iterations: the warm-up takes all of them (lr reaches {:e} only at the last one, no cosine decay); the checkpoint records warmup {}",
+                args.warmup, plan.iterations, args.lr, plan.warmup
+            ),
+        );
+    }
+    // Opened when the first model starts training (after a resume's checks).
+    let mut log: Option<TrainLog> = None;
+    for job in &jobs {
+        train_one(&args, &plan, &mut source, job, device, &mut log, validator.as_ref())?;
+    }
+    if let Some(log) = log.as_mut() {
+        if let Some(warning) = log.finish() {
+            eprintln!("{TOOL}: warning: {warning}");
+        }
+        if let Some(failure) = log.failure() {
+            // As text: a broken pipe in the chain would read as a quiet exit.
+            let written = match plan.mode {
+                Mode::Unified => format!("the checkpoint {} is complete", args.output.display()),
+                Mode::Separated => format!("the checkpoints in {} are complete", args.output.display()),
+            };
+            bail!("--log {}: nothing logged from {} on ({}); {written}", log.path().display(), failure.at, failure.error);
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses --keep-best when its metric is undefined for a model's
+/// validation classes (the mean over classes would be undefined at every
+/// validation, so no checkpoint would ever be kept), and says which image
+/// AUROCs will be n/a otherwise.
+fn check_validation(args: &Args, jobs: &[Job], validator: &Validator) -> anyhow::Result<()> {
+    let path = validator.path().display();
+    for job in jobs {
+        if let Some(metric) = args.keep_best {
+            let reasons = validator.undefined(&job.classes, metric);
+            if !reasons.is_empty() {
+                bail!(
+                    "--keep-best {}: the mean {} over the classes of {} is undefined on --val {path}: {}",
+                    metric.name(),
+                    metric.label(),
+                    job.whose(),
+                    reasons.join("; ")
+                );
+            }
+        }
+        if args.keep_best != Some(ValMetric::IAuroc) {
+            for reason in validator.undefined(&job.classes, ValMetric::IAuroc) {
+                progress::note(args.quiet.quiet, TOOL, &format!("validation of {} on {path}: {reason}; its mean I-AUROC is n/a", job.whose()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// All rows of `store` on `device`, in the store's own dtype.
+fn held_copy(store: &FeatureStore, device: tch::Device) -> crate::Result<tch::Tensor> {
+    let kind = match store.meta().dtype {
+        StoreDtype::F16 => Kind::Half,
+        StoreDtype::F32 => Kind::Float,
+    };
+    store.all(kind, device)
 }
 
 /// The store, or what the samples of --images were read from, for messages.
@@ -491,27 +626,18 @@ fn image_source(args: &Args, mut samples: Vec<crate::data::record::Sample>, devi
     Ok(ImageSource::new(extractor, samples))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn train_one(
     args: &Args,
     plan: &Plan,
     source: &mut BatchSource<'_>,
-    class: Option<&str>,
-    rows: Vec<usize>,
-    classes: &[String],
-    output: &Path,
+    job: &Job,
     device: tch::Device,
-    mut log: Option<&mut crate::io::atomic::AtomicFile>,
+    log: &mut Option<TrainLog>,
     validator: Option<&Validator>,
 ) -> anyhow::Result<()> {
     let quiet = args.quiet.quiet;
     let meta = &source.meta().clone();
-    let row_classes: Vec<String> = rows.iter().map(|&r| classes[r].clone()).collect();
-    let sampler = BatchSampler::new(rows.clone(), &row_classes, args.batch, args.seed, args.sampling)
-        .with_context(|| match class {
-            Some(c) => format!("class '{c}'"),
-            None => source_name(args),
-        })?;
+    let class = job.class.as_deref();
     let attention = match args.attention {
         Attention::Linear => AttentionKind::Linear { eps: args.attention_eps },
         Attention::Softmax => AttentionKind::Softmax,
@@ -527,7 +653,7 @@ fn train_one(
     })?;
     let input = StoreInput::for_store(meta, &cfg.groups).with_context(|| source_name(args))?;
     let settings = TrainSettings {
-        schedule: WarmCosine::new(args.lr, args.final_lr, plan.iterations, args.warmup.min(plan.iterations))?,
+        schedule: WarmCosine::new(args.lr, args.final_lr, plan.iterations, plan.warmup)?,
         loss: match args.loss {
             Loss::HardMining => LossKind::HardMining(HardMining::default()),
             Loss::Plain => LossKind::Global,
@@ -544,56 +670,84 @@ fn train_one(
     };
     let spike = (args.spike_factor > 0.0).then_some(args.spike_factor);
     let mut trainer = Trainer::new(cfg, opt_cfg, settings, input, args.seed, spike, device)?;
-    if let Some(resume) = &args.resume {
-        trainer.resume(resume, meta).with_context(|| format!("cannot resume from {}", resume.display()))?;
-        progress::note(quiet, TOOL, &format!("resumed at iteration {}", trainer.progress.iterations_done));
-        note_compute_change(args, resume, quiet)?;
+    let shaping = shaping_settings(args, plan, job);
+    let val_store = args.val.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string());
+    // With --keep-best the output holds the best weights only; the saves
+    // that a killed run resumes from go beside it.
+    let periodic = match args.keep_best {
+        Some(_) => last_path(&job.output),
+        None => job.output.clone(),
+    };
+    let record = match &args.resume {
+        Some(resume) => {
+            let record = resume_from(args, resume, &mut trainer, meta, &shaping, val_store.as_deref(), &job.output)?;
+            progress::note(quiet, TOOL, &format!("resumed at iteration {}", trainer.progress.iterations_done));
+            record
+        }
+        None => RunRecord::fresh(args),
+    };
+    if let (None, Some(path)) = (log.as_ref(), &args.log) {
+        let resume_at = args.resume.as_ref().map(|_| trainer.progress.iterations_done);
+        let (opened, continued) = TrainLog::open(path, resume_at)?;
+        let done = trainer.progress.iterations_done;
+        match continued {
+            Continued::Kept { kept, .. } if kept < done => progress::note(
+                quiet,
+                TOOL,
+                &format!("{} holds {kept} of the {done} iterations before the resume point; the resumed run's lines follow", path.display()),
+            ),
+            Continued::Missing => progress::note(
+                quiet,
+                TOOL,
+                &format!("{} was not there: it holds the iterations from {done} on", path.display()),
+            ),
+            _ => {}
+        }
+        *log = Some(opened);
     }
     let label = class.map_or("train".to_string(), |c| format!("train {c}"));
     let bar = progress::bar(plan.iterations, &label, quiet);
     bar.set_position(trainer.progress.iterations_done);
     let training_meta = |trainer: &Trainer| {
-        serde_json::json!({
-            "mode": match plan.mode { Mode::Unified => "unified", Mode::Separated => "separated" },
-            "class": class,
-            "iterations": plan.iterations,
-            "iterations_done": trainer.progress.iterations_done,
-            "batch": args.batch,
-            "sampling": format!("{:?}", args.sampling).to_lowercase(),
-            "seed": args.seed,
-            "lr": args.lr, "final_lr": args.final_lr, "warmup": args.warmup,
-            "weight_decay": args.weight_decay, "eps": plan.eps, "clip": args.clip,
-            "loss": match args.loss { Loss::HardMining => "hard-mining", Loss::Plain => "plain" },
-            "precision": precision_name(args.precision),
-            "grad_checkpointing": args.grad_checkpointing,
-            "train_images": rows.len(),
-            "skipped_steps": trainer.progress.skipped_steps,
-            "loss_history": trainer.progress.loss_history,
+        let mut t = shaping.clone();
+        let p = &trainer.progress;
+        let more = serde_json::json!({
+            "iterations_done": p.iterations_done,
+            "precision": record.uniform("precision"),
+            "grad_checkpointing": record.uniform("grad_checkpointing"),
+            "compute": record.compute,
+            "resumed_at": record.resumed_at,
+            "skipped_steps": p.skipped_steps,
+            "loss_history": p.loss_history,
             "features": args.features.as_ref().map(|p| p.display().to_string()),
             "images": args.images,
-        })
+            "val": val_store,
+            "keep_best": args.keep_best.map(|m| m.name()),
+            "best": p.best,
+        });
+        if let serde_json::Value::Object(more) = more {
+            t.extend(more);
+        }
+        serde_json::Value::Object(t)
     };
     let val_every = args.val_every.unwrap_or(plan.iterations);
-    let mut best: Option<(f64, u64)> = None;
-    let mut since_best = 0u32;
     let mut smoothed: Option<f64> = None;
     let started = std::time::Instant::now();
     let start_it = trainer.progress.iterations_done;
-    while trainer.progress.iterations_done < plan.iterations {
+    let mut stop = false;
+    while trainer.progress.iterations_done < plan.iterations && !stop {
         let it = trainer.progress.iterations_done;
-        let outcome = trainer.step(source, &sampler)?;
+        let outcome = trainer.step(source, &job.sampler)?;
         if let Some(reason) = outcome.skipped {
             bar.suspend(|| eprintln!("{TOOL}: iteration {it}: step skipped ({reason:?}, loss {:.6})", outcome.loss));
         } else {
             smoothed = Some(smoothed.map_or(outcome.loss, |s| 0.98 * s + 0.02 * outcome.loss));
         }
-        if let Some(log) = log.as_deref_mut() {
-            let line = serde_json::json!({
-                "class": class, "it": it, "loss": outcome.loss, "lr": outcome.lr, "p": outcome.p,
-                "grad_norm": outcome.grad_norm, "skipped": outcome.skipped.map(|r| format!("{r:?}")),
-            });
-            writeln!(log, "{line}").context("cannot write the --log file")?;
-        }
+        let line = serde_json::json!({
+            "class": class, "it": it, "loss": outcome.loss, "lr": outcome.lr, "p": outcome.p,
+            "grad_norm": outcome.grad_norm, "skipped": outcome.skipped.map(|r| format!("{r:?}")),
+        });
+        log_line(log, &line, || format!("iteration {it}"), &bar);
         let done = trainer.progress.iterations_done;
         let rate = (done - start_it) as f64 / started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
@@ -604,30 +758,40 @@ fn train_one(
             rate
         ));
         bar.set_position(done);
-        if args.save_every.is_some_and(|n| done % n == 0) && done < plan.iterations {
-            trainer.save(output, meta, training_meta(&trainer), true)?;
-        }
+        // Validation comes before a save at the same iteration, so that the
+        // save (and a run resumed from it) knows its outcome.
         if let Some(validator) = validator {
             if done % val_every == 0 || done == plan.iterations {
-                let result = validator.run(trainer.model(), args.batch)?;
+                let result = validator.run(trainer.model(), args.batch, &job.classes)?;
                 bar.suspend(|| eprintln!("{TOOL}: validation at iteration {done}: {}", result.summary()));
+                let mut line = serde_json::json!({"class": class, "validation": done});
+                if let (Some(line), serde_json::Value::Object(values)) = (line.as_object_mut(), result.to_json()) {
+                    line.extend(values);
+                }
+                log_line(log, &line, || format!("the validation at iteration {done}"), &bar);
                 if let Some(metric) = args.keep_best {
                     let value = result.mean(metric);
-                    if value.is_some_and(|v| best.is_none_or(|(b, _)| v > b)) {
-                        best = value.map(|v| (v, done));
-                        since_best = 0;
-                        let mut training = training_meta(&trainer);
-                        training["best"] = serde_json::json!({"metric": format!("{metric:?}").to_lowercase(), "value": value, "iteration": done});
-                        trainer.save(output, meta, training, false)?;
-                    } else {
-                        since_best += 1;
-                        if args.patience.is_some_and(|p| since_best >= p) {
-                            bar.suspend(|| eprintln!("{TOOL}: no improvement in {since_best} validations: stopping at iteration {done}"));
-                            break;
+                    let progress = &mut trainer.progress;
+                    match value {
+                        Some(v) if progress.best.as_ref().is_none_or(|b| v > b.value) => {
+                            progress.best = Some(Best { metric: metric.name().to_string(), value: v, iteration: done });
+                            progress.since_best = 0;
+                            trainer.save(&job.output, meta, training_meta(&trainer), false)?;
+                        }
+                        _ => {
+                            progress.since_best += 1;
+                            if args.patience.is_some_and(|p| progress.since_best >= p) {
+                                let since = progress.since_best;
+                                bar.suspend(|| eprintln!("{TOOL}: no improvement in {since} validations: stopping at iteration {done}"));
+                                stop = true;
+                            }
                         }
                     }
                 }
             }
+        }
+        if !stop && args.save_every.is_some_and(|n| done % n == 0) && done < plan.iterations {
+            trainer.save(&periodic, meta, training_meta(&trainer), true)?;
         }
     }
     bar.finish_and_clear();
@@ -635,41 +799,312 @@ fn train_one(
     let last = last.map_or("n/a".into(), |l| format!("{l:.4}"));
     let done = trainer.progress.iterations_done;
     let skipped = trainer.progress.skipped_steps;
-    match best {
+    let output = &job.output;
+    match (args.keep_best, trainer.progress.best.clone()) {
         // The best checkpoint is already written.
-        Some((value, it)) => progress::note(
-            quiet,
-            TOOL,
-            &format!("wrote {}: the best of {done} iterations (iteration {it}, validation {value:.4}); {skipped} steps skipped", output.display()),
-        ),
-        None => {
-            trainer.save(output, meta, training_meta(&trainer), args.save_every.is_some())?;
+        (Some(metric), Some(best)) => {
+            let last_weights = if args.save_every.is_some() {
+                trainer.save(&periodic, meta, training_meta(&trainer), true)?;
+                format!("; the last weights (iteration {done}) are in {}", periodic.display())
+            } else {
+                String::new()
+            };
             progress::note(
                 quiet,
                 TOOL,
-                &format!("wrote {} ({done} iterations, {skipped} skipped, final loss {last})", output.display()),
+                &format!(
+                    "wrote {}: the best validation, {} {:.4} at iteration {} of {done}; {skipped} steps skipped{last_weights}",
+                    output.display(),
+                    metric.name(),
+                    best.value,
+                    best.iteration
+                ),
+            );
+        }
+        (keep_best, _) => {
+            trainer.save(output, meta, training_meta(&trainer), args.save_every.is_some())?;
+            let why = match keep_best {
+                Some(metric) => format!("; no validation gave a defined {}, so these are the last weights", metric.label()),
+                None => String::new(),
+            };
+            progress::note(
+                quiet,
+                TOOL,
+                &format!("wrote {} ({done} iterations, {skipped} skipped, final loss {last}){why}", output.display()),
             );
         }
     }
     Ok(())
 }
 
-/// Says so when a resumed run computes differently from the run that wrote
-/// its checkpoint (allowed: e.g. turning on --grad-checkpointing to save
-/// memory, or bf16 to go faster; the numbers then follow the new setting).
-fn note_compute_change(args: &Args, resume: &Path, quiet: bool) -> anyhow::Result<()> {
-    let training = crate::io::checkpoint::read_meta(resume)?.training;
-    // Checkpoints from before these settings existed were fp32, plain.
-    let was_precision = training["precision"].as_str().unwrap_or("fp32").to_string();
-    let was_checkpointing = training["grad_checkpointing"].as_bool().unwrap_or(false);
-    let now_precision = precision_name(args.precision);
-    if was_precision != now_precision {
-        progress::note(quiet, TOOL, &format!("the checkpoint was trained with --precision {was_precision}; continuing with --precision {now_precision}"));
+/// Writes a line to the log, if there is one, showing its first failure.
+fn log_line(log: &mut Option<TrainLog>, line: &serde_json::Value, at: impl FnOnce() -> String, bar: &indicatif::ProgressBar) {
+    if let Some(warning) = log.as_mut().and_then(|l| l.write(line, at)) {
+        // Always shown: the run will end with an error because of it.
+        bar.suspend(|| eprintln!("{TOOL}: warning: {warning}"));
     }
-    if was_checkpointing != args.grad_checkpointing {
-        progress::note(quiet, TOOL, &format!("--grad-checkpointing is now {} (was {}): same gradients, different memory and speed", onoff(args.grad_checkpointing), onoff(was_checkpointing)));
+}
+
+/// Where the resumable saves of a run that keeps its best checkpoint at
+/// `output` go: `NAME.last.EXT` beside it (`model.last.safetensors`).
+pub fn last_path(output: &Path) -> PathBuf {
+    let name = match (output.file_stem(), output.extension()) {
+        (Some(stem), Some(ext)) => format!("{}.last.{}", stem.to_string_lossy(), ext.to_string_lossy()),
+        _ => format!("{}.last", output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
+    };
+    output.with_file_name(name)
+}
+
+/// The settings that shape what training computes, by checkpoint key, with
+/// the flag that sets each: recorded in every checkpoint, and a resumed run
+/// must repeat them.
+const SHAPING: [(&str, &str); 15] = [
+    ("mode", "--mode"),
+    ("classes", "--classes"),
+    ("train_images", "the training images"),
+    ("iterations", "--iterations"),
+    ("batch", "--batch"),
+    ("sampling", "--sampling"),
+    ("seed", "--seed"),
+    ("lr", "--lr"),
+    ("final_lr", "--final-lr"),
+    ("warmup", "--warmup"),
+    ("weight_decay", "--weight-decay"),
+    ("eps", "--eps"),
+    ("clip", "--clip"),
+    ("loss", "--loss"),
+    ("spike_factor", "--spike-factor"),
+];
+
+/// This run's values of [`SHAPING`] (and the class of a separated model).
+fn shaping_settings(args: &Args, plan: &Plan, job: &Job) -> serde_json::Map<String, serde_json::Value> {
+    let json = serde_json::json!({
+        "mode": match plan.mode { Mode::Unified => "unified", Mode::Separated => "separated" },
+        "class": job.class,
+        "classes": job.classes,
+        "train_images": job.rows.len(),
+        "iterations": plan.iterations,
+        "batch": args.batch,
+        "sampling": format!("{:?}", args.sampling).to_lowercase(),
+        "seed": args.seed,
+        "lr": args.lr, "final_lr": args.final_lr, "warmup": plan.warmup,
+        "weight_decay": args.weight_decay, "eps": plan.eps, "clip": args.clip,
+        "loss": match args.loss { Loss::HardMining => "hard-mining", Loss::Plain => "plain" },
+        "spike_factor": args.spike_factor,
+    });
+    match json {
+        serde_json::Value::Object(map) => map,
+        _ => unreachable!("a JSON object literal"),
     }
-    Ok(())
+}
+
+/// Equal as recorded: numbers within float rounding of a JSON round trip.
+fn same_setting(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-12 * x.abs().max(y.abs()),
+        _ => a == b,
+    }
+}
+
+/// A recorded value as a flag value.
+fn show_setting(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "none".to_string(),
+        serde_json::Value::Array(items) => items.iter().map(show_setting).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// The settings of this run (`now`) that differ from those a checkpoint
+/// recorded (`was`), as flags; keys a checkpoint lacks (older versions)
+/// are not compared.
+fn changed_settings(was: &serde_json::Value, now: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (key, flag) in SHAPING {
+        let (Some(was), Some(now)) = (was.get(key), now.get(key)) else {
+            continue;
+        };
+        if !same_setting(was, now) {
+            changed.push(match key {
+                "train_images" => format!("the training set has {now} images (the checkpoint's had {was})"),
+                _ => format!("{flag} {} (the checkpoint's: {})", show_setting(now), show_setting(was)),
+            });
+        }
+    }
+    changed
+}
+
+/// The model settings of this run that differ from a checkpoint's, as flags.
+fn changed_model(was: &ModelMeta, now: &ModelMeta) -> Vec<String> {
+    let variant = |bias: bool| if bias { "official" } else { "anomalib" };
+    let groups = |g: &[Vec<usize>]| format!("{g:?}").replace(' ', "");
+    let eps = |e: Option<f64>| e.map_or("none".to_string(), |e| e.to_string());
+    let mut changed = Vec::new();
+    let mut differ = |differs: bool, flag: &str, now: String, was: String| {
+        if differs {
+            changed.push(format!("{flag} {now} (the checkpoint's: {was})"));
+        }
+    };
+    differ(was.attention != now.attention, "--attention", now.attention.clone(), was.attention.clone());
+    differ(was.attention_eps != now.attention_eps, "--attention-eps", eps(now.attention_eps), eps(was.attention_eps));
+    differ(was.dropout != now.dropout, "--dropout", now.dropout.to_string(), was.dropout.to_string());
+    differ(was.mlp_bias != now.mlp_bias, "--variant", variant(now.mlp_bias).into(), variant(was.mlp_bias).into());
+    differ(was.groups != now.groups, "--groups", groups(&now.groups), groups(&was.groups));
+    differ(
+        was.num_layers != now.num_layers || was.depth_decoder != now.depth_decoder,
+        "the model's size",
+        format!("{} layers, {} decoder blocks", now.num_layers, now.depth_decoder),
+        format!("{} layers, {} decoder blocks", was.num_layers, was.depth_decoder),
+    );
+    changed
+}
+
+/// What a run's checkpoints record about how it computed, across resumes.
+struct RunRecord {
+    /// One entry per stretch of iterations with the same --precision and
+    /// --grad-checkpointing (`from`, the first iteration of the stretch).
+    compute: Vec<serde_json::Value>,
+    /// Iterations at which the run was resumed.
+    resumed_at: Vec<u64>,
+}
+
+impl RunRecord {
+    fn fresh(args: &Args) -> Self {
+        RunRecord {
+            compute: vec![compute_entry(args, 0)],
+            resumed_at: Vec::new(),
+        }
+    }
+
+    /// The value of `key` when every stretch used the same, else "mixed"
+    /// (see `compute`): a checkpoint never states a setting some of its
+    /// iterations did not use.
+    fn uniform(&self, key: &str) -> serde_json::Value {
+        let first = &self.compute[0][key];
+        if self.compute.iter().all(|c| &c[key] == first) {
+            first.clone()
+        } else {
+            "mixed".into()
+        }
+    }
+}
+
+fn compute_entry(args: &Args, from: u64) -> serde_json::Value {
+    serde_json::json!({"from": from, "precision": precision_name(args.precision), "grad_checkpointing": args.grad_checkpointing})
+}
+
+/// Resumes `trainer` from `resume` after checking that this run would
+/// compute what the resumed one did: the same encoder and feature dtype,
+/// model and [`SHAPING`] settings (refused, naming every flag that
+/// differs); --precision and --grad-checkpointing may change (to fit in
+/// memory or go faster), which the record keeps. A run that kept its best
+/// checkpoint must go on keeping it by the same metric on the same store,
+/// and `output` must hold it.
+#[allow(clippy::too_many_arguments)]
+fn resume_from(
+    args: &Args,
+    resume: &Path,
+    trainer: &mut Trainer,
+    meta: &FeatureMeta,
+    shaping: &serde_json::Map<String, serde_json::Value>,
+    val_store: Option<&str>,
+    output: &Path,
+) -> anyhow::Result<RunRecord> {
+    let quiet = args.quiet.quiet;
+    let context = || format!("cannot resume from {}", resume.display());
+    let recorded = crate::io::checkpoint::read_meta(resume).with_context(context)?;
+    crate::score::scorer::check_store_matches(meta, &recorded.encoder).with_context(context)?;
+    let mut changed = changed_settings(&recorded.training, shaping);
+    changed.extend(changed_model(&recorded.model, &ModelMeta::from_config(trainer.model().config())));
+    if recorded.encoder.dtype != meta.dtype {
+        changed.push(format!(
+            "{:?} training features (the checkpoint's: {:?})",
+            meta.dtype, recorded.encoder.dtype
+        ).to_lowercase());
+    }
+    if !changed.is_empty() {
+        bail!(
+            "--resume {}: {}; a resumed run must be given the settings it started with",
+            resume.display(),
+            changed.join(", ")
+        );
+    }
+    if args.keep_best.is_some() && !state_path(resume).exists() && state_path(&last_path(resume)).exists() {
+        bail!(
+            "--resume {}: a best checkpoint has no training state; with --keep-best the run resumes from {}",
+            resume.display(),
+            last_path(resume).display()
+        );
+    }
+    trainer.resume(resume, meta).with_context(context)?;
+    let done = trainer.progress.iterations_done;
+    let progress = &mut trainer.progress;
+    match (&progress.best, args.keep_best) {
+        (Some(best), Some(metric)) => {
+            if best.metric != metric.name() {
+                bail!("--keep-best {}: the run being resumed keeps its best checkpoint by {}", metric.name(), best.metric);
+            }
+            let was_val = recorded.training["val"].as_str();
+            if was_val.is_some() && was_val != val_store {
+                bail!("--val {}: the run being resumed validated on {}", val_store.unwrap_or("-"), was_val.unwrap_or("-"));
+            }
+            let kept = crate::io::checkpoint::read_meta(output).ok().map(|m| m.training["best"].clone());
+            let holds_best = kept.as_ref().is_some_and(|b| b["iteration"].as_u64() == Some(best.iteration));
+            if !holds_best {
+                bail!(
+                    "-o {}: not the best checkpoint of the run being resumed (iteration {}, {} {:.4}); give -o that run's output",
+                    output.display(),
+                    best.iteration,
+                    best.metric,
+                    best.value
+                );
+            }
+        }
+        (Some(best), None) => {
+            progress::note(
+                quiet,
+                TOOL,
+                &format!("the resumed run kept its best checkpoint by {}; without --keep-best, the last weights go to {}", best.metric, output.display()),
+            );
+            progress.best = None;
+            progress.since_best = 0;
+        }
+        _ => {}
+    }
+    // Checkpoints from before these records were fp32, without checkpointing.
+    let mut compute: Vec<serde_json::Value> = recorded.training["compute"].as_array().cloned().unwrap_or_else(|| {
+        vec![serde_json::json!({
+            "from": 0,
+            "precision": recorded.training["precision"].as_str().unwrap_or("fp32"),
+            "grad_checkpointing": recorded.training["grad_checkpointing"].as_bool().unwrap_or(false),
+        })]
+    });
+    let now = compute_entry(args, done);
+    let was = compute.last().cloned().unwrap_or_default();
+    if was["precision"] != now["precision"] {
+        progress::note(
+            quiet,
+            TOOL,
+            &format!("the checkpoint was trained with --precision {}; continuing with --precision {} (recorded)", show_setting(&was["precision"]), show_setting(&now["precision"])),
+        );
+    }
+    if was["grad_checkpointing"] != now["grad_checkpointing"] {
+        progress::note(
+            quiet,
+            TOOL,
+            &format!("--grad-checkpointing is now {}: same gradients, different memory and speed (recorded)", onoff(args.grad_checkpointing)),
+        );
+    }
+    if was["precision"] != now["precision"] || was["grad_checkpointing"] != now["grad_checkpointing"] {
+        compute.push(now);
+    }
+    let mut resumed_at: Vec<u64> = recorded.training["resumed_at"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default();
+    resumed_at.push(done);
+    Ok(RunRecord { compute, resumed_at })
 }
 
 fn precision_name(p: Precision) -> &'static str {
@@ -681,4 +1116,49 @@ fn precision_name(p: Precision) -> &'static str {
 
 fn onoff(b: bool) -> &'static str {
     if b { "on" } else { "off" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::record::Sample;
+    use crate::io::features::FeatureWriter;
+
+    #[test]
+    fn a_store_held_on_the_device_keeps_its_dtype() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.safetensors");
+        let meta = FeatureMeta {
+            backbone: "test".into(),
+            weights_sha256: "0".into(),
+            embed_dim: 4,
+            num_heads: 1,
+            num_registers: 0,
+            patch_size: 14,
+            layers: vec![0, 1],
+            groups: vec![vec![0, 1]],
+            all_layers: false,
+            resize: (14, 14),
+            crop: (14, 14),
+            preprocess: "pil".into(),
+            pos_interp: "bicubic".into(),
+            grid: (1, 1),
+            dtype: StoreDtype::F32,
+        };
+        // (images, groups, tokens, D); 1 + 2^-20 has no float16 value.
+        let values: Vec<f32> = (0..16).map(|i| 1.0 + i as f32 * 2f32.powi(-20)).collect();
+        let rows = tch::Tensor::from_slice(&values).reshape([2, 1, 2, 4]);
+        let mut writer = FeatureWriter::create(&path, meta).unwrap();
+        writer.push(&[Sample::from_path("a.png"), Sample::from_path("b.png")], &rows).unwrap();
+        writer.finish().unwrap();
+        let held = held_copy(&FeatureStore::open(&path).unwrap(), tch::Device::Cpu).unwrap();
+        assert_eq!(held.kind(), Kind::Float);
+        assert!(held.equal(&rows), "the rows were rounded");
+    }
+
+    #[test]
+    fn resumable_saves_of_a_kept_best_go_beside_it() {
+        assert_eq!(last_path(Path::new("out/model.safetensors")), Path::new("out/model.last.safetensors"));
+        assert_eq!(last_path(Path::new("model")), Path::new("model.last"));
+    }
 }

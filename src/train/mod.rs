@@ -1,6 +1,8 @@
 //! Training from a feature store or from images: batch sampling, where
-//! batches come from, the iteration loop, checkpoints and resume.
+//! batches come from, the iteration loop, checkpoints and resume,
+//! validation and the training log.
 
+pub mod log;
 pub mod sampler;
 pub mod source;
 pub mod trainer;

@@ -91,6 +91,24 @@ pub struct Progress {
     pub recent_losses: Vec<f64>,
     /// Sum and count of the losses since the last history entry.
     pub window: (f64, u64),
+    /// The best validation so far when the best checkpoint is kept, so that
+    /// a resumed run goes on comparing against it.
+    #[serde(default)]
+    pub best: Option<Best>,
+    /// Validations in a row that did not improve on `best`.
+    #[serde(default)]
+    pub since_best: u32,
+}
+
+/// The best validation of a run that keeps its best checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    /// The metric's flag value (`i-auroc`, `p-auroc`).
+    pub metric: String,
+    /// Its value.
+    pub value: f64,
+    /// Iterations done when it was measured.
+    pub iteration: u64,
 }
 
 /// A model under training.
