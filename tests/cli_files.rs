@@ -150,10 +150,10 @@ fn cli_files_extract_to_stdout_pipes_into_train_and_score() {
 
     // score --features - equals score --features FILE, line for line.
     let store_bytes = std::fs::read(&shared.store).unwrap();
-    let mut from_file = fx::score(&shared.ckpt, &shared.weights);
+    let mut from_file = score_store(&shared.ckpt);
     let want = util::run(from_file.arg("--features").arg(&shared.store), "");
     assert_code(&want, 0);
-    let mut from_stdin = fx::score(&shared.ckpt, &shared.weights);
+    let mut from_stdin = score_store(&shared.ckpt);
     let got = run_bytes(from_stdin.env("TMPDIR", &tmp).args(["--features", "-"]), &store_bytes);
     assert_code(&got, 0);
     assert_eq!(util::stdout(&got), util::stdout(&want));
@@ -189,7 +189,7 @@ fn cli_files_stores_on_stdin_and_stdout_fail_cleanly() {
     for (input, needle) in [(&b""[..], "stdin"), (&b"hello, not a store"[..], "stdin")] {
         let out = run_bytes(&mut fx::train(Path::new("-"), &ckpt, 2, 4), input);
         assert_error(&out, &[needle]);
-        let out = run_bytes(fx::score(&shared.ckpt, &shared.weights).args(["--features", "-"]), input);
+        let out = run_bytes(score_store(&shared.ckpt).args(["--features", "-"]), input);
         assert_error(&out, &[needle]);
     }
     // A store cut short in the pipe.
@@ -294,7 +294,7 @@ fn examples_scripts_parse() {
 /// reproduce.
 fn single_run(flags: &[&str]) -> String {
     let shared = fx::shared();
-    let mut cmd = fx::score(&shared.ckpt, &shared.weights);
+    let mut cmd = if flags.contains(&"--features") { score_store(&shared.ckpt) } else { fx::score(&shared.ckpt, &shared.weights) };
     let out = util::run(cmd.args(flags), "");
     assert_code(&out, 0);
     util::stdout(&out)
@@ -311,14 +311,24 @@ fn path_with_other_parallel(dir: &Dir) -> String {
     format!("{}:{}", fake.display(), std::env::var("PATH").unwrap_or_default())
 }
 
-fn shard_parallel(path: &str, args: &[&str]) -> Output {
+/// `dinomaly-score -q -c CKPT` for store rows: no --weights, which is
+/// refused there (no encoder runs).
+fn score_store(ckpt: &Path) -> Command {
+    let mut cmd = util::tool("dinomaly-score");
+    cmd.arg("-q").arg("-c").arg(ckpt);
+    cmd
+}
+
+/// examples/shard-parallel.sh with ARGS; the encoder weights are passed on
+/// to dinomaly-score unless the input is a store.
+fn shard_parallel(path: &str, args: &[&str], store_input: bool) -> Output {
     let shared = fx::shared();
     let mut cmd = Command::new("bash");
-    cmd.arg(examples().join("shard-parallel.sh"))
-        .args(args)
-        .args(["--", "--batch", "3", "--weights"])
-        .arg(&shared.weights)
-        .env("PATH", path)
+    cmd.arg(examples().join("shard-parallel.sh")).args(args).args(["--", "--batch", "3"]);
+    if !store_input {
+        cmd.arg("--weights").arg(&shared.weights);
+    }
+    cmd.env("PATH", path)
         .env("DINOMALY_BIN", bin_dir())
         .env("DINOMALY_NO_CUDA", "1")
         .env("OMP_NUM_THREADS", "1")
@@ -344,26 +354,26 @@ fn examples_shard_parallel_runs_without_gnu_parallel() {
     }
     for (what, path) in &paths {
         // More shards than jobs, to stdout.
-        let out = shard_parallel(path, &["-c", &model, "-n", "3", "-j", "2", &input]);
+        let out = shard_parallel(path, &["-c", &model, "-n", "3", "-j", "2", &input], false);
         assert_code(&out, 0);
         assert_eq!(util::stdout(&out), want_images, "{what}: images to stdout");
         // A store, to a file; the shard folder is removed once concatenated.
         let dest = dir.join(&format!("scores-{}.jsonl", what.replace(' ', "-")));
         let dest_arg = dest.display().to_string();
-        let out = shard_parallel(path, &["-c", &model, "-n", "4", "-j", "3", "-o", &dest_arg, &store]);
+        let out = shard_parallel(path, &["-c", &model, "-n", "4", "-j", "3", "-o", &dest_arg, &store], true);
         assert_code(&out, 0);
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), want_store, "{what}: store to -o");
         assert!(!dir.join(&format!("{}.shards", dest.file_name().unwrap().to_string_lossy())).exists());
         // Every shard fails (the model is no checkpoint): exit 2, no output,
         // the reason on stderr.
         let bad = dir.join("bad.jsonl");
-        let out = shard_parallel(path, &["-c", &input, "-n", "3", "-j", "2", "-o", &bad.display().to_string(), &input]);
+        let out = shard_parallel(path, &["-c", &input, "-n", "3", "-j", "2", "-o", &bad.display().to_string(), &input], false);
         assert_code(&out, 2);
         assert!(!bad.exists());
         let err = util::stderr(&out);
         assert!(err.contains("not all shards finished") && err.contains("cannot use checkpoint"), "{what}: {err}");
         // A missing model is an error (2), not a result (1).
-        let out = shard_parallel(path, &["-c", "missing.safetensors", "-n", "2", &input]);
+        let out = shard_parallel(path, &["-c", "missing.safetensors", "-n", "2", &input], false);
         assert_code(&out, 2);
         assert!(util::stderr(&out).contains("cannot read missing.safetensors"), "{what}: {}", util::stderr(&out));
     }

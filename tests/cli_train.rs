@@ -589,7 +589,7 @@ fn cli_train_validates_each_model_on_its_own_classes() {
             .args(extra);
         util::run(&mut cmd, "")
     };
-    let out = separated(&["-q", "--keep-best", "i-auroc"]);
+    let out = separated(&["-q", "--keep-best", "i-auroc", "--val-every", "1"]);
     assert_error(&out, &["--keep-best", "class 'c1'", "only normal", "val.st"]);
     assert!(entries(&models).is_empty(), "{:?}", entries(&models));
 
