@@ -3,7 +3,7 @@
 //! cron reruns, exit codes, a closed stdout, and bad input; then
 //! `dinomaly-metrics` on the pipeline's output.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -195,27 +195,9 @@ fn cli_score_on_error_skip_and_stop() {
 
 #[test]
 fn cli_score_closed_stdout_ends_quietly() {
-    let shared = fx::shared();
-    // Lines longer than a pipe buffer's worth in all, so the tool is still
-    // writing when the reader goes away.
-    let pad = "x".repeat(4000);
-    let input: String = (0..48)
-        .map(|i| format!("{}\n", json!({"image": fx::images()[i % 8], "pad": pad})))
-        .collect();
-    let mut child = fx::score(&shared.ckpt, &shared.weights)
-        .args(["--batch", "2"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut first = String::new();
-    reader.read_line(&mut first).unwrap();
-    assert!(serde_json::from_str::<Value>(&first).unwrap()["score"].is_number());
-    drop(reader);
-    let out = child.wait_with_output().unwrap();
+    // 48 padded lines: the tool is still writing when the reader goes away.
+    let images: Vec<std::path::PathBuf> = (0..48).map(|i| std::path::PathBuf::from(&fx::images()[i % 8])).collect();
+    let out = crate::cli_score_ux::score_and_close_after_one_line(&images, &[]);
     assert_code(&out, 0);
     assert!(util::stderr(&out).is_empty(), "a message after the reader left: {}", util::stderr(&out));
 }

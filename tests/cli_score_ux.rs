@@ -36,7 +36,7 @@ fn top_image_and_threshold() -> (PathBuf, Vec<PathBuf>, f64) {
 /// Runs `dinomaly-score -q --batch 2 FLAGS` on `images` (in that order),
 /// each line padded so that the output is several pipe buffers long, reads
 /// one line and closes stdout.
-fn score_and_close_after_one_line(images: &[PathBuf], flags: &[&str]) -> Output {
+pub fn score_and_close_after_one_line(images: &[PathBuf], flags: &[&str]) -> Output {
     let shared = fx::shared();
     let pad = "x".repeat(4000);
     let input: String = images.iter().map(|p| format!("{}\n", json!({"image": p, "pad": pad}))).collect();
