@@ -68,12 +68,8 @@ fn main() -> anyhow::Result<()> {
         times.push(t0.elapsed().as_secs_f64());
         cpu.push(cpu_seconds() - c0);
     }
-    let named: Vec<(String, Tensor)> = encoder
-        .layers()
-        .iter()
-        .zip(outputs)
-        .map(|(i, t)| (format!("layer.{i}"), t))
-        .collect();
+    let named: Vec<(String, Tensor)> =
+        encoder.layers().iter().zip(outputs).map(|(i, t)| (format!("layer.{i}"), t)).collect();
     Tensor::write_safetensors(&named, &args[3])?;
     println!(
         "{}",

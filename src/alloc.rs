@@ -31,11 +31,8 @@ pub const OPT_OUT_ENV: &str = "DINOMALY_SYSTEM_MALLOC";
 const GLIBC_VARS: [&str; 3] = ["MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"];
 
 /// glibc's tunables for them, as named in `GLIBC_TUNABLES`.
-const GLIBC_TUNABLES: [&str; 3] = [
-    "glibc.malloc.mmap_max",
-    "glibc.malloc.mmap_threshold",
-    "glibc.malloc.trim_threshold",
-];
+const GLIBC_TUNABLES: [&str; 3] =
+    ["glibc.malloc.mmap_max", "glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold"];
 
 /// Applies the policy above (glibc only; elsewhere nothing happens).
 pub fn reuse_large_buffers() {

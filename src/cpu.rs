@@ -110,7 +110,7 @@ fn kernels_name(kernels: AtenKernels) -> &'static str {
 
 #[cfg(target_arch = "x86_64")]
 mod detect {
-    use std::arch::x86_64::{CpuidResult, __cpuid_count};
+    use std::arch::x86_64::{__cpuid_count, CpuidResult};
 
     fn cpuid(leaf: u32, sub_leaf: u32) -> CpuidResult {
         // SAFETY: CPUID exists on every x86_64 CPU; a leaf above the
@@ -144,12 +144,7 @@ mod detect {
                 avx512_bf16 = avx512 && cpuid(7, 1).eax & (1 << 5) != 0;
             }
         }
-        super::Features {
-            genuine_intel: &vendor == b"GenuineIntel",
-            avx512,
-            avx512_bf16,
-            amx_bf16,
-        }
+        super::Features { genuine_intel: &vendor == b"GenuineIntel", avx512, avx512_bf16, amx_bf16 }
     }
 }
 
@@ -164,30 +159,10 @@ mod detect {
 mod tests {
     use super::*;
 
-    const XEON_AMX: Features = Features {
-        genuine_intel: true,
-        avx512: true,
-        avx512_bf16: true,
-        amx_bf16: true,
-    };
-    const EPYC_ZEN2: Features = Features {
-        genuine_intel: false,
-        avx512: false,
-        avx512_bf16: false,
-        amx_bf16: false,
-    };
-    const EPYC_ZEN4: Features = Features {
-        genuine_intel: false,
-        avx512: true,
-        avx512_bf16: true,
-        amx_bf16: false,
-    };
-    const SKYLAKE_X: Features = Features {
-        genuine_intel: true,
-        avx512: true,
-        avx512_bf16: false,
-        amx_bf16: false,
-    };
+    const XEON_AMX: Features = Features { genuine_intel: true, avx512: true, avx512_bf16: true, amx_bf16: true };
+    const EPYC_ZEN2: Features = Features { genuine_intel: false, avx512: false, avx512_bf16: false, amx_bf16: false };
+    const EPYC_ZEN4: Features = Features { genuine_intel: false, avx512: true, avx512_bf16: true, amx_bf16: false };
+    const SKYLAKE_X: Features = Features { genuine_intel: true, avx512: true, avx512_bf16: false, amx_bf16: false };
 
     #[test]
     fn kernels_follow_the_cpu_unless_the_environment_names_a_level() {

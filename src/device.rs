@@ -96,9 +96,9 @@ fn unavailable_reason(backend: &CudaBackend) -> String {
              libtorch_cuda.so from"
                 .to_string()
         }
-        CudaBackend::Absent { folder } => format!(
-            "libtorch_cuda.so not found next to libtorch_cpu.so ({folder}): this libtorch is a CPU build"
-        ),
+        CudaBackend::Absent { folder } => {
+            format!("libtorch_cuda.so not found next to libtorch_cpu.so ({folder}): this libtorch is a CPU build")
+        }
         CudaBackend::Failed { path, reason } => format!("{path} failed to load: {reason}"),
         CudaBackend::Loaded => "libtorch_cuda.so is loaded but CUDA reports no device (no NVIDIA \
                                 driver, or CUDA_VISIBLE_DEVICES hides them)"
@@ -171,9 +171,7 @@ impl FromStr for DeviceChoice {
             "cuda" => Ok(DeviceChoice::Cuda(0)),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
-                _ => Err(format!(
-                    "'{s}' is not a device: use auto, cpu, cuda or cuda:N"
-                )),
+                _ => Err(format!("'{s}' is not a device: use auto, cpu, cuda or cuda:N")),
             },
         }
     }
@@ -211,11 +209,7 @@ impl DeviceChoice {
                 Ok(tch::Device::Cpu)
             }
             DeviceChoice::Cuda(n) => {
-                let count = if tch::Cuda::is_available() {
-                    tch::Cuda::device_count() as usize
-                } else {
-                    0
-                };
+                let count = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
                 if n < count {
                     return Ok(tch::Device::Cuda(n));
                 }
@@ -333,6 +327,9 @@ mod tests {
              pass a smaller --batch"
         );
         let other = crate::Error::Torch(tch::TchError::Torch("shape mismatch".into()));
-        assert_eq!(out_of_memory_advice(other, tch::Device::Cpu, "x").to_string(), "libtorch: Internal torch error: shape mismatch");
+        assert_eq!(
+            out_of_memory_advice(other, tch::Device::Cpu, "x").to_string(),
+            "libtorch: Internal torch error: shape mismatch"
+        );
     }
 }

@@ -28,11 +28,7 @@ pub enum Error {
 
     /// A JSON line that does not parse or lacks a required field.
     #[error("{source_name}:{line}: {reason}")]
-    Record {
-        source_name: String,
-        line: usize,
-        reason: String,
-    },
+    Record { source_name: String, line: usize, reason: String },
 
     /// A weights, checkpoint or feature file whose contents are not what
     /// they should be (bad format, truncated, wrong tensor).
@@ -41,20 +37,11 @@ pub enum Error {
 
     /// A tensor in a file with the wrong shape.
     #[error("{path}: tensor '{key}' has shape {found:?}, expected {expected:?}")]
-    Shape {
-        path: PathBuf,
-        key: String,
-        expected: Vec<i64>,
-        found: Vec<i64>,
-    },
+    Shape { path: PathBuf, key: String, expected: Vec<i64>, found: Vec<i64> },
 
     /// A tensor the model needs that the file does not contain.
     #[error("{path}: missing tensor '{key}'{hint}")]
-    MissingKey {
-        path: PathBuf,
-        key: String,
-        hint: String,
-    },
+    MissingKey { path: PathBuf, key: String, hint: String },
 
     /// Two artefacts that must agree (a checkpoint and a feature store, say)
     /// do not.
@@ -81,18 +68,12 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// A file whose contents are not in the expected format.
     pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Format {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        Error::Format { path: path.into(), reason: reason.into() }
     }
 
     /// A bad setting.
@@ -102,9 +83,6 @@ impl Error {
 
     /// Two artefacts that disagree.
     pub fn mismatch(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Mismatch {
-            what: what.into(),
-            reason: reason.into(),
-        }
+        Error::Mismatch { what: what.into(), reason: reason.into() }
     }
 }

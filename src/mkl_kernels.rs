@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn the_hook_is_what_the_dynamic_linker_binds() {
         let _ = tch::Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu)); // libtorch loaded
-        // SAFETY: dlsym with a NUL-terminated name only looks the symbol up.
+                                                                               // SAFETY: dlsym with a NUL-terminated name only looks the symbol up.
         let bound = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"mkl_serv_intel_cpu_true".as_ptr()) };
         assert_eq!(bound as usize, mkl_serv_intel_cpu_true as *const () as usize);
     }

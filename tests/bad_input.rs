@@ -20,9 +20,7 @@ use crate::util::{self, assert_code, Dir};
 fn tiny(format: image::ImageFormat) -> Vec<u8> {
     let img = image::RgbImage::from_fn(16, 16, |x, y| image::Rgb([x as u8 * 15, y as u8 * 15, 90]));
     let mut bytes = Vec::new();
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut Cursor::new(&mut bytes), format)
-        .expect("encode");
+    image::DynamicImage::ImageRgb8(img).write_to(&mut Cursor::new(&mut bytes), format).expect("encode");
     bytes
 }
 
@@ -123,7 +121,10 @@ fn bad_input_extract_refuses_a_bomb_and_leaves_nothing() {
     assert_code(&out, 0);
     let err = util::stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with(&format!("dinomaly-extract: skipped {}: ", bomb.display())) && err.contains("over the limit"), "{err}");
+    assert!(
+        err.starts_with(&format!("dinomaly-extract: skipped {}: ", bomb.display())) && err.contains("over the limit"),
+        "{err}"
+    );
     let kept: Vec<PathBuf> = FeatureStore::open(&store).unwrap().records().iter().map(|s| s.image.clone()).collect();
     assert_eq!(kept, good);
     assert_eq!(entries(&out_dir), ["f.st"], "only the store");
@@ -221,14 +222,21 @@ fn bad_input_the_pixel_limit_is_set_by_its_variable() {
     // Just below the image's size: refused, and the message says how to
     // raise it; at its size: read.
     let store = dir.join("f.st");
-    let out = util::run(fx::extract(&weights, &store).env("DINOMALY_MAX_IMAGE_PIXELS", (pixels - 1).to_string()), &line);
-    assert_error(&out, &[&image.display().to_string(), &format!("over the limit of {}", pixels - 1), "DINOMALY_MAX_IMAGE_PIXELS"]);
+    let out =
+        util::run(fx::extract(&weights, &store).env("DINOMALY_MAX_IMAGE_PIXELS", (pixels - 1).to_string()), &line);
+    assert_error(
+        &out,
+        &[&image.display().to_string(), &format!("over the limit of {}", pixels - 1), "DINOMALY_MAX_IMAGE_PIXELS"],
+    );
     let out = util::run(fx::extract(&weights, &store).env("DINOMALY_MAX_IMAGE_PIXELS", pixels.to_string()), &line);
     assert_code(&out, 0);
     // Not a count: refused at start-up, naming the variable.
     for bad in ["lots", "0", "-1", "1.5e8"] {
         let out = util::run(fx::extract(&weights, &store).env("DINOMALY_MAX_IMAGE_PIXELS", bad), &line);
-        assert_error(&out, &[&format!("environment variable DINOMALY_MAX_IMAGE_PIXELS: '{bad}' is not a whole number")]);
+        assert_error(
+            &out,
+            &[&format!("environment variable DINOMALY_MAX_IMAGE_PIXELS: '{bad}' is not a whole number")],
+        );
     }
 }
 
@@ -268,7 +276,8 @@ fn bad_input_extract_reads_a_bom_and_names_a_line_that_is_not_utf8() {
     let store = dir.join("f.st");
     let out = run_bytes(&mut fx::extract(&weights, &store), &bom);
     assert_code(&out, 0);
-    let kept: Vec<Value> = FeatureStore::open(&store).unwrap().records().iter().map(|s| Value::Object(s.to_json())).collect();
+    let kept: Vec<Value> =
+        FeatureStore::open(&store).unwrap().records().iter().map(|s| Value::Object(s.to_json())).collect();
     assert_eq!(kept, records, "the first record read as a record");
     let out = run_bytes(&mut fx::extract(&weights, &dir.join("g.st")), &bad);
     assert_error(&out, &[&format!("stdin:2: not UTF-8 text (byte 0xe9 at column {})", bad_column(&bad))]);
@@ -304,7 +313,10 @@ fn bad_input_metrics_reads_a_bom_and_names_a_line_that_is_not_utf8() {
     let text = std::fs::read(&input).unwrap();
     let plain = util::run(&mut metrics(&input), "");
     assert_code(&plain, 0);
-    let with_bom = run_bytes(util::tool("dinomaly-metrics").args(["--resize", "36", "--crop", "32"]), &[b"\xEF\xBB\xBF".as_slice(), &text].concat());
+    let with_bom = run_bytes(
+        util::tool("dinomaly-metrics").args(["--resize", "36", "--crop", "32"]),
+        &[b"\xEF\xBB\xBF".as_slice(), &text].concat(),
+    );
     assert_code(&with_bom, 0);
     assert_eq!(with_bom.stdout, plain.stdout);
     let bad = String::from_utf8(text).unwrap().replacen("\"i1.png\"", "\"i1\u{1}.png\"", 1).into_bytes();
@@ -319,7 +331,10 @@ fn bad_input_switches_follow_one_rule_in_every_tool() {
     for tool in util::TOOLS {
         let vars = environment::vars_for(tool);
         let checked: Vec<&str> = vars.iter().filter(|v| v.form != Form::Text).map(|v| v.name).collect();
-        assert!(checked.contains(&"DINOMALY_NO_CUDA") && checked.contains(&"DINOMALY_MAX_IMAGE_PIXELS"), "{tool}: {checked:?}");
+        assert!(
+            checked.contains(&"DINOMALY_NO_CUDA") && checked.contains(&"DINOMALY_MAX_IMAGE_PIXELS"),
+            "{tool}: {checked:?}"
+        );
         for name in checked {
             let out = util::run(util::tool(tool).arg("--version").env(name, "maybe"), "");
             assert_error(&out, &[&format!("{tool}: environment variable {name}: 'maybe' is not")]);

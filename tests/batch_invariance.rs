@@ -107,7 +107,11 @@ fn batch_invariance_store_rows_alone_equal_every_position_in_a_batch() {
     let rows: Vec<Tensor> = (0..store.len())
         .map(|i| store.batch(&[i], Kind::Float, Device::Cpu).expect("read a row").squeeze_dim(0))
         .collect();
-    assert_batch_invariant(&rows, |batch| scorer.score_features(batch, store.meta(), BATCH).expect("score rows"), "store row");
+    assert_batch_invariant(
+        &rows,
+        |batch| scorer.score_features(batch, store.meta(), BATCH).expect("score rows"),
+        "store row",
+    );
 }
 
 /// The lines of a run with their map files' bytes in place of the paths

@@ -138,7 +138,10 @@ fn cli_extract_dataset_tree() {
         ]
     );
     let test = dir.join("test.st");
-    let out = util::run(fx::extract(&weights, &test).arg("--dataset").arg(&root).args(["--split", "test", "--classes", "carpet"]), "");
+    let out = util::run(
+        fx::extract(&weights, &test).arg("--dataset").arg(&root).args(["--split", "test", "--classes", "carpet"]),
+        "",
+    );
     assert_code(&out, 0);
     let store = FeatureStore::open(&test).unwrap();
     let recs = stored_records(&store);
@@ -273,7 +276,11 @@ fn cli_extract_on_error_skip_goes_on() {
     assert_code(&out, 0);
     let err = util::stderr(&out);
     for name in ["missing.png", "empty.png", "text.png"] {
-        assert_eq!(err.lines().filter(|l| l.contains(name) && l.contains("skipped")).count(), 1, "{name} not reported once:\n{err}");
+        assert_eq!(
+            err.lines().filter(|l| l.contains(name) && l.contains("skipped")).count(),
+            1,
+            "{name} not reported once:\n{err}"
+        );
     }
     let store = FeatureStore::open(&store_path).unwrap();
     let kept: Vec<PathBuf> = store.records().iter().map(|s| s.image.clone()).collect();

@@ -130,7 +130,8 @@ fn cli_files_extract_to_stdout_pipes_into_train_and_score() {
 
     // extract -o - | train - : the same model as training from the file.
     let ckpt = dir.join("piped.safetensors");
-    let mut producer = extract_shared(Path::new("-")).env("TMPDIR", &tmp).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut producer =
+        extract_shared(Path::new("-")).env("TMPDIR", &tmp).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
     let mut train = fx::train(Path::new("-"), &ckpt, 6, 4);
     let consumer = train
         .env("TMPDIR", &tmp)
@@ -165,7 +166,8 @@ fn cli_files_extract_to_stdout_pipes_into_train_and_score() {
 /// Runs `cmd` with binary `stdin`.
 fn run_bytes(cmd: &mut Command, stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tool");
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tool");
     {
         let mut input = child.stdin.take().expect("stdin");
         let _ = input.write_all(stdin);
@@ -237,20 +239,41 @@ fn cli_files_dash_is_refused_where_it_cannot_work() {
     let dir = Dir::new("cli_files_dash");
     let ckpt = dir.join("m.safetensors");
     let path = |p: &Path| p.display().to_string();
-    let (w, store, model, input) = (path(&shared.weights), path(&shared.store), path(&shared.ckpt), path(&shared.input));
+    let (w, store, model, input) =
+        (path(&shared.weights), path(&shared.store), path(&shared.ckpt), path(&shared.input));
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
-        ("dinomaly-extract", vec!["--weights".into(), "-".into(), "--input".into(), input.clone(), "-o".into(), "x.st".into()], "--weights -:"),
+        (
+            "dinomaly-extract",
+            vec!["--weights".into(), "-".into(), "--input".into(), input.clone(), "-o".into(), "x.st".into()],
+            "--weights -:",
+        ),
         ("dinomaly-extract", vec!["--dataset".into(), "-".into(), "-o".into(), "x.st".into()], "--dataset -:"),
         ("dinomaly-train", vec![store.clone(), "-o".into(), "-".into()], "-o -:"),
         ("dinomaly-train", vec![store.clone(), "-o".into(), path(&ckpt), "--resume".into(), "-".into()], "--resume -:"),
         ("dinomaly-train", vec![store.clone(), "-o".into(), path(&ckpt), "--val".into(), "-".into()], "--val -:"),
         ("dinomaly-train", vec![store.clone(), "-o".into(), path(&ckpt), "--log".into(), "-".into()], "--log -:"),
-        ("dinomaly-train", vec!["--images".into(), "--weights".into(), "-".into(), "-o".into(), path(&ckpt)], "--weights -:"),
+        (
+            "dinomaly-train",
+            vec!["--images".into(), "--weights".into(), "-".into(), "-o".into(), path(&ckpt)],
+            "--weights -:",
+        ),
         ("dinomaly-score", vec!["-c".into(), "-".into(), "--features".into(), store.clone()], "-c -:"),
         ("dinomaly-score", vec!["-c".into(), model.clone(), "--weights".into(), "-".into()], "--weights -:"),
-        ("dinomaly-score", vec!["-c".into(), model.clone(), "--features".into(), store.clone(), "--maps-dir".into(), "-".into()], "--maps-dir -:"),
-        ("dinomaly-score", vec!["-c".into(), model.clone(), "--features".into(), store.clone(), "--skip-existing".into(), "-".into()], "--skip-existing -:"),
-        ("dinomaly-score", vec!["-c".into(), model.clone(), "--weights".into(), w.clone(), "--dataset".into(), "-".into()], "--dataset -:"),
+        (
+            "dinomaly-score",
+            vec!["-c".into(), model.clone(), "--features".into(), store.clone(), "--maps-dir".into(), "-".into()],
+            "--maps-dir -:",
+        ),
+        (
+            "dinomaly-score",
+            vec!["-c".into(), model.clone(), "--features".into(), store.clone(), "--skip-existing".into(), "-".into()],
+            "--skip-existing -:",
+        ),
+        (
+            "dinomaly-score",
+            vec!["-c".into(), model.clone(), "--weights".into(), w.clone(), "--dataset".into(), "-".into()],
+            "--dataset -:",
+        ),
         ("dinomaly-metrics", vec!["--plots".into(), "-".into()], "--plots -:"),
     ];
     for (tool, args, needle) in cases {
@@ -281,7 +304,8 @@ fn examples_scripts_parse() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.ends_with(".sh") || name.ends_with(".sbatch") {
-            let shell = if std::fs::read_to_string(&path).unwrap().starts_with("#!/usr/bin/env bash") { "bash" } else { "sh" };
+            let shell =
+                if std::fs::read_to_string(&path).unwrap().starts_with("#!/usr/bin/env bash") { "bash" } else { "sh" };
             let out = Command::new(shell).arg("-n").arg(&path).output().unwrap();
             assert!(out.status.success(), "{shell} -n {name}: {}", String::from_utf8_lossy(&out.stderr));
             checked += 1;
@@ -294,7 +318,11 @@ fn examples_scripts_parse() {
 /// reproduce.
 fn single_run(flags: &[&str]) -> String {
     let shared = fx::shared();
-    let mut cmd = if flags.contains(&"--features") { score_store(&shared.ckpt) } else { fx::score(&shared.ckpt, &shared.weights) };
+    let mut cmd = if flags.contains(&"--features") {
+        score_store(&shared.ckpt)
+    } else {
+        fx::score(&shared.ckpt, &shared.weights)
+    };
     let out = util::run(cmd.args(flags), "");
     assert_code(&out, 0);
     util::stdout(&out)
@@ -346,7 +374,10 @@ fn examples_shard_parallel_runs_without_gnu_parallel() {
     let want_images = single_run(&["--input", &input]);
     let want_store = single_run(&["--features", &store]);
     let mut paths = vec![("other parallel", path_with_other_parallel(&dir))];
-    let gnu = Command::new("parallel").arg("--version").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU parallel"));
+    let gnu = Command::new("parallel")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("GNU parallel"));
     if gnu {
         paths.push(("GNU parallel", std::env::var("PATH").unwrap()));
     } else {
@@ -367,7 +398,11 @@ fn examples_shard_parallel_runs_without_gnu_parallel() {
         // Every shard fails (the model is no checkpoint): exit 2, no output,
         // the reason on stderr.
         let bad = dir.join("bad.jsonl");
-        let out = shard_parallel(path, &["-c", &input, "-n", "3", "-j", "2", "-o", &bad.display().to_string(), &input], false);
+        let out = shard_parallel(
+            path,
+            &["-c", &input, "-n", "3", "-j", "2", "-o", &bad.display().to_string(), &input],
+            false,
+        );
         assert_code(&out, 2);
         assert!(!bad.exists());
         let err = util::stderr(&out);
@@ -442,7 +477,8 @@ fn examples_slurm_score_finds_the_checkout_build() {
     };
     // Without a checkout to find (and no tools on the system PATH), the
     // task fails: the cases below find the build, not the PATH.
-    let on_path = Command::new("sh").args(["-c", "command -v dinomaly-score"]).env("PATH", system_path).output().unwrap();
+    let on_path =
+        Command::new("sh").args(["-c", "command -v dinomaly-score"]).env("PATH", system_path).output().unwrap();
     if !on_path.status.success() {
         let out = slurm_task(&dir.join("elsewhere"), system_path, None, &dir.join("work-none"), 1);
         assert_code(&out, 2);
@@ -452,7 +488,12 @@ fn examples_slurm_score_finds_the_checkout_build() {
     let cases = [
         ("from the checkout root", dir.join("checkout-b"), system_path.to_string(), None),
         ("from its examples/", dir.join("checkout-b/examples"), system_path.to_string(), None),
-        ("from elsewhere, by scontrol", dir.join("elsewhere"), format!("{}:{system_path}", fakebin.display()), Some("42")),
+        (
+            "from elsewhere, by scontrol",
+            dir.join("elsewhere"),
+            format!("{}:{system_path}", fakebin.display()),
+            Some("42"),
+        ),
     ];
     for (i, (what, submit, path, job)) in cases.iter().enumerate() {
         let work = dir.join(&format!("work{i}"));
@@ -495,16 +536,27 @@ fn examples_paper_mk_names_runs_after_the_backbone_they_use() {
         eprintln!("skipped: make is not installed");
         return;
     };
-    assert!(default.contains("--backbone dinov2_vitb14_reg4") && default.contains("features/B-r448-c392-train.safetensors"), "{default}");
+    assert!(
+        default.contains("--backbone dinov2_vitb14_reg4") && default.contains("features/B-r448-c392-train.safetensors"),
+        "{default}"
+    );
     let small = paper_dry_run("mvtec", &["BACKBONE_B=dinov2_vits14_reg4"]).unwrap();
     assert!(small.contains("--backbone dinov2_vits14_reg4"), "{small}");
-    assert!(small.contains("features/S-r448-c392-train.safetensors") && small.contains("unified/S-r448-c392/seed1"), "{small}");
+    assert!(
+        small.contains("features/S-r448-c392-train.safetensors") && small.contains("unified/S-r448-c392/seed1"),
+        "{small}"
+    );
     assert!(!small.contains("B-r448"), "a ViT-S run labelled B:\n{small}");
     let other = paper_dry_run("mvtec", &["BACKBONE_B=tiny"]).unwrap();
     assert!(other.contains("features/tiny-r448-c392-train.safetensors"), "{other}");
     // The ablation table's labels.
-    let ablation = paper_dry_run("ablation-backbone", &["BACKBONE_B=dinov2_vits14_reg4", "BACKBONE_L=dinov2_vitg14_reg4"]).unwrap();
+    let ablation =
+        paper_dry_run("ablation-backbone", &["BACKBONE_B=dinov2_vits14_reg4", "BACKBONE_L=dinov2_vitg14_reg4"])
+            .unwrap();
     assert!(ablation.contains("backbone ViT-S/14-reg4") && ablation.contains("backbone ViT-G/14-reg4"), "{ablation}");
-    assert!(!ablation.contains("ViT-B/14") && !ablation.contains("ViT-L/14") && !ablation.contains("B-r448"), "{ablation}");
+    assert!(
+        !ablation.contains("ViT-B/14") && !ablation.contains("ViT-L/14") && !ablation.contains("B-r448"),
+        "{ablation}"
+    );
     assert!(ablation.contains("features/G-r448-c392-train.safetensors"), "{ablation}");
 }

@@ -104,19 +104,26 @@ pub fn train_base(features: &Path) -> Command {
 /// `dinomaly-train -q FEATURES -o OUTPUT` with a short schedule.
 pub fn train(features: &Path, output: &Path, iterations: u64, batch: usize) -> Command {
     let mut cmd = train_base(features);
-    cmd.arg("-o")
-        .arg(output)
-        .args(["--iterations", &iterations.to_string(), "--batch", &batch.to_string()]);
+    cmd.arg("-o").arg(output).args(["--iterations", &iterations.to_string(), "--batch", &batch.to_string()]);
     cmd
 }
 
 /// Real images (CC0 crops) of several formats and colour modes.
 pub fn images() -> Vec<PathBuf> {
     let dir = util::fixtures().join("preprocess");
-    ["chelsea.png", "gravel_l.png", "coffee_420.jpg", "coffee_444.jpg", "textures.png", "mode_rgb.bmp", "mode_p.png", "mode_la.png"]
-        .iter()
-        .map(|n| dir.join(n))
-        .collect()
+    [
+        "chelsea.png",
+        "gravel_l.png",
+        "coffee_420.jpg",
+        "coffee_444.jpg",
+        "textures.png",
+        "mode_rgb.bmp",
+        "mode_p.png",
+        "mode_la.png",
+    ]
+    .iter()
+    .map(|n| dir.join(n))
+    .collect()
 }
 
 /// One JSON record per image: two classes, both labels, extra fields.
@@ -178,9 +185,7 @@ pub fn wait_at_most(child: &mut Child, limit: Duration) -> ExitStatus {
 
 /// Parses JSON lines.
 pub fn parse_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect()
 }
 
 /// One extract → train pipeline, built once per test process: the tiny
@@ -234,12 +239,5 @@ fn build_shared() -> Shared {
     let ckpt = dir.join("model.safetensors");
     let out = util::run(&mut train(&store, &ckpt, 6, 4), "");
     assert_code(&out, 0);
-    Shared {
-        dir,
-        weights,
-        records,
-        input,
-        store,
-        ckpt,
-    }
+    Shared { dir, weights, records, input, store, ckpt }
 }

@@ -59,7 +59,13 @@ fn cli_flags_out_of_range_values_are_refused_at_parse_time() {
         ("dinomaly-train", "--spike-factor", "-1", "use 0 (off) or a number > 1", &[]),
         ("dinomaly-train", "--save-every", "0", "use a whole number >= 1", &[]),
         ("dinomaly-train", "--val-every", "0", "use a whole number >= 1", &["--val", "v.st"]),
-        ("dinomaly-train", "--patience", "0", "use a whole number in [1, 4294967295]", &["--val", "v.st", "--keep-best", "i-auroc"]),
+        (
+            "dinomaly-train",
+            "--patience",
+            "0",
+            "use a whole number in [1, 4294967295]",
+            &["--val", "v.st", "--keep-best", "i-auroc"],
+        ),
         ("dinomaly-score", "--max-ratio", "1.5", "use a number in [0, 1]", &[]),
         ("dinomaly-score", "--max-ratio", "-0.1", "use a number in [0, 1]", &[]),
         ("dinomaly-score", "--threshold", "NaN", "use a finite number", &[]),
@@ -104,16 +110,40 @@ fn cli_flags_edge_values_in_range_are_accepted() {
         (
             "dinomaly-train",
             &[
-                "--iterations", "1", "--batch", "1", "--lr", "1e-12", "--final-lr", "0", "--warmup", "0",
-                "--weight-decay", "0", "--eps", "1e-30", "--clip", "1e-6", "--dropout", "0", "--attention-eps", "0",
-                "--seed", "0", "--spike-factor", "0",
+                "--iterations",
+                "1",
+                "--batch",
+                "1",
+                "--lr",
+                "1e-12",
+                "--final-lr",
+                "0",
+                "--warmup",
+                "0",
+                "--weight-decay",
+                "0",
+                "--eps",
+                "1e-30",
+                "--clip",
+                "1e-6",
+                "--dropout",
+                "0",
+                "--attention-eps",
+                "0",
+                "--seed",
+                "0",
+                "--spike-factor",
+                "0",
             ],
         ),
         ("dinomaly-train", &["--dropout", "0.999", "--spike-factor", "1.5", "--save-every", "1"]),
         ("dinomaly-score", &["--max-ratio", "0", "--threshold", "-0.5", "--fail-above", "-1", "--batch", "1"]),
         ("dinomaly-score", &["--max-ratio", "1", "--threshold", "1e300"]),
         ("dinomaly-score", &["--threshold", "-1e-3", "--fail-above", "-2.5e1"]),
-        ("dinomaly-metrics", &["--fpr-limit", "1", "--mask-threshold", "0", "--target-fpr", "0", "--resize", "1", "--crop", "1"]),
+        (
+            "dinomaly-metrics",
+            &["--fpr-limit", "1", "--mask-threshold", "0", "--target-fpr", "0", "--resize", "1", "--crop", "1"],
+        ),
         ("dinomaly-metrics", &["--fpr-limit", "1e-9", "--mask-threshold", "0.999", "--target-fpr", "0.999"]),
     ];
     for (tool, flags) in cases {
@@ -123,8 +153,14 @@ fn cli_flags_edge_values_in_range_are_accepted() {
         let out = run(tool, &args);
         let err = util::stderr(&out);
         assert_code(&out, 2);
-        assert!(!err.contains("out of range") && !err.starts_with("error:"), "{tool} {flags:?}: refused a value in range:\n{err}");
-        assert!(err.contains("absent") || err.contains("no samples"), "{tool} {flags:?}: stopped for another reason:\n{err}");
+        assert!(
+            !err.contains("out of range") && !err.starts_with("error:"),
+            "{tool} {flags:?}: refused a value in range:\n{err}"
+        );
+        assert!(
+            err.contains("absent") || err.contains("no samples"),
+            "{tool} {flags:?}: stopped for another reason:\n{err}"
+        );
     }
 }
 
@@ -168,7 +204,13 @@ fn cli_flags_score_refuses_flags_its_checkpoint_ignores() {
     for ckpt in ["official.pth", "anomalib.pt"] {
         let kind = if ckpt == "official.pth" { "official" } else { "anomalib" };
         let out = score(ckpt, &["--weights", fx::images()[0].to_str().unwrap()]);
-        assert_error(&out, &["--weights applies to dinomaly checkpoints", &format!("an {kind} checkpoint holds its own encoder weights")]);
+        assert_error(
+            &out,
+            &[
+                "--weights applies to dinomaly checkpoints",
+                &format!("an {kind} checkpoint holds its own encoder weights"),
+            ],
+        );
         assert!(out.stdout.is_empty());
     }
     let out = score("anomalib.pt", &["--map-size", "64"]);
@@ -193,7 +235,10 @@ fn cli_flags_combinations_that_would_be_ignored_are_refused() {
     // One validation (at the end) has nothing to choose from.
     let out = run("dinomaly-train", &[&train[..], &["--val", "v.st", "--keep-best", "i-auroc"]].concat());
     assert_error(&out, &["--keep-best needs more than one validation", "10000 iterations"]);
-    let out = run("dinomaly-train", &[&train[..], &["--val", "v.st", "--keep-best", "i-auroc", "--val-every", "5", "--iterations", "5"]].concat());
+    let out = run(
+        "dinomaly-train",
+        &[&train[..], &["--val", "v.st", "--keep-best", "i-auroc", "--val-every", "5", "--iterations", "5"]].concat(),
+    );
     assert_error(&out, &["--keep-best needs more than one validation", "5 iterations"]);
     // Pixel-level settings with --image-only.
     for flags in [&["--fpr-limit", "0.2"][..], &["--mask-threshold", "0.5"], &["--resize", "448"], &["--crop", "392"]] {
@@ -263,8 +308,10 @@ fn commands(block: &str) -> Vec<String> {
 
 /// The first ```sh block of README.md's section on `tool`.
 fn readme_examples(tool: &str) -> Vec<String> {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("read README.md");
-    let section = readme.split(&format!("\n### {tool}\n")).nth(1).unwrap_or_else(|| panic!("README has no section ### {tool}"));
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("read README.md");
+    let section =
+        readme.split(&format!("\n### {tool}\n")).nth(1).unwrap_or_else(|| panic!("README has no section ### {tool}"));
     let section = section.split("\n## ").next().unwrap_or_default().split("\n### ").next().unwrap_or_default();
     let block = section.split("```sh\n").nth(1).unwrap_or_else(|| panic!("README's {tool} section has no sh block"));
     commands(block.split("```").next().unwrap_or_default())
@@ -297,7 +344,10 @@ fn cli_flags_man_pages_have_names_examples_and_see_also() {
 
         let see_also = page.split(".SH \"SEE ALSO\"\n").nth(1).expect("a SEE ALSO section");
         for other in util::TOOLS.iter().filter(|t| *t != tool) {
-            assert!(unroff(see_also).contains(&format!(".BR {other} (1)")), "{tool}: SEE ALSO lacks {other}: {see_also}");
+            assert!(
+                unroff(see_also).contains(&format!(".BR {other} (1)")),
+                "{tool}: SEE ALSO lacks {other}: {see_also}"
+            );
         }
         // The sections come in the conventional order.
         let at = |s: &str| page.find(s).unwrap_or_else(|| panic!("{tool}: no {s}"));
@@ -319,11 +369,8 @@ fn cli_flags_example_commands_parse() {
         for command in readme_examples(tool) {
             let words: Vec<&str> = command.split_whitespace().collect();
             let start = words.iter().position(|w| w == tool).expect("the tool in its example");
-            let args: Vec<&str> = words[start + 1..]
-                .iter()
-                .take_while(|w| !matches!(**w, ">" | ">>" | "<" | "|"))
-                .copied()
-                .collect();
+            let args: Vec<&str> =
+                words[start + 1..].iter().take_while(|w| !matches!(**w, ">" | ">>" | "<" | "|")).copied().collect();
             let mut cmd = util::tool(tool);
             cmd.current_dir(dir.path()).args(&args);
             let out = util::run(&mut cmd, "");

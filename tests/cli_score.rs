@@ -57,7 +57,9 @@ fn cli_score_lines_maps_overlays_and_threshold() {
 
     let maps = dir.join("maps");
     let t = threshold.to_string();
-    let out = score_shared(&[&settings[..], &["--threshold", &t, "--maps-dir", maps.to_str().unwrap(), "--overlay"]].concat());
+    let out = score_shared(
+        &[&settings[..], &["--threshold", &t, "--maps-dir", maps.to_str().unwrap(), "--overlay"]].concat(),
+    );
     assert_code(&out, 0);
     let with_maps = parse_lines(&util::stdout(&out));
     assert_eq!(with_maps.len(), shared.records.len());
@@ -157,7 +159,11 @@ fn cli_score_fail_above_exits_1() {
     assert_code(&out, 1);
     assert_eq!(parse_lines(&util::stdout(&out)).len(), 8, "all lines still written");
     // One line saying why (cli_score_ux.rs checks it), even with -q.
-    assert!(util::stderr(&out).starts_with("dinomaly-score: 8 of 8 scores above --fail-above 0;"), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).starts_with("dinomaly-score: 8 of 8 scores above --fail-above 0;"),
+        "{}",
+        util::stderr(&out)
+    );
     assert_code(&score_shared(&["--fail-above", "1e9"]), 0);
 }
 
@@ -184,7 +190,8 @@ fn cli_score_on_error_skip_and_stop() {
     assert!(lines[0]["score"].is_number() && lines[2]["score"].is_number());
     // Even with --fail-above exceeded, errors are reported, not hidden.
     for batch in ["1", "8"] {
-        let out = util::run(fx::score(&shared.ckpt, &shared.weights).args(["--batch", batch, "--fail-above", "0"]), &input);
+        let out =
+            util::run(fx::score(&shared.ckpt, &shared.weights).args(["--batch", batch, "--fail-above", "0"]), &input);
         assert_error(&out, &["missing.png", "--on-error skip"]);
         // What was scored before the bad image is on stdout.
         let lines = parse_lines(&util::stdout(&out));
@@ -312,7 +319,10 @@ fn cli_score_then_metrics_on_the_pipeline_output() {
     assert_code(&implicit, 0);
     assert_eq!(util::stdout(&implicit), util::stdout(&out));
     // The official default (448/392) would have given other pixel metrics.
-    let official = util::run(util::tool("dinomaly-metrics").args(["-q", "--resize", "448", "--crop", "392"]), &util::stdout(&scored));
+    let official = util::run(
+        util::tool("dinomaly-metrics").args(["-q", "--resize", "448", "--crop", "392"]),
+        &util::stdout(&scored),
+    );
     assert_code(&official, 0);
     assert_ne!(util::stdout(&official), util::stdout(&out));
     // Maps of two geometries in one evaluation: refused, naming the line.
@@ -320,7 +330,11 @@ fn cli_score_then_metrics_on_the_pipeline_output() {
     mixed[3]["map_geometry"] = json!({"resize": [448, 448], "crop": [392, 392]});
     let out = util::run(util::tool("dinomaly-metrics").arg("-q"), &fx::lines(&mixed));
     assert_code(&out, 2);
-    assert!(util::stderr(&out).contains("stdin:4") && util::stderr(&out).contains("map_geometry"), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("stdin:4") && util::stderr(&out).contains("map_geometry"),
+        "{}",
+        util::stderr(&out)
+    );
 }
 
 /// libtorch's MKL asks the executable, not itself, whether it may run its

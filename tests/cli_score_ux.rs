@@ -90,14 +90,18 @@ fn cli_score_ux_fail_above_says_how_many_and_which() {
     let shared = fx::shared();
     let (top, _, threshold) = top_image_and_threshold();
     let t = threshold.to_string();
-    let out = util::run(fx::score(&shared.ckpt, &shared.weights).args(["--fail-above", &t]), &fx::lines(&shared.records));
+    let out =
+        util::run(fx::score(&shared.ckpt, &shared.weights).args(["--fail-above", &t]), &fx::lines(&shared.records));
     assert_code(&out, 1);
     // -q silences notes, not the reason for exit 1.
     let err = util::stderr(&out);
     let best = scores_by_image().into_iter().find(|s| s.0 == top).unwrap().1 as f32;
     assert_eq!(
         err,
-        format!("dinomaly-score: 1 of 8 scores above --fail-above {t}; highest {best} ({0}); first: {0}\n", top.display())
+        format!(
+            "dinomaly-score: 1 of 8 scores above --fail-above {t}; highest {best} ({0}); first: {0}\n",
+            top.display()
+        )
     );
 }
 
@@ -196,6 +200,10 @@ fn cli_score_ux_weights_note_says_the_checkpoint_checked_them() {
     let err = util::stderr(&out);
     let note = err.lines().find(|l| l.contains("weights: ")).unwrap_or_else(|| panic!("no weights note in {err}"));
     assert!(!note.contains("not checked"), "{note}");
-    let want = format!("sha256 {}: matches the weights {} was trained with", fx::sha256(&shared.weights), shared.ckpt.display());
+    let want = format!(
+        "sha256 {}: matches the weights {} was trained with",
+        fx::sha256(&shared.weights),
+        shared.ckpt.display()
+    );
     assert!(note.ends_with(&want), "{note}");
 }

@@ -106,16 +106,12 @@ fn cli_train_grad_checkpointing_and_bf16() {
 
     let (bf, log) = (dir.join("bf16.safetensors"), dir.join("bf16.jsonl"));
     let out = util::run(
-        fx::train(&shared.store, &bf, 30, 4)
-            .args(["--precision", "bf16", "--grad-checkpointing", "--log"])
-            .arg(&log),
+        fx::train(&shared.store, &bf, 30, 4).args(["--precision", "bf16", "--grad-checkpointing", "--log"]).arg(&log),
         "",
     );
     assert_code(&out, 0);
-    let losses: Vec<f64> = fx::parse_lines(&std::fs::read_to_string(&log).unwrap())
-        .iter()
-        .map(|l| l["loss"].as_f64().unwrap())
-        .collect();
+    let losses: Vec<f64> =
+        fx::parse_lines(&std::fs::read_to_string(&log).unwrap()).iter().map(|l| l["loss"].as_f64().unwrap()).collect();
     let (first, last) = (mean(&losses[..5]), mean(&losses[25..]));
     assert!(last < 0.7 * first, "bf16 loss did not go down: {first:.4} → {last:.4}");
     let bf = load(&bf);
@@ -316,7 +312,10 @@ fn cli_train_unwritable_outputs_fail_before_training() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["-o".into(), dir.join("no/such/m.st").display().to_string()], "no/such"),
         (vec!["-o".into(), file.join("m.st").display().to_string()], "plain-file"),
-        (vec!["--mode".into(), "separated".into(), "-o".into(), file.join("models").display().to_string()], "plain-file"),
+        (
+            vec!["--mode".into(), "separated".into(), "-o".into(), file.join("models").display().to_string()],
+            "plain-file",
+        ),
         (vec!["--log".into(), dir.join("no/such/log.jsonl").display().to_string()], "no/such"),
     ];
     for (flags, needle) in cases {
@@ -436,7 +435,13 @@ fn cli_train_killed_and_resumed_log_is_the_whole_run() {
     assert_code(&out, 0);
     let got = fx::parse_lines(&std::fs::read_to_string(&log).unwrap());
     let want = fx::parse_lines(&std::fs::read_to_string(&reference).unwrap());
-    assert_eq!(got.len(), want.len(), "resumed at {done}: {} lines, the uninterrupted run has {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "resumed at {done}: {} lines, the uninterrupted run has {}",
+        got.len(),
+        want.len()
+    );
     for (g, w) in got.iter().zip(&want) {
         assert_eq!((&g["it"], &g["validation"]), (&w["it"], &w["validation"]), "resumed at {done}");
         for key in ["loss", "lr", "grad_norm", "i_auroc"] {
@@ -540,7 +545,10 @@ fn cli_train_keep_best_with_save_every_keeps_the_best() {
     assert_eq!(last.meta.training["iterations_done"].as_u64(), Some(RESUME_ITERS));
     assert_eq!(last.meta.training["best"]["iteration"].as_u64(), Some(4));
     assert!(max_abs_diff(&best, &last) > 0.0);
-    assert_eq!(entries(dir.path()), vec!["m.jsonl", "m.last.safetensors", "m.last.safetensors.state", "m.safetensors", "val.st"]);
+    assert_eq!(
+        entries(dir.path()),
+        vec!["m.jsonl", "m.last.safetensors", "m.last.safetensors.state", "m.safetensors", "val.st"]
+    );
 
     // Killed after its first save and resumed from its resume point.
     let (killed, resume_point) = (dir.join("k.safetensors"), dir.join("k.last.safetensors"));
@@ -697,10 +705,8 @@ fn cli_train_records_the_warmup_it_used() {
     assert!(util::stderr(&out).contains("--warmup 100 is longer than the 3 iterations"), "{}", util::stderr(&out));
     assert_eq!(load(&ckpt).meta.training["warmup"].as_u64(), Some(3));
     // numpy.linspace(0, 2e-3, 3): 0, 1e-3, 2e-3.
-    let lrs: Vec<f64> = fx::parse_lines(&std::fs::read_to_string(&log).unwrap())
-        .iter()
-        .map(|l| l["lr"].as_f64().unwrap())
-        .collect();
+    let lrs: Vec<f64> =
+        fx::parse_lines(&std::fs::read_to_string(&log).unwrap()).iter().map(|l| l["lr"].as_f64().unwrap()).collect();
     assert_eq!(lrs.len(), 3);
     for (lr, want) in lrs.iter().zip([0.0, 1e-3, 2e-3]) {
         assert!((lr - want).abs() <= 1e-15, "{lrs:?}");

@@ -37,14 +37,27 @@ fn load(path: &Path) -> checkpoint::Checkpoint {
 /// [`fx::extract`], the short schedule of [`fx::train`], reading `input`.
 fn train_images(weights: &Path, input: &Path, output: &Path, iterations: u64, batch: usize) -> Command {
     let mut cmd = util::tool("dinomaly-train");
-    cmd.args(["-q", "--images", "--backbone", "tiny", "--layers", "0,1,2,3", "--resize", "112", "--crop", "112", "--warmup", "5"])
-        .arg("--weights")
-        .arg(weights)
-        .arg("--input")
-        .arg(input)
-        .arg("-o")
-        .arg(output)
-        .args(["--iterations", &iterations.to_string(), "--batch", &batch.to_string()]);
+    cmd.args([
+        "-q",
+        "--images",
+        "--backbone",
+        "tiny",
+        "--layers",
+        "0,1,2,3",
+        "--resize",
+        "112",
+        "--crop",
+        "112",
+        "--warmup",
+        "5",
+    ])
+    .arg("--weights")
+    .arg(weights)
+    .arg("--input")
+    .arg(input)
+    .arg("-o")
+    .arg(output)
+    .args(["--iterations", &iterations.to_string(), "--batch", &batch.to_string()]);
     cmd
 }
 
@@ -98,7 +111,10 @@ fn cli_train_images_equals_training_from_an_f32_store() {
 
     // Separated mode: one model per class, each equal to its store twin.
     let (a, b) = (dir.join("sep-images"), dir.join("sep-store"));
-    assert_code(&util::run(train_images(&shared.weights, &shared.input, &a, 3, 2).args(["--mode", "separated"]), ""), 0);
+    assert_code(
+        &util::run(train_images(&shared.weights, &shared.input, &a, 3, 2).args(["--mode", "separated"]), ""),
+        0,
+    );
     assert_code(&util::run(fx::train(&shared.store, &b, 3, 2).args(["--mode", "separated"]), ""), 0);
     assert_eq!(entries(&a), vec!["c0.safetensors", "c1.safetensors"]);
     for c in ["c0", "c1"] {
@@ -153,7 +169,10 @@ fn cli_train_images_killed_and_resumed_equals_the_store_run() {
     // Resuming with another encoder is refused, naming the checkpoint.
     let other = dir.join("other.safetensors");
     fx::tiny_weights(&other, 2);
-    let out = util::run(train_images(&other, &shared.input, &dir.join("new.safetensors"), ITERS, 4).arg("--resume").arg(&ckpt), "");
+    let out = util::run(
+        train_images(&other, &shared.input, &dir.join("new.safetensors"), ITERS, 4).arg("--resume").arg(&ckpt),
+        "",
+    );
     assert_error(&out, &["m.safetensors", "sha256"]);
     assert!(!dir.join("new.safetensors").exists());
 }
@@ -177,7 +196,11 @@ fn cli_train_images_bad_inputs_fail_cleanly() {
     // --on-error skip leaves it out (and says so), as extract does.
     let out = util::run(train_images(&shared.weights, &list, &ckpt, 2, 4).args(["--on-error", "skip"]), "");
     assert_code(&out, 0);
-    assert!(util::stderr(&out).contains("skipped") && util::stderr(&out).contains("corrupt.png"), "{}", util::stderr(&out));
+    assert!(
+        util::stderr(&out).contains("skipped") && util::stderr(&out).contains("corrupt.png"),
+        "{}",
+        util::stderr(&out)
+    );
     assert_eq!(load(&ckpt).meta.training["train_images"].as_u64(), Some(8));
     std::fs::remove_file(&ckpt).unwrap();
 
@@ -192,7 +215,10 @@ fn cli_train_images_bad_inputs_fail_cleanly() {
     assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
 
     // Empty input, and encoder flags given with a store.
-    assert_error(&util::run(&mut train_images(&shared.weights, &dir.write("empty.txt", ""), &ckpt, 2, 4), ""), &["no samples"]);
+    assert_error(
+        &util::run(&mut train_images(&shared.weights, &dir.write("empty.txt", ""), &ckpt, 2, 4), ""),
+        &["no samples"],
+    );
     let out = util::run(fx::train(&shared.store, &ckpt, 2, 4).args(["--backbone", "tiny"]), "");
     assert_code(&out, 2);
     assert!(util::stderr(&out).contains("--backbone"), "{}", util::stderr(&out));

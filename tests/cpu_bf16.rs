@@ -15,7 +15,12 @@ use crate::util::{self, assert_code};
 fn score(precision: &str, kernels: Option<&str>) -> Output {
     let shared = fx::shared();
     let mut cmd = util::tool("dinomaly-score");
-    cmd.arg("-c").arg(&shared.ckpt).arg("--weights").arg(&shared.weights).args(["--precision", precision, "--device", "cpu"]);
+    cmd.arg("-c").arg(&shared.ckpt).arg("--weights").arg(&shared.weights).args([
+        "--precision",
+        precision,
+        "--device",
+        "cpu",
+    ]);
     if let Some(level) = kernels {
         cmd.env("ATEN_CPU_CAPABILITY", level);
     }
@@ -24,7 +29,10 @@ fn score(precision: &str, kernels: Option<&str>) -> Output {
 
 fn scores(out: &Output) -> Vec<f64> {
     assert_code(out, 0);
-    parse_lines(&util::stdout(out)).iter().map(|l| l["score"].as_f64().unwrap_or_else(|| panic!("no score in {l}"))).collect()
+    parse_lines(&util::stdout(out))
+        .iter()
+        .map(|l| l["score"].as_f64().unwrap_or_else(|| panic!("no score in {l}")))
+        .collect()
 }
 
 fn notes_slower(out: &Output) -> usize {
@@ -41,7 +49,11 @@ fn cpu_bf16_runs_on_avx2_kernels_near_fp32_and_says_it_is_emulated() {
         assert!(y.is_finite() && (x - y).abs() <= 1e-2 * x.abs(), "fp32 {x} vs bf16 {y}");
     }
     assert_eq!(notes_slower(&bf16), 1, "{}", util::stderr(&bf16));
-    assert!(util::stderr(&bf16).contains("ATEN_CPU_CAPABILITY") || !dinomaly::cpu::features().avx512, "{}", util::stderr(&bf16));
+    assert!(
+        util::stderr(&bf16).contains("ATEN_CPU_CAPABILITY") || !dinomaly::cpu::features().avx512,
+        "{}",
+        util::stderr(&bf16)
+    );
     assert_eq!(notes_slower(&fp32), 0, "{}", util::stderr(&fp32));
 }
 

@@ -75,27 +75,9 @@ fn mvtec_train_and_test_pairing_and_order() {
     assert_eq!(
         summary(root, &train),
         vec![
-            (
-                "wood/train/good/000.png".into(),
-                "wood".into(),
-                0,
-                None,
-                "good".into()
-            ),
-            (
-                "bottle/train/good/000.png".into(),
-                "bottle".into(),
-                0,
-                None,
-                "good".into()
-            ),
-            (
-                "bottle/train/good/001.png".into(),
-                "bottle".into(),
-                0,
-                None,
-                "good".into()
-            ),
+            ("wood/train/good/000.png".into(), "wood".into(), 0, None, "good".into()),
+            ("bottle/train/good/000.png".into(), "bottle".into(), 0, None, "good".into()),
+            ("bottle/train/good/001.png".into(), "bottle".into(), 0, None, "good".into()),
         ]
     );
     let test = list(root, Layout::Mvtec, Split::Test, &names(&["bottle"])).unwrap();
@@ -131,23 +113,11 @@ fn mvtec_train_and_test_pairing_and_order() {
                 m("bottle/ground_truth/contamination/003_mask.png"),
                 "contamination".into()
             ),
-            (
-                "bottle/test/good/000.png".into(),
-                "bottle".into(),
-                0,
-                None,
-                "good".into()
-            ),
+            ("bottle/test/good/000.png".into(), "bottle".into(), 0, None, "good".into()),
         ]
     );
     // The class filter keeps its order.
-    let both = list(
-        root,
-        Layout::Mvtec,
-        Split::Test,
-        &names(&["bottle", "wood"]),
-    )
-    .unwrap();
+    let both = list(root, Layout::Mvtec, Split::Test, &names(&["bottle", "wood"])).unwrap();
     assert_eq!(both.last().unwrap().class.as_deref(), Some("wood"));
     // Records serialise with the extra field.
     let json = serde_json::to_string(&test[0]).unwrap();
@@ -159,51 +129,27 @@ fn mvtec_errors_are_clear() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     mvtec_tree(root);
-    let e = list(root, Layout::Mvtec, Split::Test, &names(&["cable"]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("unknown class 'cable'") && e.contains("found: bottle, wood"),
-        "{e}"
-    );
+    let e = list(root, Layout::Mvtec, Split::Test, &names(&["cable"])).unwrap_err().to_string();
+    assert!(e.contains("unknown class 'cable'") && e.contains("found: bottle, wood"), "{e}");
     let e = list(&root.join("nope"), Layout::Mvtec, Split::Train, &[]).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
     assert!(e.to_string().contains("nope"), "{e}");
     // A missing mask shifts the sorted pairing: refused, naming the image.
     std::fs::remove_file(root.join("bottle/ground_truth/broken_large/000_mask.png")).unwrap();
-    let e = list(root, Layout::Mvtec, Split::Test, &[])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("2 test images but 1 masks")
-            && e.contains("no mask for")
-            && e.contains("000.png"),
-        "{e}"
-    );
+    let e = list(root, Layout::Mvtec, Split::Test, &[]).unwrap_err().to_string();
+    assert!(e.contains("2 test images but 1 masks") && e.contains("no mask for") && e.contains("000.png"), "{e}");
     // Same count but names that do not correspond.
     touch(root, &["bottle/ground_truth/broken_large/007_mask.png"]);
-    let e = list(root, Layout::Mvtec, Split::Test, &[])
-        .unwrap_err()
-        .to_string();
+    let e = list(root, Layout::Mvtec, Split::Test, &[]).unwrap_err().to_string();
     assert!(e.contains("names do not match"), "{e}");
     // A defect folder without its mask folder.
     touch(root, &["wood/test/crack/000.png"]);
-    let e = list(root, Layout::Mvtec, Split::Test, &names(&["wood"]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("wood/ground_truth/crack") && e.contains("mask folder"),
-        "{e}"
-    );
+    let e = list(root, Layout::Mvtec, Split::Test, &names(&["wood"])).unwrap_err().to_string();
+    assert!(e.contains("wood/ground_truth/crack") && e.contains("mask folder"), "{e}");
     // A class without its training folder.
     touch(root, &["tile/test/good/000.png"]);
-    let e = list(root, Layout::Mvtec, Split::Train, &names(&["tile"]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("tile/train") && e.contains("training folder"),
-        "{e}"
-    );
+    let e = list(root, Layout::Mvtec, Split::Train, &names(&["tile"])).unwrap_err().to_string();
+    assert!(e.contains("tile/train") && e.contains("training folder"), "{e}");
 }
 
 #[test]
@@ -237,10 +183,7 @@ fn visa_reorganised_tree_with_jpg_images_and_png_masks() {
         assert!(test.iter().all(|t| !t.extra.contains_key("binarize_mask")));
     }
     let train = list(root, Layout::Visa, Split::Train, &names(&["candle"])).unwrap();
-    assert_eq!(
-        summary(root, &train)[0].0,
-        "1cls/candle/train/good/0001.JPG"
-    );
+    assert_eq!(summary(root, &train)[0].0, "1cls/candle/train/good/0001.JPG");
 }
 
 #[test]
@@ -272,9 +215,7 @@ fn visa_raw_download_through_the_split_csv() {
     let train = list(root, Layout::Visa, Split::Train, &[]).unwrap();
     let s = summary(root, &train);
     assert_eq!(
-        s.iter()
-            .map(|r| (r.0.as_str(), r.1.as_str()))
-            .collect::<Vec<_>>(),
+        s.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(),
         vec![
             ("candle/Data/Images/Normal/0451.JPG", "candle"),
             ("candle/Data/Images/Normal/0836.JPG", "candle"),
@@ -290,26 +231,14 @@ fn visa_raw_download_through_the_split_csv() {
     assert_eq!(test[0].extra["binarize_mask"], true);
     assert_eq!((s[2].2, s[2].4.as_str(), s[2].3.clone()), (0, "good", None));
     // A class present only in other splits still counts as known.
-    assert!(list(root, Layout::Visa, Split::Test, &names(&["capsules"]))
-        .unwrap()
-        .is_empty());
+    assert!(list(root, Layout::Visa, Split::Test, &names(&["capsules"])).unwrap().is_empty());
 
     std::fs::remove_file(root.join("candle/Data/Masks/Anomaly/010.png")).unwrap();
-    let e = list(root, Layout::Visa, Split::Test, &[])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("010.png") && e.contains("mask listed in the split csv"),
-        "{e}"
-    );
-    std::fs::write(
-        root.join("split_csv/1cls.csv"),
-        "object,split,label,image,mask\ncandle,test,broken,a.JPG,\n",
-    )
-    .unwrap();
-    let e = list(root, Layout::Visa, Split::Test, &[])
-        .unwrap_err()
-        .to_string();
+    let e = list(root, Layout::Visa, Split::Test, &[]).unwrap_err().to_string();
+    assert!(e.contains("010.png") && e.contains("mask listed in the split csv"), "{e}");
+    std::fs::write(root.join("split_csv/1cls.csv"), "object,split,label,image,mask\ncandle,test,broken,a.JPG,\n")
+        .unwrap();
+    let e = list(root, Layout::Visa, Split::Test, &[]).unwrap_err().to_string();
     assert!(e.contains("1cls.csv:2") && e.contains("'broken'"), "{e}");
 }
 
@@ -321,9 +250,7 @@ fn realiad_entry(anomaly: &str, image: &str, mask: Option<&str>) -> serde_json::
 fn realiad_json_lists_with_ok_label_and_relative_masks() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let views: Vec<String> = (1..=5)
-        .map(|c| format!("OK/S0001/audiojack_0001_OK_C{c}_20231021130449.jpg"))
-        .collect();
+    let views: Vec<String> = (1..=5).map(|c| format!("OK/S0001/audiojack_0001_OK_C{c}_20231021130449.jpg")).collect();
     let bad_img = "NG/AK/S0002/audiojack_0002_NG_AK_C3_20231021131015.jpg";
     let bad_mask = "NG/AK/S0002/audiojack_0002_NG_AK_C3_20231021131015.png";
     let doc = serde_json::json!({
@@ -332,15 +259,8 @@ fn realiad_json_lists_with_ok_label_and_relative_masks() {
         "test": [realiad_entry("AK", bad_img, Some(bad_mask)), realiad_entry("OK", &views[4], None)],
     });
     std::fs::create_dir_all(root.join("realiad_jsons/realiad_jsons")).unwrap();
-    std::fs::write(
-        root.join("realiad_jsons/realiad_jsons/audiojack.json"),
-        doc.to_string(),
-    )
-    .unwrap();
-    let mut files: Vec<String> = views
-        .iter()
-        .map(|v| format!("realiad_1024/audiojack/{v}"))
-        .collect();
+    std::fs::write(root.join("realiad_jsons/realiad_jsons/audiojack.json"), doc.to_string()).unwrap();
+    let mut files: Vec<String> = views.iter().map(|v| format!("realiad_1024/audiojack/{v}")).collect();
     files.push(format!("realiad_1024/audiojack/{bad_img}"));
     files.push(format!("realiad_1024/audiojack/{bad_mask}"));
     touch(root, &files.iter().map(String::as_str).collect::<Vec<_>>());
@@ -356,40 +276,21 @@ fn realiad_json_lists_with_ok_label_and_relative_masks() {
     assert_eq!((s[0].2, s[0].4.as_str()), (1, "AK"));
     assert_eq!((s[1].2, s[1].3.clone()), (0, None));
 
-    let e = list(root, Layout::Realiad, Split::Test, &names(&["toy"]))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("unknown class 'toy'") && e.contains("audiojack"),
-        "{e}"
-    );
+    let e = list(root, Layout::Realiad, Split::Test, &names(&["toy"])).unwrap_err().to_string();
+    assert!(e.contains("unknown class 'toy'") && e.contains("audiojack"), "{e}");
     std::fs::remove_file(root.join(format!("realiad_1024/audiojack/{bad_mask}"))).unwrap();
-    let e = list(root, Layout::Realiad, Split::Test, &[])
-        .unwrap_err()
-        .to_string();
+    let e = list(root, Layout::Realiad, Split::Test, &[]).unwrap_err().to_string();
     assert!(e.contains("mask listed in the Real-IAD json"), "{e}");
     let doc = serde_json::json!({"train": [], "test": [realiad_entry("AK", bad_img, None)]});
-    std::fs::write(
-        root.join("realiad_jsons/realiad_jsons/audiojack.json"),
-        doc.to_string(),
-    )
-    .unwrap();
-    let e = list(root, Layout::Realiad, Split::Test, &[])
-        .unwrap_err()
-        .to_string();
+    std::fs::write(root.join("realiad_jsons/realiad_jsons/audiojack.json"), doc.to_string()).unwrap();
+    let e = list(root, Layout::Realiad, Split::Test, &[]).unwrap_err().to_string();
     assert!(e.contains("\"test\"[0]") && e.contains("mask_path"), "{e}");
     // One level of realiad_jsons is accepted too.
     let flat = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(flat.path().join("realiad_jsons")).unwrap();
     std::fs::create_dir_all(flat.path().join("realiad_1024/audiojack")).unwrap();
-    std::fs::write(
-        flat.path().join("realiad_jsons/audiojack.json"),
-        r#"{"train": [], "test": []}"#,
-    )
-    .unwrap();
-    assert!(list(flat.path(), Layout::Realiad, Split::Train, &[])
-        .unwrap()
-        .is_empty());
+    std::fs::write(flat.path().join("realiad_jsons/audiojack.json"), r#"{"train": [], "test": []}"#).unwrap();
+    assert!(list(flat.path(), Layout::Realiad, Split::Train, &[]).unwrap().is_empty());
 }
 
 #[test]
@@ -411,31 +312,15 @@ fn folder_layout_with_optional_masks() {
     );
     let train = list(root, Layout::Folder, Split::Train, &[]).unwrap();
     assert_eq!(
-        summary(root, &train)
-            .iter()
-            .map(|r| r.0.as_str())
-            .collect::<Vec<_>>(),
-        vec![
-            "gadget/good/x.bmp",
-            "widget/good/a.jpg",
-            "widget/good/b.png"
-        ]
+        summary(root, &train).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        vec!["gadget/good/x.bmp", "widget/good/a.jpg", "widget/good/b.png"]
     );
     let test = list(root, Layout::Folder, Split::Test, &names(&["widget"])).unwrap();
     let s = summary(root, &test);
     assert_eq!(s.len(), 5);
-    assert_eq!(
-        (s[2].0.as_str(), s[2].2, s[2].3.clone()),
-        ("widget/dent/d1.PNG", 1, None)
-    );
-    assert_eq!(
-        s[3].3.as_deref(),
-        Some("widget/ground_truth/scratch/s1_mask.png")
-    );
-    assert_eq!(
-        s[4].3.as_deref(),
-        Some("widget/ground_truth/scratch/s10_mask.png")
-    );
+    assert_eq!((s[2].0.as_str(), s[2].2, s[2].3.clone()), ("widget/dent/d1.PNG", 1, None));
+    assert_eq!(s[3].3.as_deref(), Some("widget/ground_truth/scratch/s1_mask.png"));
+    assert_eq!(s[4].3.as_deref(), Some("widget/ground_truth/scratch/s10_mask.png"));
     assert_eq!(s[4].4, "scratch");
 
     // A root holding good/ directly is one class named after the folder.
@@ -445,17 +330,11 @@ fn folder_layout_with_optional_masks() {
 
     // With a mask folder, every anomalous image needs its mask.
     touch(root, &["widget/scratch/s2.png"]);
-    let e = list(root, Layout::Folder, Split::Test, &[])
-        .unwrap_err()
-        .to_string();
+    let e = list(root, Layout::Folder, Split::Test, &[]).unwrap_err().to_string();
     assert!(e.contains("no mask for") && e.contains("s2.png"), "{e}");
-    let e = list(root, Layout::Folder, Split::Train, &names(&["thing"]))
-        .unwrap_err()
-        .to_string();
+    let e = list(root, Layout::Folder, Split::Train, &names(&["thing"])).unwrap_err().to_string();
     assert!(e.contains("unknown class 'thing'"), "{e}");
     touch(root, &["broken_only/dent/a.png"]);
-    let e = list(root, Layout::Folder, Split::Train, &names(&["broken_only"]))
-        .unwrap_err()
-        .to_string();
+    let e = list(root, Layout::Folder, Split::Train, &names(&["broken_only"])).unwrap_err().to_string();
     assert!(e.contains("broken_only/good"), "{e}");
 }

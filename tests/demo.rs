@@ -11,10 +11,7 @@ use std::process::Command;
 
 /// The folder of the built binaries (demo-data is in its `examples/`).
 fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_dinomaly-extract"))
-        .parent()
-        .expect("binary folder")
-        .to_path_buf()
+    Path::new(env!("CARGO_BIN_EXE_dinomaly-extract")).parent().expect("binary folder").to_path_buf()
 }
 
 /// Kept between runs (under target/), so the wheels are downloaded once.
@@ -62,11 +59,7 @@ fn quick_demo_runs_the_whole_pipeline_on_real_data() {
              does not pass without it.\nstderr:\n{stderr}"
         );
     }
-    assert!(
-        out.status.success(),
-        "examples/demo.sh failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "examples/demo.sh failed ({})\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
 
     // The random encoder is announced before the data and after the tables.
     let first = stdout.find("RANDOM BACKBONE").expect("random-backbone notice");
@@ -87,10 +80,8 @@ fn quick_demo_runs_the_whole_pipeline_on_real_data() {
     // (3 good + 3 defective), textures 3 x (2 good + 3 defects x 1).
     for (name, images) in [("elpv", 12), ("textures", 15)] {
         let scores = std::fs::read_to_string(out_dir.join(name).join("scores.jsonl")).expect("scores");
-        let lines: Vec<serde_json::Value> = scores
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("a JSON line"))
-            .collect();
+        let lines: Vec<serde_json::Value> =
+            scores.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
         assert_eq!(lines.len(), images, "{name}: {scores}");
         for line in &lines {
             let score = line["score"].as_f64().unwrap_or(f64::NAN);

@@ -13,8 +13,8 @@ fn check(tool: &str) {
     ] {
         let out = util::run(util::tool(tool).args(["--generate", kind]), "");
         util::assert_code(&out, 0);
-        let committed = std::fs::read(root.join(&file))
-            .unwrap_or_else(|e| panic!("man/{file} is missing ({e}): run `make man`"));
+        let committed =
+            std::fs::read(root.join(&file)).unwrap_or_else(|e| panic!("man/{file} is missing ({e}): run `make man`"));
         assert!(
             committed == out.stdout,
             "man/{file} differs from `{tool} --generate {kind}`: run `make man` and commit the result"

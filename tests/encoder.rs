@@ -26,12 +26,7 @@ fn read(path: &Path) -> Vec<(String, Tensor)> {
 }
 
 fn get(named: &[(String, Tensor)], key: &str) -> Tensor {
-    named
-        .iter()
-        .find(|(k, _)| k == key)
-        .unwrap_or_else(|| panic!("fixture has no {key}"))
-        .1
-        .shallow_clone()
+    named.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("fixture has no {key}")).1.shallow_clone()
 }
 
 /// The input of a case: x[b,c,i,j] = input[b0+b, c, (y0+i)%224, (x0+j)%280].
@@ -95,12 +90,8 @@ fn check_model_cases(model: &str, weights: &Path) {
             continue;
         }
         let expected = read(&dir().join(case["file"].as_str().unwrap()));
-        let blocks: Vec<usize> = case["blocks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b.as_u64().unwrap() as usize)
-            .collect();
+        let blocks: Vec<usize> =
+            case["blocks"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as usize).collect();
         let encoder = Encoder::from_tensors(
             &loaded.vit_config(),
             &loaded.tensors,

@@ -91,7 +91,12 @@ fn gpu_check_script_runs_every_step_on_the_cpu() {
     assert!(bf16_map <= 1e-2, "bf16 maps {bf16_map} from fp32\n{table}");
     // Rates are printed to three significant digits, so any run, however
     // slow the CPU, reads as a positive number.
-    for label in ["scoring fp32, batch 4", "scoring bf16, batch 8", "training from the store fp32", "training from the store bf16"] {
+    for label in [
+        "scoring fp32, batch 4",
+        "scoring bf16, batch 8",
+        "training from the store fp32",
+        "training from the store bf16",
+    ] {
         let value = row(label);
         let rate: f64 = value.split_whitespace().next().unwrap().parse().unwrap_or(f64::NAN);
         assert!(rate.is_finite() && rate > 0.0, "{label}: {value}\n{table}");

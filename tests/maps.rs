@@ -18,22 +18,13 @@ const MAP_REL_TOL: f64 = 1e-6;
 const SCORE_REL_TOL: f64 = 1e-6;
 
 fn fixtures() -> HashMap<String, Tensor> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/maps/maps.safetensors"
-    );
-    Tensor::read_safetensors(path)
-        .expect("read maps fixture")
-        .into_iter()
-        .collect()
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/maps/maps.safetensors");
+    Tensor::read_safetensors(path).expect("read maps fixture").into_iter().collect()
 }
 
 fn groups(t: &HashMap<String, Tensor>, case: &str) -> (Vec<Tensor>, Vec<Tensor>) {
     let get = |side: &str, g: usize| t[&format!("{case}.{side}.{g}")].to_kind(Kind::Float);
-    (
-        (0..2).map(|g| get("enc", g)).collect(),
-        (0..2).map(|g| get("dec", g)).collect(),
-    )
+    ((0..2).map(|g| get("enc", g)).collect(), (0..2).map(|g| get("dec", g)).collect())
 }
 
 /// The stored map or, when it was stored at a subset of rows and columns,
@@ -49,29 +40,21 @@ fn compare_map(t: &HashMap<String, Tensor>, key: &str, ours: &Tensor) -> f64 {
     let diff = (ours - expected).abs().max().double_value(&[]);
     let rel = diff / scale;
     eprintln!("{key}: max diff {diff:e} ({rel:e} relative)");
-    assert!(
-        rel <= MAP_REL_TOL,
-        "{key}: max diff {diff:e} ({rel:e} relative)"
-    );
+    assert!(rel <= MAP_REL_TOL, "{key}: max diff {diff:e} ({rel:e} relative)");
     rel
 }
 
 fn compare_scores(t: &HashMap<String, Tensor>, key: &str, ours: &Tensor) -> f64 {
     let expected = &t[key];
     assert_eq!(ours.size(), expected.size(), "{key}: shape");
-    let rel = ((ours - expected).abs() / expected.abs())
-        .max()
-        .double_value(&[]);
+    let rel = ((ours - expected).abs() / expected.abs()).max().double_value(&[]);
     eprintln!("{key}: max relative diff {rel:e}");
     assert!(rel <= SCORE_REL_TOL, "{key}: max relative diff {rel:e}");
     rel
 }
 
 fn run(config: PostProcess, enc: &[Tensor], dec: &[Tensor]) -> dinomaly::score::ScoredBatch {
-    PostProcessor::new(config, Device::Cpu)
-        .unwrap()
-        .apply(enc, dec)
-        .unwrap()
+    PostProcessor::new(config, Device::Cpu).unwrap().apply(enc, dec).unwrap()
 }
 
 #[test]
@@ -98,10 +81,7 @@ fn official_square_crop_map_256_and_64() {
 fn official_max_ratio_zero_is_the_max() {
     let t = fixtures();
     let (enc, dec) = groups(&t, "sq");
-    let config = PostProcess {
-        max_ratio: 0.0,
-        ..PostProcess::official().with_crop((224, 224))
-    };
+    let config = PostProcess { max_ratio: 0.0, ..PostProcess::official().with_crop((224, 224)) };
     let out = run(config, &enc, &dec);
     compare_scores(&t, "official.sq224.m256.max", &out.scores);
     let max = out.maps.flatten(1, -1).amax([1], false);
@@ -133,14 +113,7 @@ fn anomalib_raw_map_reflect_blur_and_pred_score() {
         compare_map(&t, &format!("anomalib.{name}.raw"), &out.maps);
         compare_scores(&t, &format!("anomalib.{name}.score"), &out.scores);
         // The blurred map anomalib scores from (its GaussianBlur2d output).
-        let smoothed = run(
-            PostProcess {
-                raw_map: false,
-                ..config
-            },
-            &enc,
-            &dec,
-        );
+        let smoothed = run(PostProcess { raw_map: false, ..config }, &enc, &dec);
         compare_map(&t, &format!("anomalib.{name}.blurred"), &smoothed.maps);
         assert!(smoothed.scores.equal(&out.scores));
     }
@@ -154,9 +127,7 @@ fn padding_is_what_separates_official_and_anomalib_scores() {
     let (enc, dec) = groups(&t, "ns");
     let official = run(PostProcess::official().with_crop((168, 280)), &enc, &dec);
     let anomalib = run(PostProcess::anomalib().with_crop((168, 280)), &enc, &dec);
-    let gap = (official.scores.get(0) - anomalib.scores.get(0))
-        .abs()
-        .double_value(&[]);
+    let gap = (official.scores.get(0) - anomalib.scores.get(0)).abs().double_value(&[]);
     assert!(gap > 1e-3, "gap {gap}");
     assert_eq!(PostProcess::anomalib().padding, Padding::Reflect);
 }
@@ -166,12 +137,8 @@ fn half_precision_groups_give_the_float32_result() {
     // The fixture groups are float16 values; passing them as float16 must
     // give the same maps as passing their float32 copies.
     let t = fixtures();
-    let enc: Vec<Tensor> = (0..2)
-        .map(|g| t[&format!("sq.enc.{g}")].shallow_clone())
-        .collect();
-    let dec: Vec<Tensor> = (0..2)
-        .map(|g| t[&format!("sq.dec.{g}")].shallow_clone())
-        .collect();
+    let enc: Vec<Tensor> = (0..2).map(|g| t[&format!("sq.enc.{g}")].shallow_clone()).collect();
+    let dec: Vec<Tensor> = (0..2).map(|g| t[&format!("sq.dec.{g}")].shallow_clone()).collect();
     assert_eq!(enc[0].kind(), Kind::Half);
     let config = PostProcess::official().with_crop((224, 224));
     let half = run(config, &enc, &dec);

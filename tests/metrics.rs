@@ -49,15 +49,9 @@ fn class_inputs(rule: &str) -> Vec<ClassInput> {
         let name = r["class"].as_str().unwrap().to_string();
         let entry = classes.entry(name.clone()).or_insert_with(|| {
             order.push(name.clone());
-            ClassInput {
-                name: name.clone(),
-                images: Vec::new(),
-                pixels: Some(PixelSet::new()),
-            }
+            ClassInput { name: name.clone(), images: Vec::new(), pixels: Some(PixelSet::new()) }
         });
-        entry
-            .images
-            .push((r["score"].as_f64().unwrap(), r["label"].as_u64().unwrap() == 1));
+        entry.images.push((r["score"].as_f64().unwrap(), r["label"].as_u64().unwrap() == 1));
         let map = npy::read_f32_2d(dir().join(r["map"].as_str().unwrap())).unwrap();
         let gt = npy::read(dir().join(r["gt"][rule].as_str().unwrap())).unwrap();
         let NpyData::U8(gt) = gt.data else { panic!("gt not uint8") };
@@ -70,13 +64,7 @@ fn class_inputs(rule: &str) -> Vec<ClassInput> {
 
 fn check_rule(rule: &str, fpr_limit: f64) {
     let exp = expected();
-    let opts = Options {
-        pixel: PixelOptions {
-            fpr_limit,
-            ..PixelOptions::default()
-        },
-        ..Options::default()
-    };
+    let opts = Options { pixel: PixelOptions { fpr_limit, ..PixelOptions::default() }, ..Options::default() };
     let report = report::evaluate(class_inputs(rule), &opts);
     let (aupro_key, exact_key) = if fpr_limit == 0.3 {
         ("aupro".to_string(), "aupro_exact".to_string())
@@ -139,11 +127,8 @@ fn fixture_binary_cases_with_ties() {
     for case in exp["binary_cases"].as_array().unwrap() {
         let labels = case["labels"].as_array().unwrap();
         let scores = case["scores"].as_array().unwrap();
-        let pairs: Vec<(f64, bool)> = scores
-            .iter()
-            .zip(labels)
-            .map(|(s, l)| (s.as_f64().unwrap(), l.as_u64().unwrap() == 1))
-            .collect();
+        let pairs: Vec<(f64, bool)> =
+            scores.iter().zip(labels).map(|(s, l)| (s.as_f64().unwrap(), l.as_u64().unwrap() == 1)).collect();
         let m = binary::from_pairs(&pairs, false).unwrap();
         let name = case["name"].as_str().unwrap();
         let e = &case["expected"];
@@ -157,8 +142,7 @@ fn fixture_binary_cases_with_ties() {
 fn fixture_mean_over_classes() {
     let exp = expected();
     let keep = ["ties", "tiny", "nonbinary", "random"];
-    let inputs: Vec<ClassInput> =
-        class_inputs("gt0").into_iter().filter(|c| keep.contains(&c.name.as_str())).collect();
+    let inputs: Vec<ClassInput> = class_inputs("gt0").into_iter().filter(|c| keep.contains(&c.name.as_str())).collect();
     let report = report::evaluate(inputs, &Options::default());
     let mean = |f: &dyn Fn(&Value) -> f64| keep.iter().map(|c| f(&exp["classes"][c])).sum::<f64>() / 4.0;
     let want_i = mean(&|c| c["image"]["auroc"].as_f64().unwrap());
@@ -300,7 +284,9 @@ fn cli_pro_plot_is_the_curve_of_the_reported_aupro() {
     let tmp = tempfile::tempdir().unwrap();
     let plots = tmp.path().join("plots");
     for limit in ["0.3", "0.1"] {
-        let args = [&SMALL[..], &["-q", "-i", "records.jsonl", "--fpr-limit", limit, "--plots", plots.to_str().unwrap()]].concat();
+        let args =
+            [&SMALL[..], &["-q", "-i", "records.jsonl", "--fpr-limit", limit, "--plots", plots.to_str().unwrap()]]
+                .concat();
         let out = cli(&args, &dir(), None);
         assert_eq!(out.code, 0, "{}", out.stderr);
         let report: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -324,7 +310,11 @@ fn cli_pro_plot_is_the_curve_of_the_reported_aupro() {
             // divided by the last FPR: the plot is its curve.
             let area: f64 = points.windows(2).map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0).sum();
             let last = points.last().unwrap().0;
-            assert!((area / last - aupro).abs() <= TOL, "{name} limit {limit}: plotted {} vs AUPRO {aupro}", area / last);
+            assert!(
+                (area / last - aupro).abs() <= TOL,
+                "{name} limit {limit}: plotted {} vs AUPRO {aupro}",
+                area / last
+            );
             drawn += 1;
         }
         assert!(drawn >= 4, "only {drawn} PRO plots");
@@ -356,7 +346,11 @@ fn cli_image_only_and_thresholds() {
     let csv = cli(&["--image-only", "--target-fpr", "0.25", "--format", "csv"], &dir(), Some(&records));
     assert_eq!(csv.code, 0, "{}", csv.stderr);
     let rows: Vec<&str> = csv.stdout.lines().collect();
-    assert!(rows[0].ends_with(",i_f1max,image_target_fpr_threshold,image_target_fpr_fpr,image_target_fpr_tpr"), "{}", rows[0]);
+    assert!(
+        rows[0].ends_with(",i_f1max,image_target_fpr_threshold,image_target_fpr_fpr,image_target_fpr_tpr"),
+        "{}",
+        rows[0]
+    );
     let cell = |v: &Value| v.as_f64().map(|x| x.to_string()).unwrap_or_default();
     let want = |t: &Value| format!(",{},{},{}", cell(&t["threshold"]), cell(&t["fpr"]), cell(&t["tpr"]));
     assert!(rows[1].starts_with("ties,") && rows[1].ends_with(&want(t)), "{} vs {}", rows[1], want(t));
@@ -365,7 +359,9 @@ fn cli_image_only_and_thresholds() {
     assert_eq!(md.code, 0, "{}", md.stderr);
     assert!(md.stdout.contains("at most 0.25 on the normal images"), "{}", md.stdout);
     let pct = |v: &Value| v.as_f64().map_or("–".to_string(), |x| format!("{:.1}", x * 100.0));
-    let row = |name: &str, t: &Value| format!("| {name} | {} | {} | {} |", cell(&t["threshold"]), pct(&t["fpr"]), pct(&t["tpr"]));
+    let row = |name: &str, t: &Value| {
+        format!("| {name} | {} | {} | {} |", cell(&t["threshold"]), pct(&t["fpr"]), pct(&t["tpr"]))
+    };
     assert!(md.stdout.lines().any(|l| l == row("ties", t)), "{} not in\n{}", row("ties", t), md.stdout);
     assert!(md.stdout.lines().any(|l| l == row("All images", overall)), "{}", md.stdout);
 }
@@ -387,7 +383,11 @@ fn cli_records_without_class_form_the_default_class() {
     mixed[0] = lines[0].clone();
     let out = bad_run(d, &(mixed.join("\n") + "\n"), &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("1 record(s) without \"class\" are evaluated as the class 'default'"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("1 record(s) without \"class\" are evaluated as the class 'default'"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A tiny scored set in a temporary folder: two normal and two anomalous
@@ -445,10 +445,16 @@ fn cli_bad_records_name_the_line() {
     let lines = ok_lines(d);
     let cases: Vec<(String, &str)> = vec![
         (format!("{}\n{{oops\n", lines[0]), "bad.jsonl:2: not valid JSON"),
-        (format!("{}\n{}\n", lines[0], lines[1].replace("\"label\":0,", "")), "bad.jsonl:2: the record has no \"label\""),
+        (
+            format!("{}\n{}\n", lines[0], lines[1].replace("\"label\":0,", "")),
+            "bad.jsonl:2: the record has no \"label\"",
+        ),
         (lines[0].replace(",\"score\":0", "") + "\n", "bad.jsonl:1: the record has no numeric \"score\""),
         (lines[0].replace("\"map\":\"m0.npy\",", "") + "\n", "bad.jsonl:1: the record has no \"map\""),
-        (lines[2].replace("\"mask\":\"k2.png\"", "\"mask\":null") + "\n", "bad.jsonl:1: an anomalous image without a \"mask\""),
+        (
+            lines[2].replace("\"mask\":\"k2.png\"", "\"mask\":null") + "\n",
+            "bad.jsonl:1: an anomalous image without a \"mask\"",
+        ),
         ("x.png\n".to_string(), "bad.jsonl:1: a plain path"),
         ("\n\n".to_string(), "no scored records"),
     ];
@@ -534,7 +540,9 @@ fn cli_failed_records_are_counted_in_every_format() {
     let mut lines = ok_lines(d);
     // Two failures of class c (one image failed twice: counted once), one
     // of a class that has nothing else, and one that a later line scored.
-    let failed = |image: &str, class: &str| format!(r#"{{"image":"{image}","class":"{class}","label":0,"error":"cannot decode"}}"#);
+    let failed = |image: &str, class: &str| {
+        format!(r#"{{"image":"{image}","class":"{class}","label":0,"error":"cannot decode"}}"#)
+    };
     lines.push(failed("broken.png", "c"));
     lines.push(failed("broken.png", "c"));
     lines.push(failed("gone.png", "c"));
@@ -545,7 +553,10 @@ fn cli_failed_records_are_counted_in_every_format() {
     // Even with -q, which silences the per-line warnings.
     let out = bad_run(d, &records, &["-q"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.stderr.lines().filter(|l| l.contains("failed to score")).collect::<Vec<_>>(), vec![format!("dinomaly-metrics: warning: {note}")]);
+    assert_eq!(
+        out.stderr.lines().filter(|l| l.contains("failed to score")).collect::<Vec<_>>(),
+        vec![format!("dinomaly-metrics: warning: {note}")]
+    );
     let got: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(got["failed"], 3);
     assert_eq!((got["classes"][0]["class"].as_str(), got["classes"][0]["failed"].as_u64()), (Some("c"), Some(2)));
@@ -558,7 +569,11 @@ fn cli_failed_records_are_counted_in_every_format() {
     let out = bad_run(d, &records, &["-q", "--format", "csv"]);
     let rows: Vec<&str> = out.stdout.lines().collect();
     assert!(rows[0].starts_with("class,images,anomalous,failed,"));
-    assert!(rows[1].starts_with("c,4,2,2,") && rows[2].starts_with("other,0,0,1,") && rows[3].starts_with("mean,4,2,3,"), "{}", out.stdout);
+    assert!(
+        rows[1].starts_with("c,4,2,2,") && rows[2].starts_with("other,0,0,1,") && rows[3].starts_with("mean,4,2,3,"),
+        "{}",
+        out.stdout
+    );
     let out = bad_run(d, &records, &["-q", "--format", "markdown"]);
     assert!(out.stdout.contains(&format!("\n{note}.\n")), "{}", out.stdout);
 }

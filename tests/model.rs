@@ -15,9 +15,7 @@ use dinomaly::model::attention::{Attention, AttentionKind};
 use dinomaly::model::init::trunc_normal_;
 use dinomaly::model::loss::{global_cosine_hm_percent, HardMining, LossKind};
 use dinomaly::model::optim::StableAdamWConfig;
-use dinomaly::model::{
-    train_step, Dinomaly, DinomalyConfig, Features, StableAdamW, TrainSettings, WarmCosine,
-};
+use dinomaly::model::{train_step, Dinomaly, DinomalyConfig, Features, StableAdamW, TrainSettings, WarmCosine};
 use serde_json::Value;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -60,17 +58,12 @@ fn read(name: &str, dev: Device) -> HashMap<String, Tensor> {
 fn fixture(dev: Device) -> Fixture {
     let meta_path = fixture_dir().join("meta.json");
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
-    Fixture {
-        meta,
-        inputs: read("inputs.safetensors", dev),
-    }
+    Fixture { meta, inputs: read("inputs.safetensors", dev) }
 }
 
 impl Fixture {
     fn layers(&self) -> Vec<Tensor> {
-        (0..8)
-            .map(|i| self.inputs[&format!("layer.{i}")].shallow_clone())
-            .collect()
+        (0..8).map(|i| self.inputs[&format!("layer.{i}")].shallow_clone()).collect()
     }
 
     fn grid(&self) -> (i64, i64) {
@@ -97,12 +90,7 @@ fn rel_scalar(a: f64, b: f64) -> f64 {
 }
 
 /// A model in `variant`'s configuration with the fixture's initial weights.
-fn model(
-    fx: &Fixture,
-    variant: &str,
-    tensors: &HashMap<String, Tensor>,
-    dev: Device,
-) -> (nn::VarStore, Dinomaly) {
+fn model(fx: &Fixture, variant: &str, tensors: &HashMap<String, Tensor>, dev: Device) -> (nn::VarStore, Dinomaly) {
     let vs = nn::VarStore::new(dev);
     let d = fx.meta["embed_dim"].as_i64().unwrap();
     let heads = fx.meta["num_heads"].as_i64().unwrap();
@@ -187,9 +175,7 @@ fn check_gradients(variant: &str) {
             w.zero_grad();
         }
         let (enc, dec) = m.forward_t(&layers, fx.grid(), true).unwrap();
-        global_cosine_hm_percent(&enc, &dec, p, 0.1)
-            .unwrap()
-            .backward();
+        global_cosine_hm_percent(&enc, &dec, p, 0.1).unwrap().backward();
         let mut worst = (0.0, String::new());
         for (k, w) in &params {
             let r = rel(&w.grad(), &t[&format!("grad.{tag}.{k}")]);
@@ -197,16 +183,8 @@ fn check_gradients(variant: &str) {
                 worst = (r, k.clone());
             }
         }
-        eprintln!(
-            "{variant}: gradients at p {p}: max relative error {:.2e} ({})",
-            worst.0, worst.1
-        );
-        assert!(
-            worst.0 <= TOL,
-            "{variant} grad {tag} {}: {:e}",
-            worst.1,
-            worst.0
-        );
+        eprintln!("{variant}: gradients at p {p}: max relative error {:.2e} ({})", worst.0, worst.1);
+        assert!(worst.0 <= TOL, "{variant} grad {tag} {}: {:e}", worst.1, worst.0);
     }
 }
 
@@ -235,33 +213,16 @@ fn check_steps(variant: &str) {
     // The fixture steps all run at p = 0.9 (anomalib global_step 1000).
     let settings = TrainSettings {
         schedule,
-        loss: LossKind::HardMining(HardMining {
-            p_final: fx.opt("p"),
-            ramp_iters: 0,
-            factor: 0.1,
-        }),
+        loss: LossKind::HardMining(HardMining { p_final: fx.opt("p"), ramp_iters: 0, factor: 0.1 }),
         max_grad_norm: fx.opt("max_grad_norm"),
         loss_ceiling: None,
         precision: dinomaly::cli::args::Precision::Fp32,
         grad_checkpointing: false,
     };
-    let names: Vec<&str> = vm["names"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = vm["names"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     let mut clipped_total = 0;
     for (it, step) in vm["steps"].as_array().unwrap().iter().enumerate() {
-        let out = train_step(
-            &m,
-            &mut opt,
-            &settings,
-            Features::Layers(&layers),
-            fx.grid(),
-            it as u64,
-        )
-        .unwrap();
+        let out = train_step(&m, &mut opt, &settings, Features::Layers(&layers), fx.grid(), it as u64).unwrap();
         assert!(out.skipped.is_none());
         assert!(rel_scalar(out.lr, step["lr"].as_f64().unwrap()) <= 1e-12 || out.lr == 0.0);
         assert_eq!(out.lr == 0.0, step["lr"].as_f64().unwrap() == 0.0);
@@ -273,36 +234,15 @@ fn check_steps(variant: &str) {
             out.lr,
             out.rms_clipped.len()
         );
-        assert!(
-            rl <= TOL && rg <= TOL,
-            "{variant} step {it}: loss {rl:e}, norm {rg:e}"
-        );
+        assert!(rl <= TOL && rg <= TOL, "{variant} step {it}: loss {rl:e}, norm {rg:e}");
         // The RMS-clip branch fires on the same tensors (ignoring r within
         // 1e-5 of the threshold, where float rounding may decide).
-        let rms: Vec<f64> = step["rms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let clear: BTreeSet<&str> = names
-            .iter()
-            .zip(&rms)
-            .filter(|(_, &r)| (r - 1.0).abs() > 1e-5)
-            .map(|(n, _)| *n)
-            .collect();
-        let theirs: BTreeSet<&str> = names
-            .iter()
-            .zip(&rms)
-            .filter(|(n, &r)| r > 1.0 && clear.contains(*n))
-            .map(|(n, _)| *n)
-            .collect();
-        let ours: BTreeSet<&str> = out
-            .rms_clipped
-            .iter()
-            .map(String::as_str)
-            .filter(|n| clear.contains(n))
-            .collect();
+        let rms: Vec<f64> = step["rms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let clear: BTreeSet<&str> =
+            names.iter().zip(&rms).filter(|(_, &r)| (r - 1.0).abs() > 1e-5).map(|(n, _)| *n).collect();
+        let theirs: BTreeSet<&str> =
+            names.iter().zip(&rms).filter(|(n, &r)| r > 1.0 && clear.contains(*n)).map(|(n, _)| *n).collect();
+        let ours: BTreeSet<&str> = out.rms_clipped.iter().map(String::as_str).filter(|n| clear.contains(n)).collect();
         assert_eq!(ours, theirs, "{variant} step {it}: rms-clipped tensors");
         clipped_total += theirs.len();
     }
@@ -375,8 +315,7 @@ fn softmax_attention_matches_anomalib() {
     let dev = device();
     let t = read("extras.safetensors", dev);
     let vs = nn::VarStore::new(dev);
-    let attn =
-        Attention::new(&(vs.root() / "softmax_attn"), 16, 4, AttentionKind::Softmax).unwrap();
+    let attn = Attention::new(&(vs.root() / "softmax_attn"), 16, 4, AttentionKind::Softmax).unwrap();
     tch::no_grad(|| {
         for (k, mut w) in vs.variables() {
             w.copy_(&t[&k]);

@@ -42,12 +42,7 @@ fn digests() -> serde_json::Value {
 
 /// Keys under `prefix`, sorted.
 fn keys(st: &SafeTensors<'_>, prefix: &str) -> Vec<String> {
-    let mut k: Vec<String> = st
-        .names()
-        .into_iter()
-        .filter(|n| n.starts_with(prefix))
-        .cloned()
-        .collect();
+    let mut k: Vec<String> = st.names().into_iter().filter(|n| n.starts_with(prefix)).cloned().collect();
     k.sort();
     assert!(!k.is_empty(), "no fixtures under {prefix}");
     k
@@ -62,19 +57,13 @@ fn u8s(st: &SafeTensors<'_>, key: &str) -> (Vec<usize>, Vec<u8>) {
 fn f32s(st: &SafeTensors<'_>, key: &str) -> Vec<f32> {
     let t = st.tensor(key).unwrap();
     assert_eq!(t.dtype(), Dtype::F32, "{key}");
-    t.data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
+    t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 fn i32s(st: &SafeTensors<'_>, key: &str) -> Vec<usize> {
     let t = st.tensor(key).unwrap();
     assert_eq!(t.dtype(), Dtype::I32, "{key}");
-    t.data()
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .collect()
+    t.data().chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).collect()
 }
 
 /// "a/b/c" -> ["a", "b", "c"].
@@ -106,13 +95,7 @@ fn reference_input(file: &str) -> Image8 {
         PilImage::L(i) => i,
         _ => {
             let rgb = reference_rgb(file);
-            Image8::new(
-                rgb.width() as usize,
-                rgb.height() as usize,
-                3,
-                rgb.into_raw(),
-            )
-            .unwrap()
+            Image8::new(rgb.width() as usize, rgb.height() as usize, 3, rgb.into_raw()).unwrap()
         }
     }
 }
@@ -135,34 +118,16 @@ fn prep(name: &str, backend: ResizeBackend) -> Preprocess {
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// (differing samples, max difference) between our decode and Pillow's.
 fn decode_diff(st: &SafeTensors<'_>, file: &str) -> (usize, u8) {
     let (shape, want) = u8s(st, &format!("rgb/{file}"));
     let got = load_rgb(&dir().join(file)).unwrap();
-    assert_eq!(
-        vec![got.height() as usize, got.width() as usize, 3],
-        shape,
-        "{file}"
-    );
-    let diffs = got
-        .as_raw()
-        .iter()
-        .zip(&want)
-        .filter(|(a, b)| a != b)
-        .count();
-    let max = got
-        .as_raw()
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap_or(0);
+    assert_eq!(vec![got.height() as usize, got.width() as usize, 3], shape, "{file}");
+    let diffs = got.as_raw().iter().zip(&want).filter(|(a, b)| a != b).count();
+    let max = got.as_raw().iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
     (diffs, max)
 }
 
@@ -208,9 +173,7 @@ fn resize_matches_pillow_digests() {
     for (key, want) in resize {
         let (file, size) = key.rsplit_once('/').unwrap();
         let (w, h) = wxh(size);
-        let src = inputs
-            .entry(file.to_string())
-            .or_insert_with(|| reference_input(file));
+        let src = inputs.entry(file.to_string()).or_insert_with(|| reference_input(file));
         let got = resize_bilinear(src, w, h);
         let digest = format!("{:x}", Sha256::digest(&got.data));
         if digest != want.as_str().unwrap() {
@@ -222,28 +185,15 @@ fn resize_matches_pillow_digests() {
 
 /// The normalised crop of `file` under `cfg` for both backends, with the
 /// maximum absolute difference to the reference tensors (full or sampled).
-fn normalised_errors(
-    st: &SafeTensors<'_>,
-    file: &str,
-    cfg: &str,
-    positions: Option<&[usize]>,
-) -> (f32, f32) {
+fn normalised_errors(st: &SafeTensors<'_>, file: &str, cfg: &str, positions: Option<&[usize]>) -> (f32, f32) {
     let img = reference_rgb(file);
     let mut errs = [0f32; 2];
-    for (i, (backend, name)) in [
-        (ResizeBackend::Pil, "pil"),
-        (ResizeBackend::Tensor, "tensor"),
-    ]
-    .into_iter()
-    .enumerate()
+    for (i, (backend, name)) in [(ResizeBackend::Pil, "pil"), (ResizeBackend::Tensor, "tensor")].into_iter().enumerate()
     {
         let got = prep(cfg, backend).image_chw(&img).unwrap();
         let (want, got): (Vec<f32>, Vec<f32>) = match positions {
             None => (f32s(st, &format!("{name}/{file}/{cfg}")), got),
-            Some(pos) => (
-                f32s(st, &format!("sample/{file}/{cfg}/{name}")),
-                pos.iter().map(|&k| got[k]).collect(),
-            ),
+            Some(pos) => (f32s(st, &format!("sample/{file}/{cfg}/{name}")), pos.iter().map(|&k| got[k]).collect()),
         };
         errs[i] = max_abs(&got, &want);
     }
@@ -259,10 +209,7 @@ fn normalised_crops_match_both_references() {
         let (pil, tensor) = normalised_errors(&st, p[1], p[2], None);
         eprintln!("{key}: max abs diff official {pil:e}, anomalib {tensor:e}");
         assert!(pil <= 1e-6, "{key}: official pipeline max abs diff {pil}");
-        assert!(
-            tensor <= 1e-4,
-            "{key}: anomalib pipeline max abs diff {tensor}"
-        );
+        assert!(tensor <= 1e-4, "{key}: anomalib pipeline max abs diff {tensor}");
         cases += 1;
     }
     for key in keys(&st, "sample/") {
@@ -274,10 +221,7 @@ fn normalised_crops_match_both_references() {
         let (pil, tensor) = normalised_errors(&st, p[1], p[2], Some(&pos));
         eprintln!("{stem}: max abs diff official {pil:e}, anomalib {tensor:e}");
         assert!(pil <= 1e-6, "{stem}: official pipeline max abs diff {pil}");
-        assert!(
-            tensor <= 1e-4,
-            "{stem}: anomalib pipeline max abs diff {tensor}"
-        );
+        assert!(tensor <= 1e-4, "{stem}: anomalib pipeline max abs diff {tensor}");
         cases += 1;
     }
     assert_eq!(cases, 6);
@@ -291,12 +235,7 @@ fn tensor_shapes_and_batch_results_keep_order() {
     let tmp = tempfile::tempdir().unwrap();
     let empty = tmp.path().join("empty.png");
     std::fs::write(&empty, b"").unwrap();
-    let paths = vec![
-        dir().join("chelsea.png"),
-        tmp.path().join("missing.png"),
-        empty,
-        dir().join("mode_p8.png"),
-    ];
+    let paths = vec![dir().join("chelsea.png"), tmp.path().join("missing.png"), empty, dir().join("mode_p8.png")];
     for backend in [ResizeBackend::Pil, ResizeBackend::Tensor] {
         let prep = Preprocess::new((96, 128), (84, 112), backend).unwrap();
         let out = load_batch(&paths, &prep);
@@ -329,39 +268,22 @@ fn masks_match_the_official_evaluation_exactly() {
     }
     assert!(n >= 23, "{n}");
     // The backend does not change masks (they always follow the official path).
-    let a = load_mask(
-        &dir().join("mask_l.png"),
-        &prep("r160c140", ResizeBackend::Tensor),
-        (64, 64),
-    )
-    .unwrap();
-    let b = load_mask(
-        &dir().join("mask_l.png"),
-        &prep("r160c140", ResizeBackend::Pil),
-        (64, 64),
-    )
-    .unwrap();
+    let a = load_mask(&dir().join("mask_l.png"), &prep("r160c140", ResizeBackend::Tensor), (64, 64)).unwrap();
+    let b = load_mask(&dir().join("mask_l.png"), &prep("r160c140", ResizeBackend::Pil), (64, 64)).unwrap();
     assert_eq!(a, b);
 
     let (_, want) = u8s(&st, "binarized/mask_p.png/r160c140/64x64");
     let p160 = prep("r160c140", ResizeBackend::Pil);
     let got = load_mask_binarized(&dir().join("mask_p.png"), &p160, (64, 64)).unwrap();
-    assert!(got
-        .iter()
-        .zip(&want)
-        .all(|(a, &b)| *a == f32::from(b) / 255.0));
+    assert!(got.iter().zip(&want).all(|(a, &b)| *a == f32::from(b) / 255.0));
     // Records choose the rule: raw VisA records carry "binarize_mask".
     let mut s = Sample::from_path(dir().join("chelsea.png"));
     assert_eq!(load_sample_mask(&s, &p160, (64, 64)).unwrap(), None);
     s.mask = Some(dir().join("mask_p.png"));
     let raw = load_sample_mask(&s, &p160, (64, 64)).unwrap().unwrap();
-    assert_eq!(
-        raw,
-        load_mask(&dir().join("mask_p.png"), &p160, (64, 64)).unwrap()
-    );
+    assert_eq!(raw, load_mask(&dir().join("mask_p.png"), &p160, (64, 64)).unwrap());
     assert_ne!(raw, got);
-    s.extra
-        .insert("binarize_mask".into(), serde_json::Value::Bool(true));
+    s.extra.insert("binarize_mask".into(), serde_json::Value::Bool(true));
     assert_eq!(load_sample_mask(&s, &p160, (64, 64)).unwrap().unwrap(), got);
 }
 
@@ -373,17 +295,11 @@ fn masks_the_reference_fails_on_are_errors() {
     for key in errors.keys() {
         let p = parts(key);
         let (h, w) = p[3].split_once('x').unwrap();
-        let err = load_mask(
-            &dir().join(p[1]),
-            &prep(p[2], ResizeBackend::Pil),
-            (h.parse().unwrap(), w.parse().unwrap()),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("mask_i16.png") && err.contains("16-bit"),
-            "{err}"
-        );
+        let err =
+            load_mask(&dir().join(p[1]), &prep(p[2], ResizeBackend::Pil), (h.parse().unwrap(), w.parse().unwrap()))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("mask_i16.png") && err.contains("16-bit"), "{err}");
     }
 }
 
@@ -395,31 +311,11 @@ fn bad_inputs_are_one_line_errors_naming_the_file() {
     let cases: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
         ("missing.png", None, "no such file"),
         ("empty.png", Some(Vec::new()), "the file is empty"),
-        (
-            "truncated.png",
-            Some(good[..good.len() / 2].to_vec()),
-            "not a readable image",
-        ),
-        (
-            "notes.png",
-            Some(b"this is a text file\n".to_vec()),
-            "unknown image format",
-        ),
-        (
-            "header_only.png",
-            Some(good[..40].to_vec()),
-            "not a readable image",
-        ),
-        (
-            "truncated.jpg",
-            Some(jpeg[..jpeg.len() * 2 / 3].to_vec()),
-            "premature end",
-        ),
-        (
-            "header_only.jpg",
-            Some(jpeg[..300].to_vec()),
-            "not a readable image",
-        ),
+        ("truncated.png", Some(good[..good.len() / 2].to_vec()), "not a readable image"),
+        ("notes.png", Some(b"this is a text file\n".to_vec()), "unknown image format"),
+        ("header_only.png", Some(good[..40].to_vec()), "not a readable image"),
+        ("truncated.jpg", Some(jpeg[..jpeg.len() * 2 / 3].to_vec()), "premature end"),
+        ("header_only.jpg", Some(jpeg[..300].to_vec()), "not a readable image"),
     ];
     let prep = Preprocess::default();
     for (name, bytes, expect) in cases {

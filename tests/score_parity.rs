@@ -56,10 +56,7 @@ fn indices(t: &Tensor) -> Vec<usize> {
 
 /// Image paths, one per line, in fixture order.
 fn image_list() -> String {
-    IMAGES
-        .iter()
-        .map(|n| format!("{}\n", fixture(n).display()))
-        .collect()
+    IMAGES.iter().map(|n| format!("{}\n", fixture(n).display())).collect()
 }
 
 /// Runs the scorer on the fixture images with `extra` flags; returns the
@@ -104,24 +101,12 @@ fn check(checkpoint: &str, kind: Option<&str>, variant: &str, side: usize, extra
             Some(fixture(IMAGES[i]).to_str().expect("utf-8 path")),
             "{what}: lines in input order"
         );
-        let score = line["score"]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{what}: no score in {line}"));
+        let score = line["score"].as_f64().unwrap_or_else(|| panic!("{what}: no score in {line}"));
         let rel = (score - scores[i]).abs() / scores[i].abs();
-        eprintln!(
-            "{what} {}: score {score} vs {} ({rel:e} relative)",
-            IMAGES[i], scores[i]
-        );
-        assert!(
-            rel <= SCORE_REL_TOL,
-            "{what} {}: score {score}, expected {} ({rel:e} relative)",
-            IMAGES[i],
-            scores[i]
-        );
+        eprintln!("{what} {}: score {score} vs {} ({rel:e} relative)", IMAGES[i], scores[i]);
+        assert!(rel <= SCORE_REL_TOL, "{what} {}: score {score}, expected {} ({rel:e} relative)", IMAGES[i], scores[i]);
 
-        let map_path = line["map"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{what}: no map in {line}"));
+        let map_path = line["map"].as_str().unwrap_or_else(|| panic!("{what}: no map in {line}"));
         let map = dinomaly::io::npy::read_f32_2d(map_path).expect("read map");
         assert_eq!((map.rows, map.cols), (side, side), "{what}: map size");
         let expected = values_f64(&expected_maps.get(i as i64));
@@ -133,11 +118,7 @@ fn check(checkpoint: &str, kind: Option<&str>, variant: &str, side: usize, extra
             }
         }
         eprintln!("{what} {}: map max abs diff {worst:e}", IMAGES[i]);
-        assert!(
-            worst <= MAP_ABS_TOL,
-            "{what} {}: map max abs diff {worst:e}",
-            IMAGES[i]
-        );
+        assert!(worst <= MAP_ABS_TOL, "{what} {}: map max abs diff {worst:e}", IMAGES[i]);
     }
 }
 
@@ -164,36 +145,22 @@ fn failure(checkpoint: &str, args: &[&str]) -> String {
     cmd.arg("--checkpoint").arg(fixture(checkpoint)).args(args);
     let out = util::run(&mut cmd, &image_list());
     util::assert_code(&out, 2);
-    assert!(
-        util::stdout(&out).is_empty(),
-        "no output lines on a setup error"
-    );
+    assert!(util::stdout(&out).is_empty(), "no output lines on a setup error");
     util::stderr(&out)
 }
 
 #[test]
 fn a_kind_that_contradicts_the_keys_is_named() {
     let err = failure("official.pth", &["--kind", "anomalib", "--layers", LAYERS]);
-    assert!(
-        err.contains("keys are those of an official checkpoint")
-            && err.contains("use --kind official"),
-        "{err}"
-    );
+    assert!(err.contains("keys are those of an official checkpoint") && err.contains("use --kind official"), "{err}");
     let err = failure("anomalib.pt", &["--kind", "official", "--layers", LAYERS]);
-    assert!(
-        err.contains("keys are those of an anomalib checkpoint")
-            && err.contains("use --kind anomalib"),
-        "{err}"
-    );
+    assert!(err.contains("keys are those of an anomalib checkpoint") && err.contains("use --kind anomalib"), "{err}");
 }
 
 #[test]
 fn layers_must_exist_and_be_given_for_unknown_sizes() {
     let err = failure("anomalib.ckpt", &[]);
-    assert!(
-        err.contains("no default target layers") && err.contains("pass --layers"),
-        "{err}"
-    );
+    assert!(err.contains("no default target layers") && err.contains("pass --layers"), "{err}");
     let err = failure("official.pth", &["--layers", "0,5"]);
     assert!(err.contains("layer 5") && err.contains("2 blocks"), "{err}");
 }

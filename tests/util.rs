@@ -22,10 +22,7 @@ impl Dir {
     pub fn new(name: &str) -> Self {
         let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-scratch");
         std::fs::create_dir_all(&base).expect("create scratch base");
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{name}."))
-            .tempdir_in(base)
-            .expect("create scratch dir");
+        let dir = tempfile::Builder::new().prefix(&format!("{name}.")).tempdir_in(base).expect("create scratch dir");
         Dir { dir }
     }
 
@@ -72,12 +69,8 @@ pub fn tool(name: &str) -> Command {
 
 /// Runs `cmd` with `stdin` and returns its output.
 pub fn run(cmd: &mut Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tool");
+    let mut child =
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn tool");
     {
         let mut input = child.stdin.take().expect("stdin");
         // The tool may exit before reading everything (an error case).

@@ -40,21 +40,7 @@ fn pth_state_dict_round_trips_every_dtype_and_view() {
     let names: Vec<&str> = sd.tensors.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         names,
-        [
-            "f32",
-            "f32_t",
-            "f32_slice",
-            "f16",
-            "bf16",
-            "f64",
-            "i64",
-            "i32",
-            "u8",
-            "bool",
-            "scalar",
-            "empty",
-            "param"
-        ]
+        ["f32", "f32_t", "f32_slice", "f16", "bf16", "f64", "i64", "i32", "u8", "bool", "scalar", "empty", "param"]
     );
     for (name, got) in &sd.tensors {
         let (_, w) = want.iter().find(|(k, _)| k == name).unwrap();
@@ -67,21 +53,11 @@ fn pth_state_dict_round_trips_every_dtype_and_view() {
 #[test]
 fn pth_views_do_not_alias_each_other() {
     let sd = read_state_dict(&fixture("state_dict.pth"), None).unwrap();
-    let get = |n: &str| {
-        sd.tensors
-            .iter()
-            .find(|(k, _)| k == n)
-            .unwrap()
-            .1
-            .shallow_clone()
-    };
+    let get = |n: &str| sd.tensors.iter().find(|(k, _)| k == n).unwrap().1.shallow_clone();
     let (mut a, t) = (get("f32"), get("f32_t"));
     let before = t.copy();
     let _ = a.fill_(0.0);
-    assert!(
-        t.equal(&before),
-        "writing one tensor changed another that shared its storage"
-    );
+    assert!(t.equal(&before), "writing one tensor changed another that shared its storage");
 }
 
 #[test]
@@ -96,15 +72,9 @@ fn pth_nested_dict_found_automatically_or_by_key() {
         }
     }
     let e = err_of(read_state_dict(&fixture("nested.pth"), Some("epoch")));
-    assert!(
-        e.contains("entry 'epoch' is a int, not a state dict"),
-        "{e}"
-    );
+    assert!(e.contains("entry 'epoch' is a int, not a state dict"), "{e}");
     let e = err_of(read_state_dict(&fixture("nested.pth"), Some("weights")));
-    assert!(
-        e.contains("no entry 'weights' in the top level") && e.contains("'model'"),
-        "{e}"
-    );
+    assert!(e.contains("no entry 'weights' in the top level") && e.contains("'model'"), "{e}");
 }
 
 #[test]
@@ -116,33 +86,18 @@ fn pth_lightning_checkpoint_ignores_foreign_objects_outside_the_state_dict() {
         .tensors
         .iter()
         .all(|(k, _)| k.starts_with("encoder.feature_extractor.") || k.starts_with("bottleneck.")));
-    assert!(sd
-        .tensors
-        .iter()
-        .any(|(k, _)| k == "encoder.feature_extractor.reg_token"));
+    assert!(sd.tensors.iter().any(|(k, _)| k == "encoder.feature_extractor.reg_token"));
     // Asking for the dict that holds it names the class.
-    let e = err_of(read_state_dict(
-        &fixture("anomalib.ckpt"),
-        Some("hyper_parameters"),
-    ));
-    assert!(
-        e.contains("refuses to load global 'argparse.Namespace'"),
-        "{e}"
-    );
+    let e = err_of(read_state_dict(&fixture("anomalib.ckpt"), Some("hyper_parameters")));
+    assert!(e.contains("refuses to load global 'argparse.Namespace'"), "{e}");
 }
 
 #[test]
 fn pth_refuses_code_references() {
     for f in ["evil.pth", "function_ref.pth"] {
         let e = err_of(read_state_dict(&fixture(f), None));
-        assert!(
-            e.contains("refuses to load global 'posix.system'"),
-            "{f}: {e}"
-        );
-        assert!(
-            e.starts_with(fixture(f).to_str().unwrap()),
-            "{f}: message must name the file: {e}"
-        );
+        assert!(e.contains("refuses to load global 'posix.system'"), "{f}: {e}");
+        assert!(e.starts_with(fixture(f).to_str().unwrap()), "{f}: message must name the file: {e}");
     }
 }
 
@@ -182,18 +137,14 @@ fn pth_damaged_storage_is_detected() {
 fn safetensors_reader_converts_on_request_and_names_the_file() {
     let kept = read_safetensors(&fixture("expected.safetensors"), FloatKind::AsStored).unwrap();
     let f32 = read_safetensors(&fixture("expected.safetensors"), FloatKind::F32).unwrap();
-    let get =
-        |v: &[(String, Tensor)], n: &str| v.iter().find(|(k, _)| k == n).unwrap().1.shallow_clone();
+    let get = |v: &[(String, Tensor)], n: &str| v.iter().find(|(k, _)| k == n).unwrap().1.shallow_clone();
     assert_eq!(get(&kept, "state_dict/bf16").kind(), Kind::BFloat16);
     let conv = get(&f32, "state_dict/bf16");
     assert_eq!(conv.kind(), Kind::Float);
     assert!(conv.equal(&get(&kept, "state_dict/bf16").to_kind(Kind::Float)));
     assert_eq!(get(&f32, "state_dict/i64").kind(), Kind::Int64);
     let e = err_of(read_safetensors(&fixture("state_dict.pth"), FloatKind::F32));
-    assert!(
-        e.contains("state_dict.pth: is not a valid safetensors file"),
-        "{e}"
-    );
+    assert!(e.contains("state_dict.pth: is not a valid safetensors file"), "{e}");
 }
 
 // ------------------------------------------------------------ encoder layouts
@@ -202,9 +153,7 @@ use dinomaly::backbone::arch::{ArchInfo, Ffn};
 use dinomaly::backbone::encoder::Encoder;
 use dinomaly::backbone::layout::{to_canonical, LayoutKind};
 use dinomaly::backbone::pos_embed::PosInterp;
-use dinomaly::backbone::weights::{
-    load_encoder_weights, load_encoder_weights_with, EncoderWeights, LoadOptions,
-};
+use dinomaly::backbone::weights::{load_encoder_weights, load_encoder_weights_with, EncoderWeights, LoadOptions};
 use tch::Device;
 
 /// The tiny ViT of the fixtures (embed 8, 2 blocks, 1 head, patch 2, grid 3).
@@ -236,30 +185,19 @@ fn canonical(name: &str) -> Vec<(String, Tensor)> {
 fn assert_canonical(what: &str, w: &EncoderWeights, want: &[(String, Tensor)]) {
     let got: Vec<&str> = w.tensors.iter().map(|(k, _)| k.as_str()).collect();
     let mut want_names: Vec<&str> = want.iter().map(|(k, _)| k.as_str()).collect();
-    let zero_bias: Vec<String> = (0..w.arch.depth)
-        .map(|i| format!("blocks.{i}.attn.qkv.bias"))
-        .collect();
+    let zero_bias: Vec<String> = (0..w.arch.depth).map(|i| format!("blocks.{i}.attn.qkv.bias")).collect();
     if w.source_layout.qkv_bias_zeroed {
         want_names.extend(zero_bias.iter().map(|k| k.as_str()));
     }
     // The canonical order is fixed by the architecture, not by the file.
-    let order: Vec<String> = w
-        .arch
-        .canonical_shapes()
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let order: Vec<String> = w.arch.canonical_shapes().into_iter().map(|(k, _)| k).collect();
     want_names.sort_by_key(|k| order.iter().position(|o| o == k));
     assert_eq!(got, want_names, "{what}: names");
     let want_of = |k: &str| &want.iter().find(|(n, _)| n == k).unwrap().1;
     for (k, t) in &w.tensors {
         assert_eq!(t.kind(), Kind::Float, "{what}: {k}");
         if w.source_layout.qkv_bias_zeroed && zero_bias.contains(k) {
-            assert_eq!(
-                t.abs().max().double_value(&[]),
-                0.0,
-                "{what}: {k} must be zero"
-            );
+            assert_eq!(t.abs().max().double_value(&[]), 0.0, "{what}: {k} must be zero");
             continue;
         }
         let want_t = want_of(k);
@@ -267,20 +205,10 @@ fn assert_canonical(what: &str, w: &EncoderWeights, want: &[(String, Tensor)]) {
             let pos = want_of("pos_embed");
             if k == "cls_token" {
                 // timm stores cls + pos[0], computed in float32 as here.
-                assert!(
-                    t.equal(&(want_t + pos.narrow(1, 0, 1))),
-                    "{what}: folded cls_token"
-                );
+                assert!(t.equal(&(want_t + pos.narrow(1, 0, 1))), "{what}: folded cls_token");
             } else {
-                assert_eq!(
-                    t.narrow(1, 0, 1).abs().max().double_value(&[]),
-                    0.0,
-                    "{what}: pos row 0"
-                );
-                assert!(
-                    t.narrow(1, 1, 9).equal(&pos.narrow(1, 1, 9)),
-                    "{what}: patch positions"
-                );
+                assert_eq!(t.narrow(1, 0, 1).abs().max().double_value(&[]), 0.0, "{what}: pos row 0");
+                assert!(t.narrow(1, 1, 9).equal(&pos.narrow(1, 1, 9)), "{what}: patch positions");
             }
         } else {
             assert_same(&format!("{what}: {k}"), t, want_t);
@@ -296,23 +224,13 @@ fn encoder_layouts_with_registers_agree() {
         ("meta_reg.pth", LayoutKind::Meta, "", false),
         ("official_dinomaly.pth", LayoutKind::Meta, "encoder.", false),
         ("timm_reg.safetensors", LayoutKind::Timm, "", true),
-        (
-            "anomalib.ckpt",
-            LayoutKind::Timm,
-            "encoder.feature_extractor.",
-            true,
-        ),
+        ("anomalib.ckpt", LayoutKind::Timm, "encoder.feature_extractor.", true),
         ("hf_reg", LayoutKind::HuggingFace, "", false),
     ];
     for (file, kind, prefix, folded) in cases {
-        let w = load_encoder_weights(&fixture(file), Some(&arch))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let w = load_encoder_weights(&fixture(file), Some(&arch)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(w.arch, arch, "{file}");
-        assert_eq!(
-            (w.source_layout.kind, w.source_layout.prefix.as_str()),
-            (kind, prefix),
-            "{file}"
-        );
+        assert_eq!((w.source_layout.kind, w.source_layout.prefix.as_str()), (kind, prefix), "{file}");
         assert_eq!(w.source_layout.cls_pos_folded, folded, "{file}");
         assert!(!w.source_layout.reg_pos_folded, "{file}");
         assert_canonical(file, &w, &want);
@@ -333,8 +251,7 @@ fn encoder_layouts_swiglu_agree() {
         ("timm_swiglu.safetensors", LayoutKind::Timm),
         ("hf_swiglu", LayoutKind::HuggingFace),
     ] {
-        let w = load_encoder_weights(&fixture(file), Some(&arch))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let w = load_encoder_weights(&fixture(file), Some(&arch)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!((w.arch, w.source_layout.kind), (arch, kind), "{file}");
         assert_canonical(file, &w, &want);
     }
@@ -354,48 +271,26 @@ fn plain_timm_vits_convert() {
     let w = load_encoder_weights(&fixture("timm_plain_reg.safetensors"), Some(&arch)).unwrap();
     assert!(w.source_layout.reg_pos_folded && !w.source_layout.cls_pos_folded);
     let want = canonical("canonical_plain_reg.safetensors");
-    let (got, exp) = (
-        w.get("register_tokens").unwrap(),
-        &want.iter().find(|(k, _)| k == "register_tokens").unwrap().1,
-    );
+    let (got, exp) = (w.get("register_tokens").unwrap(), &want.iter().find(|(k, _)| k == "register_tokens").unwrap().1);
     assert!(got.allclose(exp, 1e-6, 1e-7, false));
     for (k, t) in &w.tensors {
         match want.iter().find(|(n, _)| n == k) {
             Some(_) if k == "register_tokens" => {}
             Some((_, x)) => assert_same(k, t, x),
-            None => assert!(
-                k.ends_with("attn.qkv.bias") && t.abs().max().double_value(&[]) == 0.0,
-                "{k}"
-            ),
+            None => assert!(k.ends_with("attn.qkv.bias") && t.abs().max().double_value(&[]) == 0.0, "{k}"),
         }
     }
 }
 
 #[test]
 fn encoder_architecture_mismatches_are_named() {
-    let wide = ArchInfo {
-        embed_dim: 16,
-        mlp_hidden: 64,
-        ..tiny_reg()
-    };
+    let wide = ArchInfo { embed_dim: 16, mlp_hidden: 64, ..tiny_reg() };
     let e = err_of(load_encoder_weights(&fixture("meta_reg.pth"), Some(&wide)));
-    assert!(
-        e.ends_with("meta_reg.pth: this is a ViT/2 (embed 8), expected ViT/2 (embed 16)"),
-        "{e}"
-    );
-    let deeper = ArchInfo {
-        depth: 3,
-        ..tiny_reg()
-    };
-    let e = err_of(load_encoder_weights(
-        &fixture("meta_reg.pth"),
-        Some(&deeper),
-    ));
+    assert!(e.ends_with("meta_reg.pth: this is a ViT/2 (embed 8), expected ViT/2 (embed 16)"), "{e}");
+    let deeper = ArchInfo { depth: 3, ..tiny_reg() };
+    let e = err_of(load_encoder_weights(&fixture("meta_reg.pth"), Some(&deeper)));
     assert!(e.ends_with("this ViT/2 has depth 2, expected 3"), "{e}");
-    let e = err_of(load_encoder_weights(
-        &fixture("meta_swiglu.pth"),
-        Some(&tiny_reg()),
-    ));
+    let e = err_of(load_encoder_weights(&fixture("meta_swiglu.pth"), Some(&tiny_reg())));
     assert!(e.contains("register tokens: 0, expected 2"), "{e}");
     // Without an expected architecture, a width that is not a multiple of
     // 64 leaves the head count unknown.
@@ -404,9 +299,7 @@ fn encoder_architecture_mismatches_are_named() {
 }
 
 fn meta_tensors() -> Vec<(String, Tensor)> {
-    read_state_dict(&fixture("meta_reg.pth"), None)
-        .unwrap()
-        .tensors
+    read_state_dict(&fixture("meta_reg.pth"), None).unwrap().tensors
 }
 
 fn convert(ts: Vec<(String, Tensor)>) -> String {
@@ -429,155 +322,78 @@ fn encoder_tensor_errors_name_the_key_and_shapes() {
         })
         .collect();
     let e = convert(ts);
-    assert!(
-        e.ends_with("x.pth: tensor 'blocks.1.attn.qkv.weight' has shape [24, 4], expected [24, 8]"),
-        "{e}"
-    );
+    assert!(e.ends_with("x.pth: tensor 'blocks.1.attn.qkv.weight' has shape [24, 4], expected [24, 8]"), "{e}");
 
-    let ts: Vec<_> = meta_tensors()
-        .into_iter()
-        .filter(|(k, _)| k != "blocks.1.norm2.bias")
-        .collect();
+    let ts: Vec<_> = meta_tensors().into_iter().filter(|(k, _)| k != "blocks.1.norm2.bias").collect();
     let e = convert(ts);
     assert!(e.contains("missing tensor 'blocks.1.norm2.bias'"), "{e}");
 
     let mut ts = meta_tensors();
-    ts.push((
-        "blocks.0.attn.extra.weight".into(),
-        Tensor::zeros([2], (Kind::Float, tch::Device::Cpu)),
-    ));
+    ts.push(("blocks.0.attn.extra.weight".into(), Tensor::zeros([2], (Kind::Float, tch::Device::Cpu))));
     let e = convert(ts);
-    assert!(
-        e.contains("unexpected tensor 'blocks.0.attn.extra.weight' [2]"),
-        "{e}"
-    );
+    assert!(e.contains("unexpected tensor 'blocks.0.attn.extra.weight' [2]"), "{e}");
 
     let mut ts = meta_tensors();
-    ts.extend(
-        meta_tensors()
-            .into_iter()
-            .map(|(k, t)| (format!("teacher.{k}"), t)),
-    );
+    ts.extend(meta_tensors().into_iter().map(|(k, t)| (format!("teacher.{k}"), t)));
     let e = convert(ts);
-    assert!(
-        e.contains("several ViT encoders (prefixes '', 'teacher.')"),
-        "{e}"
-    );
+    assert!(e.contains("several ViT encoders (prefixes '', 'teacher.')"), "{e}");
 
     let ts: Vec<_> = meta_tensors()
         .into_iter()
-        .map(|(k, t)| {
-            if k == "pos_embed" {
-                (k, t.narrow(1, 0, 8))
-            } else {
-                (k, t)
-            }
-        })
+        .map(|(k, t)| if k == "pos_embed" { (k, t.narrow(1, 0, 8)) } else { (k, t) })
         .collect();
     let e = convert(ts);
     assert!(e.contains("pos_embed has 8 rows"), "{e}");
 
     // A HF file missing one of query/key/value.
     let hf = read_safetensors(&fixture("hf_reg/model.safetensors"), FloatKind::F32).unwrap();
-    let ts: Vec<_> = hf
-        .into_iter()
-        .filter(|(k, _)| k != "encoder.layer.1.attention.attention.key.bias")
-        .collect();
+    let ts: Vec<_> = hf.into_iter().filter(|(k, _)| k != "encoder.layer.1.attention.attention.key.bias").collect();
     let e = convert(ts);
-    assert!(
-        e.contains("missing tensor 'encoder.layer.1.attention.attention.key.bias'"),
-        "{e}"
-    );
+    assert!(e.contains("missing tensor 'encoder.layer.1.attention.attention.key.bias'"), "{e}");
 }
 
 #[test]
 fn encoder_files_that_hold_no_vit() {
     for (f, want) in [
-        (
-            "nested.pth",
-            "holds no ViT encoder: no tensor named '*patch_embed.proj.weight'",
-        ),
-        (
-            "not_a_checkpoint.pth",
-            "is neither a torch.save checkpoint nor a safetensors file",
-        ),
+        ("nested.pth", "holds no ViT encoder: no tensor named '*patch_embed.proj.weight'"),
+        ("not_a_checkpoint.pth", "is neither a torch.save checkpoint nor a safetensors file"),
         ("legacy.pth", "legacy (pre-1.6)"),
         ("evil.pth", "refuses to load global 'posix.system'"),
     ] {
         let e = err_of(load_encoder_weights(&fixture(f), Some(&tiny_reg())));
         assert!(e.contains(want), "{f}: {e}");
     }
-    let opts = LoadOptions {
-        prefix: Some("decoder".into()),
-        ..Default::default()
-    };
-    let e = err_of(load_encoder_weights_with(
-        &fixture("official_dinomaly.pth"),
-        Some(&tiny_reg()),
-        &opts,
-    ));
-    assert!(
-        e.contains("holds no ViT encoder") || e.contains("missing tensor"),
-        "{e}"
-    );
+    let opts = LoadOptions { prefix: Some("decoder".into()), ..Default::default() };
+    let e = err_of(load_encoder_weights_with(&fixture("official_dinomaly.pth"), Some(&tiny_reg()), &opts));
+    assert!(e.contains("holds no ViT encoder") || e.contains("missing tensor"), "{e}");
 }
 
 /// Block outputs of the encoder built from `w` for `x`.
 fn run_encoder(w: &EncoderWeights, x: &Tensor) -> Vec<Tensor> {
     let layers: Vec<usize> = (0..w.arch.depth as usize).collect();
-    let enc = Encoder::from_tensors(
-        &w.vit_config(),
-        &w.tensors,
-        &w.path,
-        &layers,
-        PosInterp::Official,
-        Device::Cpu,
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", w.path.display()));
+    let enc = Encoder::from_tensors(&w.vit_config(), &w.tensors, &w.path, &layers, PosInterp::Official, Device::Cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", w.path.display()));
     enc.layer_outputs(x).unwrap()
 }
 
 #[test]
 fn every_layout_runs_the_same_encoder() {
     // 6x6 input: the stored 3x3 grid, so positions are used as stored.
-    let x = Tensor::from_slice(
-        &(0..216)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-            .collect::<Vec<_>>(),
-    )
-    .reshape([2, 3, 6, 6]);
+    let x = Tensor::from_slice(&(0..216).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect::<Vec<_>>())
+        .reshape([2, 3, 6, 6]);
     let groups: [(ArchInfo, &[&str]); 3] = [
-        (
-            tiny_reg(),
-            &[
-                "meta_reg.pth",
-                "official_dinomaly.pth",
-                "timm_reg.safetensors",
-                "anomalib.ckpt",
-                "hf_reg",
-            ],
-        ),
-        (
-            tiny(0, Ffn::SwiGlu, 24, true),
-            &["meta_swiglu.pth", "timm_swiglu.safetensors", "hf_swiglu"],
-        ),
+        (tiny_reg(), &["meta_reg.pth", "official_dinomaly.pth", "timm_reg.safetensors", "anomalib.ckpt", "hf_reg"]),
+        (tiny(0, Ffn::SwiGlu, 24, true), &["meta_swiglu.pth", "timm_swiglu.safetensors", "hf_swiglu"]),
         (tiny(0, Ffn::Mlp, 24, false), &["timm_plain.safetensors"]),
     ];
     for (arch, files) in groups {
-        let reference = run_encoder(
-            &load_encoder_weights(&fixture(files[0]), Some(&arch)).unwrap(),
-            &x,
-        );
+        let reference = run_encoder(&load_encoder_weights(&fixture(files[0]), Some(&arch)).unwrap(), &x);
         assert_eq!(reference.len(), 2);
         for f in &files[1..] {
             let out = run_encoder(&load_encoder_weights(&fixture(f), Some(&arch)).unwrap(), &x);
             for (i, (a, b)) in reference.iter().zip(&out).enumerate() {
                 let rel = (a - b).abs().max().double_value(&[]) / a.abs().max().double_value(&[]);
-                assert!(
-                    rel <= 1e-6,
-                    "{f}: block {i} differs from {} by {rel:e}",
-                    files[0]
-                );
+                assert!(rel <= 1e-6, "{f}: block {i} differs from {} by {rel:e}", files[0]);
             }
         }
     }
@@ -599,10 +415,7 @@ fn hugging_face_transformers5_names_convert_too() {
             .replace("mlp.weights_out", "mlp.down_proj");
         if k.contains("mlp.weights_in") {
             let halves = t.chunk(2, 0);
-            new.push((
-                k.replace("mlp.weights_in", "mlp.gate_proj"),
-                halves[0].copy(),
-            ));
+            new.push((k.replace("mlp.weights_in", "mlp.gate_proj"), halves[0].copy()));
             new.push((k.replace("mlp.weights_in", "mlp.up_proj"), halves[1].copy()));
         } else {
             new.push((k, t));
@@ -642,16 +455,10 @@ fn serve(body: Vec<u8>, short: bool) -> String {
             let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
             if path == "/tiny/tiny_pretrain.pth" {
                 let announced = if short { body.len() + 100 } else { body.len() };
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n"
-                );
+                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {announced}\r\nConnection: close\r\n\r\n");
                 let _ = stream.write_all(&body);
             } else {
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
+                let _ = write!(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
         }
     });
@@ -683,10 +490,7 @@ fn resolver(cache: &std::path::Path, base: &str) -> Resolver {
 
 fn files_in(dir: &std::path::Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -694,10 +498,7 @@ fn files_in(dir: &std::path::Path) -> Vec<String> {
 
 fn meta_bytes_and_sha() -> (Vec<u8>, String) {
     let p = fixture("meta_reg.pth");
-    (
-        std::fs::read(&p).unwrap(),
-        dinomaly::io::hash::sha256_file(&p).unwrap(),
-    )
+    (std::fs::read(&p).unwrap(), dinomaly::io::hash::sha256_file(&p).unwrap())
 }
 
 #[test]
@@ -707,23 +508,15 @@ fn download_trust_on_first_use_then_cache() {
     let dir = tempfile::tempdir().unwrap();
     let bb = tiny_backbone(None);
     let mut seen = (0, None);
-    let r = resolver(dir.path(), &base)
-        .resolve(&bb, None, None, &mut |d, t| seen = (d, t))
-        .unwrap();
+    let r = resolver(dir.path(), &base).resolve(&bb, None, None, &mut |d, t| seen = (d, t)).unwrap();
     assert_eq!(
         (r.source, r.verification, r.sha256.as_str()),
         (Source::Downloaded, Verification::FirstUse, sha.as_str())
     );
     assert_eq!(seen, (body.len() as u64, Some(body.len() as u64)));
     assert_eq!(std::fs::read(&r.path).unwrap(), body);
-    assert_eq!(
-        std::fs::read_to_string(record_path(&r.path)).unwrap(),
-        format!("{sha}  tiny_pretrain.pth\n")
-    );
-    assert_eq!(
-        files_in(dir.path()),
-        ["tiny_pretrain.pth", "tiny_pretrain.pth.sha256"]
-    );
+    assert_eq!(std::fs::read_to_string(record_path(&r.path)).unwrap(), format!("{sha}  tiny_pretrain.pth\n"));
+    assert_eq!(files_in(dir.path()), ["tiny_pretrain.pth", "tiny_pretrain.pth.sha256"]);
     // The cached files get the mode File::create gives under this
     // process's umask (0644 under 022), not a temporary file's 0600.
     {
@@ -738,18 +531,12 @@ fn download_trust_on_first_use_then_cache() {
     // Later uses need no network and check the record.
     let offline = resolver(dir.path(), "http://127.0.0.1:9");
     let r2 = offline.resolve(&bb, None, None, &mut |_, _| {}).unwrap();
-    assert_eq!(
-        (r2.source, r2.verification),
-        (Source::Cache, Verification::Recorded)
-    );
+    assert_eq!((r2.source, r2.verification), (Source::Cache, Verification::Recorded));
     // The loaded weights are the tiny ViT.
     let w = dinomaly::backbone::weights::load_encoder_weights_with(
         &r2.path,
         Some(&bb.arch),
-        &LoadOptions {
-            known_sha256: Some(r2.sha256.clone()),
-            ..Default::default()
-        },
+        &LoadOptions { known_sha256: Some(r2.sha256.clone()), ..Default::default() },
     )
     .unwrap();
     assert_eq!(w.sha256, sha);
@@ -758,20 +545,11 @@ fn download_trust_on_first_use_then_cache() {
     changed.push(0);
     std::fs::write(&r.path, &changed).unwrap();
     let e = err_of(offline.resolve(&bb, None, None, &mut |_, _| {}));
-    assert!(
-        e.contains("recorded") && e.contains("the file changed"),
-        "{e}"
-    );
+    assert!(e.contains("recorded") && e.contains("the file changed"), "{e}");
     // A user-given hash is checked too.
     std::fs::write(&r.path, &body).unwrap();
     let e = err_of(offline.resolve(&bb, None, Some(&"0".repeat(64)), &mut |_, _| {}));
-    assert!(
-        e.contains(&format!(
-            "sha256 is {sha}, but {} was asked for",
-            "0".repeat(64)
-        )),
-        "{e}"
-    );
+    assert!(e.contains(&format!("sha256 is {sha}, but {} was asked for", "0".repeat(64))), "{e}");
 }
 
 #[test]
@@ -780,17 +558,10 @@ fn download_with_published_hash() {
     let base = serve(body, false);
     let dir = tempfile::tempdir().unwrap();
     let bb = tiny_backbone(Some(&sha));
-    let r = resolver(dir.path(), &base)
-        .resolve(&bb, None, Some(&sha.to_uppercase()), &mut |_, _| {})
-        .unwrap();
+    let r = resolver(dir.path(), &base).resolve(&bb, None, Some(&sha.to_uppercase()), &mut |_, _| {}).unwrap();
     assert_eq!(r.verification, Verification::Published);
-    let r = resolver(dir.path(), &base)
-        .resolve(&bb, None, None, &mut |_, _| {})
-        .unwrap();
-    assert_eq!(
-        (r.source, r.verification),
-        (Source::Cache, Verification::Published)
-    );
+    let r = resolver(dir.path(), &base).resolve(&bb, None, None, &mut |_, _| {}).unwrap();
+    assert_eq!((r.source, r.verification), (Source::Cache, Verification::Published));
 }
 
 #[test]
@@ -802,16 +573,10 @@ fn download_with_wrong_hash_keeps_nothing() {
     let bb = tiny_backbone(Some(&wrong));
     let e = err_of(resolver(dir.path(), &base).resolve(&bb, None, None, &mut |_, _| {}));
     assert!(
-        e.contains(&format!(
-            "the download has sha256 {sha}, but the published hash is {wrong}; nothing was kept"
-        )),
+        e.contains(&format!("the download has sha256 {sha}, but the published hash is {wrong}; nothing was kept")),
         "{e}"
     );
-    assert!(
-        files_in(dir.path()).is_empty(),
-        "{:?}",
-        files_in(dir.path())
-    );
+    assert!(files_in(dir.path()).is_empty(), "{:?}", files_in(dir.path()));
 }
 
 #[test]
@@ -821,10 +586,7 @@ fn download_failures_say_where_to_put_the_file() {
     let bb = tiny_backbone(None);
     // 404.
     let base = serve(body.clone(), false);
-    let missing = Backbone {
-        url_path: "nope/tiny_pretrain.pth",
-        ..bb
-    };
+    let missing = Backbone { url_path: "nope/tiny_pretrain.pth", ..bb };
     let e = err_of(resolver(dir.path(), &base).resolve(&missing, None, None, &mut |_, _| {}));
     let want = format!(
         "no weights for tiny: put tiny_pretrain.pth (from {base}/nope/tiny_pretrain.pth) in {} or pass --weights PATH (download failed: HTTP 404)",
@@ -834,45 +596,16 @@ fn download_failures_say_where_to_put_the_file() {
     // A server that announces more than it sends.
     let base = serve(body, true);
     let e = err_of(resolver(dir.path(), &base).resolve(&bb, None, None, &mut |_, _| {}));
-    assert!(
-        e.contains("nothing was kept") || e.contains("download interrupted"),
-        "{e}"
-    );
-    assert!(
-        files_in(dir.path()).is_empty(),
-        "{:?}",
-        files_in(dir.path())
-    );
+    assert!(e.contains("nothing was kept") || e.contains("download interrupted"), "{e}");
+    assert!(files_in(dir.path()).is_empty(), "{:?}", files_in(dir.path()));
     // Connection refused, quickly.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let start = Instant::now();
-    let e = err_of(
-        resolver(dir.path(), &format!("http://127.0.0.1:{port}")).resolve(
-            &bb,
-            None,
-            None,
-            &mut |_, _| {},
-        ),
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        start.elapsed()
-    );
-    assert!(
-        e.starts_with("no weights for tiny: put tiny_pretrain.pth")
-            && e.contains("download failed"),
-        "{e}"
-    );
+    let e = err_of(resolver(dir.path(), &format!("http://127.0.0.1:{port}")).resolve(&bb, None, None, &mut |_, _| {}));
+    assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
+    assert!(e.starts_with("no weights for tiny: put tiny_pretrain.pth") && e.contains("download failed"), "{e}");
     // Downloads switched off.
-    let off = Resolver {
-        allow_download: false,
-        ..resolver(dir.path(), "http://127.0.0.1:9")
-    };
+    let off = Resolver { allow_download: false, ..resolver(dir.path(), "http://127.0.0.1:9") };
     let e = err_of(off.resolve(&bb, None, None, &mut |_, _| {}));
     assert!(e.ends_with("(downloads are off (DINOMALY_OFFLINE))"), "{e}");
     assert!(files_in(dir.path()).is_empty());
@@ -884,53 +617,29 @@ fn explicit_paths_and_cached_files_of_published_backbones() {
     let dir = tempfile::tempdir().unwrap();
     let r = resolver(dir.path(), "http://127.0.0.1:9");
     let bb = tiny_backbone(None);
-    let given = r
-        .resolve(&bb, Some(&fixture("meta_reg.pth")), None, &mut |_, _| {})
-        .unwrap();
+    let given = r.resolve(&bb, Some(&fixture("meta_reg.pth")), None, &mut |_, _| {}).unwrap();
     assert_eq!(
         (given.source, given.verification, given.sha256.as_str()),
         (Source::Explicit, Verification::Unchecked, sha.as_str())
     );
-    let given = r
-        .resolve(
-            &bb,
-            Some(&fixture("meta_reg.pth")),
-            Some(&sha),
-            &mut |_, _| {},
-        )
-        .unwrap();
+    let given = r.resolve(&bb, Some(&fixture("meta_reg.pth")), Some(&sha), &mut |_, _| {}).unwrap();
     assert_eq!(given.verification, Verification::UserGiven);
-    assert!(err_of(r.resolve(
-        &bb,
-        Some(&fixture("meta_reg.pth")),
-        Some("xyz"),
-        &mut |_, _| {}
-    ))
-    .contains("not a sha256"));
+    assert!(
+        err_of(r.resolve(&bb, Some(&fixture("meta_reg.pth")), Some("xyz"), &mut |_, _| {})).contains("not a sha256")
+    );
     // A file put in the cache by hand for a backbone with a published hash
     // must be that file.
     let b = find_backbone("dinov2_vits14").unwrap();
     std::fs::write(dir.path().join(b.file_name), b"not the weights").unwrap();
     let e = err_of(r.resolve(b, None, None, &mut |_, _| {}));
-    assert!(
-        e.contains("but the published dinov2_vits14_pretrain.pth has b938bf1b"),
-        "{e}"
-    );
+    assert!(e.contains("but the published dinov2_vits14_pretrain.pth has b938bf1b"), "{e}");
     // One without a published hash is recorded on first use.
     let b = find_backbone("dinov2_vits14_reg4").unwrap();
     std::fs::copy(fixture("meta_reg.pth"), dir.path().join(b.file_name)).unwrap();
     let first = r.resolve(b, None, None, &mut |_, _| {}).unwrap();
-    assert_eq!(
-        (first.source, first.verification),
-        (Source::Cache, Verification::FirstUse)
-    );
+    assert_eq!((first.source, first.verification), (Source::Cache, Verification::FirstUse));
     assert!(first.describe().contains("recorded now"));
-    assert_eq!(
-        r.resolve(b, None, None, &mut |_, _| {})
-            .unwrap()
-            .verification,
-        Verification::Recorded
-    );
+    assert_eq!(r.resolve(b, None, None, &mut |_, _| {}).unwrap().verification, Verification::Recorded);
 }
 
 // ------------------------- the encoder fixtures (tests/fixtures/gen/encoder.py)
@@ -963,22 +672,11 @@ fn assert_same_weights(what: &str, a: &EncoderWeights, b: &EncoderWeights) {
     let pos = a.get("pos_embed").unwrap();
     for ((k, x), (_, y)) in a.tensors.iter().zip(&b.tensors) {
         match (b.source_layout.cls_pos_folded, k.as_str()) {
-            (true, "cls_token") => assert!(
-                y.allclose(&(x + pos.narrow(1, 0, 1)), 0.0, 0.0, false),
-                "{what}: {k}"
-            ),
+            (true, "cls_token") => assert!(y.allclose(&(x + pos.narrow(1, 0, 1)), 0.0, 0.0, false), "{what}: {k}"),
             (true, "pos_embed") => {
                 let rows = x.size()[1];
-                assert_eq!(
-                    y.narrow(1, 0, 1).abs().max().double_value(&[]),
-                    0.0,
-                    "{what}: pos row 0"
-                );
-                assert_same(
-                    &format!("{what}: {k}"),
-                    &y.narrow(1, 1, rows - 1),
-                    &x.narrow(1, 1, rows - 1),
-                );
+                assert_eq!(y.narrow(1, 0, 1).abs().max().double_value(&[]), 0.0, "{what}: pos row 0");
+                assert_same(&format!("{what}: {k}"), &y.narrow(1, 1, rows - 1), &x.narrow(1, 1, rows - 1));
             }
             _ => assert_same(&format!("{what}: {k}"), y, x),
         }
@@ -989,8 +687,7 @@ fn assert_same_weights(what: &str, a: &EncoderWeights, b: &EncoderWeights) {
 fn encoder_fixtures_load_identically_in_all_layouts() {
     let arch = small(10, 4, 4, 14, true, 37);
     let meta = load_encoder_weights(&encoder_fixture("reg4/meta.pth"), Some(&arch)).unwrap();
-    let timm =
-        load_encoder_weights(&encoder_fixture("reg4/timm.safetensors"), Some(&arch)).unwrap();
+    let timm = load_encoder_weights(&encoder_fixture("reg4/timm.safetensors"), Some(&arch)).unwrap();
     // The HF folder's config.json gives the head count.
     let hf = load_encoder_weights(&encoder_fixture("reg4/hf"), None).unwrap();
     assert_eq!((meta.arch, timm.arch, hf.arch), (arch, arch, arch));
@@ -1002,18 +699,14 @@ fn encoder_fixtures_load_identically_in_all_layouts() {
 
     let arch = small(4, 2, 0, 14, true, 37);
     let meta = load_encoder_weights(&encoder_fixture("dinov2/meta.pth"), Some(&arch)).unwrap();
-    let timm =
-        load_encoder_weights(&encoder_fixture("dinov2/timm.safetensors"), Some(&arch)).unwrap();
+    let timm = load_encoder_weights(&encoder_fixture("dinov2/timm.safetensors"), Some(&arch)).unwrap();
     assert!(!timm.source_layout.cls_pos_folded);
     assert_same_weights("dinov2 timm", &meta, &timm);
 
     let arch = small(3, 4, 0, 16, false, 14);
-    let vit16 =
-        load_encoder_weights(&encoder_fixture("vit16/timm.safetensors"), Some(&arch)).unwrap();
+    let vit16 = load_encoder_weights(&encoder_fixture("vit16/timm.safetensors"), Some(&arch)).unwrap();
     assert_eq!(vit16.arch, arch);
-    assert!(
-        vit16.get("blocks.0.ls1.gamma").is_none() && vit16.get("blocks.2.attn.qkv.bias").is_some()
-    );
+    assert!(vit16.get("blocks.0.ls1.gamma").is_none() && vit16.get("blocks.2.attn.qkv.bias").is_some());
 }
 
 #[test]
@@ -1024,10 +717,7 @@ fn damaged_checkpoints_never_panic() {
     // Truncated anywhere: always an error.
     for len in (0..good.len()).step_by(7) {
         std::fs::write(&p, &good[..len]).unwrap();
-        assert!(
-            read_state_dict(&p, None).is_err(),
-            "truncated to {len} bytes was accepted"
-        );
+        assert!(read_state_dict(&p, None).is_err(), "truncated to {len} bytes was accepted");
     }
     // One byte changed anywhere: an error, or (in bytes nothing reads, such
     // as zip comments and timestamps) the same tensors.
@@ -1080,10 +770,7 @@ fn open_encoder_with_weights_of_any_name() {
     let opened = open_encoder(&req, Device::Cpu).unwrap();
     assert_eq!(opened.name, "tiny-hf");
     assert_eq!(opened.encoder.layers(), &[2, 5, 9]);
-    assert_eq!(
-        opened.sha256,
-        dinomaly::io::hash::sha256_file(&opened.weights).unwrap()
-    );
+    assert_eq!(opened.sha256, dinomaly::io::hash::sha256_file(&opened.weights).unwrap());
     assert_eq!(opened.layout.kind, LayoutKind::HuggingFace);
     // No default layers for a size the registry does not know.
     req.layers.clear();
@@ -1097,11 +784,7 @@ fn open_encoder_with_weights_of_any_name() {
     // Unknown names need weights.
     req.weights = None;
     let e = err_of(open_encoder(&req, Device::Cpu));
-    assert!(
-        e.starts_with("unknown backbone 'tiny-hf'")
-            && e.ends_with("other weights need --weights PATH"),
-        "{e}"
-    );
+    assert!(e.starts_with("unknown backbone 'tiny-hf'") && e.ends_with("other weights need --weights PATH"), "{e}");
     // A registry backbone checks the architecture of the weights given.
     let req = EncoderRequest {
         backbone: "dinov2_vits14_reg4".into(),
@@ -1110,8 +793,5 @@ fn open_encoder_with_weights_of_any_name() {
         ..req
     };
     let e = err_of(open_encoder(&req, Device::Cpu));
-    assert!(
-        e.ends_with("this is a ViT/14 (embed 16), expected ViT-S/14 (embed 384)"),
-        "{e}"
-    );
+    assert!(e.ends_with("this is a ViT/14 (embed 16), expected ViT-S/14 (embed 384)"), "{e}");
 }

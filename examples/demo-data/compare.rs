@@ -36,8 +36,12 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<Scored>> {
         .map(|(i, line)| {
             let at = || format!("{}:{}", path.display(), i + 1);
             let v: Value = serde_json::from_str(line).with_context(|| format!("{}: not a JSON line", at()))?;
-            let score = v.get("score").and_then(Value::as_f64).with_context(|| format!("{}: no numeric \"score\"", at()))?;
-            let map = v.get("map").and_then(Value::as_str).with_context(|| format!("{}: no \"map\" (score with --maps-dir)", at()))?;
+            let score =
+                v.get("score").and_then(Value::as_f64).with_context(|| format!("{}: no numeric \"score\"", at()))?;
+            let map = v
+                .get("map")
+                .and_then(Value::as_str)
+                .with_context(|| format!("{}: no \"map\" (score with --maps-dir)", at()))?;
             let image = v.get("image").and_then(Value::as_str).unwrap_or_default().to_string();
             Ok(Scored { image, score, map: PathBuf::from(map) })
         })
@@ -68,7 +72,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let a = read_lines(&args.reference)?;
     let b = read_lines(&args.other)?;
     if a.len() != b.len() || a.is_empty() {
-        bail!("{} has {} lines and {} has {}: expected the same non-zero count", args.reference.display(), a.len(), args.other.display(), b.len());
+        bail!(
+            "{} has {} lines and {} has {}: expected the same non-zero count",
+            args.reference.display(),
+            a.len(),
+            args.other.display(),
+            b.len()
+        );
     }
     let (mut map_abs, mut map_max, mut score_rel, mut score_abs) = (0f64, 0f64, 0f64, 0f64);
     for (x, y) in a.iter().zip(&b) {
@@ -93,7 +103,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("map_rel {:.3e}", map_abs / map_max);
     println!("map_abs {map_abs:.3e}");
     println!("score_rel {score_rel:.3e}");
-    let spread = sa.iter().copied().fold(f64::NEG_INFINITY, f64::max) - sa.iter().copied().fold(f64::INFINITY, f64::min);
+    let spread =
+        sa.iter().copied().fold(f64::NEG_INFINITY, f64::max) - sa.iter().copied().fold(f64::INFINITY, f64::min);
     println!("score_range_rel {:.3e}", score_abs / spread);
     println!("spearman {:.4}", pearson(&ranks(&sa), &ranks(&sb)));
     Ok(())

@@ -95,7 +95,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             );
         }
         // labels.csv is in file order; the shuffle is seeded per class.
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
         normal.shuffle(&mut rng);
         defective.shuffle(&mut rng);
         let (test_good, rest) = normal.split_at(args.test_good);
@@ -139,9 +140,8 @@ fn parse_labels(text: &str) -> anyhow::Result<Vec<Cell>> {
         let [image, probability, class] = fields[..] else {
             bail!("{LABELS} line {}: expected path, probability, type; got {line:?}", n + 1);
         };
-        let probability: f64 = probability
-            .parse()
-            .with_context(|| format!("{LABELS} line {}: bad probability {probability:?}", n + 1))?;
+        let probability: f64 =
+            probability.parse().with_context(|| format!("{LABELS} line {}: bad probability {probability:?}", n + 1))?;
         if !(0.0..=1.0).contains(&probability) {
             bail!("{LABELS} line {}: probability {probability} is not in [0, 1]", n + 1);
         }

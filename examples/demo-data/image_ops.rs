@@ -39,13 +39,17 @@ fn scratch(tile: &RgbImage, rng: &mut impl Rng) -> Defect {
         let (dx, dy) = (angle.cos() * half_len, angle.sin() * half_len);
         let (ax, ay, bx, by) = (cx - dx, cy - dy, cx + dx, cy + dy);
         let dark = rng.random_bool(0.5);
-        paint_where(&mut out, |x, y| segment_distance(x, y, ax, ay, bx, by) <= half_width, |v, _| {
-            if dark {
-                v * 0.25
-            } else {
-                v + (255.0 - v) * 0.75
-            }
-        });
+        paint_where(
+            &mut out,
+            |x, y| segment_distance(x, y, ax, ay, bx, by) <= half_width,
+            |v, _| {
+                if dark {
+                    v * 0.25
+                } else {
+                    v + (255.0 - v) * 0.75
+                }
+            },
+        );
     }
     out
 }
@@ -96,11 +100,7 @@ fn colour_spot(tile: &RgbImage, rng: &mut impl Rng) -> Defect {
 
 /// Sets every pixel whose centre satisfies `inside` to `value(old grey,
 /// (x, y))` in all channels and marks it in the mask.
-fn paint_where(
-    d: &mut Defect,
-    inside: impl Fn(f64, f64) -> bool,
-    value: impl Fn(f64, (u32, u32)) -> f64,
-) {
+fn paint_where(d: &mut Defect, inside: impl Fn(f64, f64) -> bool, value: impl Fn(f64, (u32, u32)) -> f64) {
     for y in 0..d.image.height() {
         for x in 0..d.image.width() {
             if !inside(x as f64 + 0.5, y as f64 + 0.5) {
@@ -115,11 +115,7 @@ fn paint_where(
 }
 
 /// As [`paint_where`], channel by channel: `value(old, channel)`.
-fn paint_channels_where(
-    d: &mut Defect,
-    inside: impl Fn(f64, f64) -> bool,
-    value: impl Fn(f64, usize) -> f64,
-) {
+fn paint_channels_where(d: &mut Defect, inside: impl Fn(f64, f64) -> bool, value: impl Fn(f64, usize) -> f64) {
     for y in 0..d.image.height() {
         for x in 0..d.image.width() {
             if !inside(x as f64 + 0.5, y as f64 + 0.5) {

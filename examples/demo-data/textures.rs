@@ -80,7 +80,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let photo = &photos[index];
         // Patches come from the next texture.
         let donor = &photos[(index + 1) % photos.len()];
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
+        let mut rng =
+            rand_chacha::ChaCha8Rng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(index as u64));
         write_texture(&staged, Path::new(name), photo, donor, args, &mut rng)?;
     }
     staged.write(Path::new("SOURCE.txt"), SOURCE.as_bytes())?;

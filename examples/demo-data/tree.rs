@@ -30,8 +30,7 @@ impl Staged {
         name.push(".partial");
         let partial = PathBuf::from(name);
         if partial.exists() {
-            fs::remove_dir_all(&partial)
-                .with_context(|| format!("cannot remove {}", partial.display()))?;
+            fs::remove_dir_all(&partial).with_context(|| format!("cannot remove {}", partial.display()))?;
         }
         fs::create_dir_all(&partial).with_context(|| format!("cannot create {}", partial.display()))?;
         Ok(Staged { partial, dest: dest.to_path_buf() })
@@ -51,12 +50,10 @@ impl Staged {
     pub fn commit(self, settings: &str) -> anyhow::Result<PathBuf> {
         self.write(Path::new(STAMP), settings.as_bytes())?;
         if self.dest.exists() {
-            fs::remove_dir_all(&self.dest)
-                .with_context(|| format!("cannot remove the old {}", self.dest.display()))?;
+            fs::remove_dir_all(&self.dest).with_context(|| format!("cannot remove the old {}", self.dest.display()))?;
         }
-        fs::rename(&self.partial, &self.dest).with_context(|| {
-            format!("cannot rename {} to {}", self.partial.display(), self.dest.display())
-        })?;
+        fs::rename(&self.partial, &self.dest)
+            .with_context(|| format!("cannot rename {} to {}", self.partial.display(), self.dest.display()))?;
         Ok(self.dest)
     }
 }

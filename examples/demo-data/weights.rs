@@ -64,9 +64,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             Err(e) => eprintln!("demo-data: no pretrained weights: {e}"),
         }
     }
-    let path = args
-        .random_dir
-        .join(format!("random-{}-seed{}.safetensors", backbone.name, args.seed));
+    let path = args.random_dir.join(format!("random-{}-seed{}.safetensors", backbone.name, args.seed));
     if !path.is_file() {
         std::fs::create_dir_all(&args.random_dir)
             .with_context(|| format!("cannot create {}", args.random_dir.display()))?;

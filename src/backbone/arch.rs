@@ -102,18 +102,12 @@ impl ArchInfo {
         let (d, h) = (self.embed_dim, self.mlp_hidden);
         let mut out: Vec<(String, Vec<i64>)> = vec![
             ("cls_token".into(), vec![1, 1, d]),
-            (
-                "pos_embed".into(),
-                vec![1, 1 + self.pos_grid * self.pos_grid, d],
-            ),
+            ("pos_embed".into(), vec![1, 1 + self.pos_grid * self.pos_grid, d]),
         ];
         if self.num_registers > 0 {
             out.push(("register_tokens".into(), vec![1, self.num_registers, d]));
         }
-        out.push((
-            "patch_embed.proj.weight".into(),
-            vec![d, self.in_chans, self.patch_size, self.patch_size],
-        ));
+        out.push(("patch_embed.proj.weight".into(), vec![d, self.in_chans, self.patch_size, self.patch_size]));
         out.push(("patch_embed.proj.bias".into(), vec![d]));
         for i in 0..self.depth {
             let b = |k: &str| format!("blocks.{i}.{k}");
@@ -167,42 +161,24 @@ impl ArchInfo {
             ));
         }
         let this = f.name();
-        let diff = |what: &str, a: String, b: String| {
-            Some(format!("this {this} has {what} {a}, expected {b}"))
-        };
+        let diff = |what: &str, a: String, b: String| Some(format!("this {this} has {what} {a}, expected {b}"));
         if f.depth != e.depth {
             return diff("depth", f.depth.to_string(), e.depth.to_string());
         }
         if f.num_registers != e.num_registers {
-            return diff(
-                "register tokens:",
-                f.num_registers.to_string(),
-                e.num_registers.to_string(),
-            );
+            return diff("register tokens:", f.num_registers.to_string(), e.num_registers.to_string());
         }
         if f.ffn != e.ffn {
-            return diff(
-                "feed-forward",
-                format!("{:?}", f.ffn),
-                format!("{:?}", e.ffn),
-            );
+            return diff("feed-forward", format!("{:?}", f.ffn), format!("{:?}", e.ffn));
         }
         if f.mlp_hidden != e.mlp_hidden {
-            return diff(
-                "feed-forward width",
-                f.mlp_hidden.to_string(),
-                e.mlp_hidden.to_string(),
-            );
+            return diff("feed-forward width", f.mlp_hidden.to_string(), e.mlp_hidden.to_string());
         }
         if f.layer_scale != e.layer_scale {
             return diff("LayerScale", yes_no(f.layer_scale), yes_no(e.layer_scale));
         }
         if f.in_chans != e.in_chans {
-            return diff(
-                "input channels",
-                f.in_chans.to_string(),
-                e.in_chans.to_string(),
-            );
+            return diff("input channels", f.in_chans.to_string(), e.in_chans.to_string());
         }
         None
     }
@@ -264,31 +240,10 @@ mod tests {
     #[test]
     fn mismatch_messages() {
         let b = vit_b();
-        let s = ArchInfo {
-            embed_dim: 384,
-            num_heads: 6,
-            mlp_hidden: 1536,
-            ..b
-        };
-        assert_eq!(
-            b.mismatch(&s).unwrap(),
-            "this is a ViT-B/14 (embed 768), expected ViT-S/14 (embed 384)"
-        );
-        let no_reg = ArchInfo {
-            num_registers: 0,
-            ..b
-        };
-        assert_eq!(
-            no_reg.mismatch(&b).unwrap(),
-            "this ViT-B/14 has register tokens: 0, expected 4"
-        );
-        assert_eq!(
-            b.mismatch(&ArchInfo {
-                num_heads: 1,
-                pos_grid: 16,
-                ..b
-            }),
-            None
-        );
+        let s = ArchInfo { embed_dim: 384, num_heads: 6, mlp_hidden: 1536, ..b };
+        assert_eq!(b.mismatch(&s).unwrap(), "this is a ViT-B/14 (embed 768), expected ViT-S/14 (embed 384)");
+        let no_reg = ArchInfo { num_registers: 0, ..b };
+        assert_eq!(no_reg.mismatch(&b).unwrap(), "this ViT-B/14 has register tokens: 0, expected 4");
+        assert_eq!(b.mismatch(&ArchInfo { num_heads: 1, pos_grid: 16, ..b }), None);
     }
 }

@@ -79,15 +79,13 @@ impl Resolved {
         let check = match self.verification {
             Verification::Published => "matches the published hash",
             Verification::Recorded => "matches the hash recorded at first use",
-            Verification::FirstUse => "recorded now (no published hash to compare with; check it against a trusted source)",
+            Verification::FirstUse => {
+                "recorded now (no published hash to compare with; check it against a trusted source)"
+            }
             Verification::UserGiven => "matches the hash given",
             Verification::Unchecked => "not checked",
         };
-        format!(
-            "{} ({source}), sha256 {}: {check}",
-            self.path.display(),
-            self.sha256
-        )
+        format!("{} ({source}), sha256 {}: {check}", self.path.display(), self.sha256)
     }
 }
 
@@ -125,23 +123,17 @@ pub fn cache_dir_from(
     if let Some(h) = set(home) {
         return Ok(h.join(".cache").join("dinomaly"));
     }
-    Err(Error::config(
-        "no cache folder: set DINOMALY_CACHE (or HOME) or pass --weights PATH",
-    ))
+    Err(Error::config("no cache folder: set DINOMALY_CACHE (or HOME) or pass --weights PATH"))
 }
 
 impl Resolver {
     /// Settings from the environment (see the module documentation).
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok();
-        let cache_dir = cache_dir_from(
-            var("DINOMALY_CACHE").as_deref(),
-            var("XDG_CACHE_HOME").as_deref(),
-            var("HOME").as_deref(),
-        )?;
-        let base_url = var("DINOMALY_WEIGHTS_URL")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let cache_dir =
+            cache_dir_from(var("DINOMALY_CACHE").as_deref(), var("XDG_CACHE_HOME").as_deref(), var("HOME").as_deref())?;
+        let base_url =
+            var("DINOMALY_WEIGHTS_URL").filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
         let offline = crate::cli::environment::switch_on("DINOMALY_OFFLINE");
         Ok(Resolver {
             cache_dir,
@@ -168,18 +160,13 @@ impl Resolver {
     ) -> Result<Resolved> {
         let user = match user_sha256 {
             Some(s) if is_sha256(s.trim()) => Some(s.trim().to_ascii_lowercase()),
-            Some(s) => {
-                return Err(Error::config(format!(
-                    "'{s}' is not a sha256 (64 hex digits)"
-                )))
-            }
+            Some(s) => return Err(Error::config(format!("'{s}' is not a sha256 (64 hex digits)"))),
             None => None,
         };
         let check_user = |path: &Path, sha: &str| match &user {
-            Some(u) if u != sha => Err(Error::Weights(format!(
-                "{}: sha256 is {sha}, but {u} was asked for",
-                path.display()
-            ))),
+            Some(u) if u != sha => {
+                Err(Error::Weights(format!("{}: sha256 is {sha}, but {u} was asked for", path.display())))
+            }
             _ => Ok(()),
         };
         if let Some(path) = explicit {
@@ -192,24 +179,14 @@ impl Resolver {
             } else {
                 Verification::Unchecked
             };
-            return Ok(Resolved {
-                path: path.to_path_buf(),
-                sha256: sha,
-                source: Source::Explicit,
-                verification,
-            });
+            return Ok(Resolved { path: path.to_path_buf(), sha256: sha, source: Source::Explicit, verification });
         }
         let cached = self.cached_path(backbone);
         if cached.is_file() {
             let sha = sha256_file(&cached)?;
             check_user(&cached, &sha)?;
             let verification = self.verify_cached(backbone, &cached, &sha)?;
-            return Ok(Resolved {
-                path: cached,
-                sha256: sha,
-                source: Source::Cache,
-                verification,
-            });
+            return Ok(Resolved { path: cached, sha256: sha, source: Source::Cache, verification });
         }
         if !self.allow_download {
             return Err(self.missing(backbone, "downloads are off (DINOMALY_OFFLINE)"));
@@ -222,12 +199,7 @@ impl Resolver {
         } else {
             Verification::FirstUse
         };
-        Ok(Resolved {
-            path: cached,
-            sha256: sha,
-            source: Source::Downloaded,
-            verification,
-        })
+        Ok(Resolved { path: cached, sha256: sha, source: Source::Downloaded, verification })
     }
 
     /// Checks a cached file against the published hash, else against its
@@ -247,11 +219,7 @@ impl Resolver {
         let record = record_path(path);
         match fs::read_to_string(&record) {
             Ok(text) => {
-                let recorded = text
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
+                let recorded = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
                 if recorded != sha {
                     return Err(Error::Weights(format!(
                         "{}: sha256 is {sha}, but {} recorded {recorded} when it was first used; \
@@ -282,19 +250,12 @@ impl Resolver {
     }
 
     /// Downloads into the cache, verified; returns the hash.
-    fn download(
-        &self,
-        backbone: &Backbone,
-        user: Option<&str>,
-        progress: &mut Progress<'_>,
-    ) -> Result<String> {
+    fn download(&self, backbone: &Backbone, user: Option<&str>, progress: &mut Progress<'_>) -> Result<String> {
         let url = backbone.url(&self.base_url);
         fs::create_dir_all(&self.cache_dir)
             .map_err(|e| self.missing(backbone, &format!("cannot create the cache folder: {e}")))?;
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(self.connect_timeout)
-            .timeout_read(self.read_timeout)
-            .build();
+        let agent =
+            ureq::AgentBuilder::new().timeout_connect(self.connect_timeout).timeout_read(self.read_timeout).build();
         let response = agent.get(&url).call().map_err(|e| {
             let why = match e {
                 ureq::Error::Status(code, _) => format!("download failed: HTTP {code}"),
@@ -302,9 +263,7 @@ impl Resolver {
             };
             self.missing(backbone, &why)
         })?;
-        let total = response
-            .header("Content-Length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        let total = response.header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
         let mut temp = atomic::output_temp_in(&self.cache_dir, &format!(".{}.", backbone.file_name), ".partial")
             .map_err(|e| Error::io(&self.cache_dir, e))?;
         let mut reader = response.into_reader();
@@ -312,34 +271,26 @@ impl Resolver {
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
         loop {
-            let n = reader.read(&mut buf).map_err(|e| {
-                self.missing(
-                    backbone,
-                    &format!("download interrupted: {e}; nothing was kept"),
-                )
-            })?;
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| self.missing(backbone, &format!("download interrupted: {e}; nothing was kept")))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            temp.write_all(&buf[..n])
-                .map_err(|e| Error::io(temp.path(), e))?;
+            temp.write_all(&buf[..n]).map_err(|e| Error::io(temp.path(), e))?;
             done += n as u64;
             progress(done, total);
         }
         if let Some(total) = total {
             if done != total {
-                return Err(self.missing(
-                    backbone,
-                    &format!("download truncated: {done} of {total} bytes; nothing was kept"),
-                ));
+                return Err(
+                    self.missing(backbone, &format!("download truncated: {done} of {total} bytes; nothing was kept"))
+                );
             }
         }
         let sha = hex(&hasher.finalize());
-        for (expected, what) in [
-            (backbone.sha256, "the published hash"),
-            (user, "the hash asked for"),
-        ] {
+        for (expected, what) in [(backbone.sha256, "the published hash"), (user, "the hash asked for")] {
             if let Some(expected) = expected {
                 if expected != sha {
                     return Err(Error::Weights(format!(
@@ -348,9 +299,7 @@ impl Resolver {
                 }
             }
         }
-        temp.as_file()
-            .sync_all()
-            .map_err(|e| Error::io(temp.path(), e))?;
+        temp.as_file().sync_all().map_err(|e| Error::io(temp.path(), e))?;
         let dest = self.cached_path(backbone);
         // The record first: a crash between the two leaves a record without
         // a file, which the next download simply replaces.
@@ -362,10 +311,7 @@ impl Resolver {
 
 /// `<file>.sha256` next to `path`.
 pub fn record_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".sha256");
     path.with_file_name(name)
 }
@@ -383,22 +329,13 @@ mod tests {
     fn cache_dir_precedence() {
         let d = |a, b, c| cache_dir_from(a, b, c).unwrap();
         assert_eq!(d(Some("/c"), Some("/x"), Some("/h")), PathBuf::from("/c"));
-        assert_eq!(
-            d(Some(""), Some("/x"), Some("/h")),
-            PathBuf::from("/x/dinomaly")
-        );
-        assert_eq!(
-            d(None, None, Some("/h")),
-            PathBuf::from("/h/.cache/dinomaly")
-        );
+        assert_eq!(d(Some(""), Some("/x"), Some("/h")), PathBuf::from("/x/dinomaly"));
+        assert_eq!(d(None, None, Some("/h")), PathBuf::from("/h/.cache/dinomaly"));
         assert!(cache_dir_from(None, Some(""), None).is_err());
     }
 
     #[test]
     fn record_sits_next_to_the_file() {
-        assert_eq!(
-            record_path(Path::new("/c/w.pth")),
-            PathBuf::from("/c/w.pth.sha256")
-        );
+        assert_eq!(record_path(Path::new("/c/w.pth")), PathBuf::from("/c/w.pth.sha256"));
     }
 }

@@ -31,16 +31,11 @@ impl Encoder {
         pos_interp: PosInterp,
         device: Device,
     ) -> Result<Self> {
-        let last = *layers
-            .iter()
-            .max()
-            .ok_or_else(|| Error::config("no encoder layers given"))?;
+        let last = *layers.iter().max().ok_or_else(|| Error::config("no encoder layers given"))?;
         // The official code collects layer outputs in block order; a list
         // out of order or with repeats would silently change the groups.
         if layers.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(Error::config(format!(
-                "target layers {layers:?} must be strictly increasing block indices"
-            )));
+            return Err(Error::config(format!("target layers {layers:?} must be strictly increasing block indices")));
         }
         if last >= cfg.depth {
             return Err(Error::config(format!(
@@ -54,13 +49,7 @@ impl Encoder {
         let vit = VisionTransformer::new(&vs.root(), cfg, last + 1)?;
         crate::io::varstore::load_into(&vs, named, path, |k| vit.is_unused_key(k))?;
         vs.freeze();
-        Ok(Encoder {
-            _vs: vs,
-            vit,
-            layers: layers.to_vec(),
-            pos_interp,
-            device,
-        })
+        Ok(Encoder { _vs: vs, vit, layers: layers.to_vec(), pos_interp, device })
     }
 
     /// The architecture.

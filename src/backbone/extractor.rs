@@ -27,7 +27,13 @@ impl Extractor {
     /// groups of the target layers, or, with `Strict`, every target layer
     /// unfused (`dinomaly-extract --all-layers`). `dtype` is recorded as the
     /// storage precision.
-    pub fn open(req: &EncoderRequest, prep: Preprocess, maps: GroupPreset, dtype: StoreDtype, device: Device) -> Result<Self> {
+    pub fn open(
+        req: &EncoderRequest,
+        prep: Preprocess,
+        maps: GroupPreset,
+        dtype: StoreDtype,
+        device: Device,
+    ) -> Result<Self> {
         let opened = open_encoder(req, device)?;
         let encoder = &opened.encoder;
         let (crop_h, crop_w) = prep.crop();

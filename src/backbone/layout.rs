@@ -130,21 +130,10 @@ pub fn to_canonical(
     };
     let mut src = Source::new(path, &prefix, tensors)?;
     let is_hf = src.has_hf_names;
-    let mut conv = Converter {
-        src: &mut src,
-        out: Vec::new(),
-        origins: HashMap::new(),
-        kind: LayoutKind::Meta,
-    };
-    let (cls_pos_folded, reg_pos_folded) = if is_hf {
-        conv.hugging_face()?
-    } else {
-        conv.meta_or_timm()?
-    };
+    let mut conv = Converter { src: &mut src, out: Vec::new(), origins: HashMap::new(), kind: LayoutKind::Meta };
+    let (cls_pos_folded, reg_pos_folded) = if is_hf { conv.hugging_face()? } else { conv.meta_or_timm()? };
     let qkv_bias_zeroed = conv.zero_qkv_bias()?;
-    let Converter {
-        out, origins, kind, ..
-    } = conv;
+    let Converter { out, origins, kind, .. } = conv;
     let leftovers = src.leftovers();
     if let Some(k) = leftovers.first() {
         return Err(Error::format(
@@ -177,18 +166,11 @@ pub fn to_canonical(
     if arch.num_heads == 0 {
         return Err(Error::format(
             path,
-            format!(
-                "embed dim {} is not a multiple of 64, so the number of heads must be given",
-                arch.embed_dim
-            ),
+            format!("embed dim {} is not a multiple of 64, so the number of heads must be given", arch.embed_dim),
         ));
     }
     let tensors = validate(path, out, &arch, &layout, &origins)?;
-    Ok(Canonical {
-        arch,
-        layout,
-        tensors,
-    })
+    Ok(Canonical { arch, layout, tensors })
 }
 
 /// Finds the encoder's key prefix from its patch-embedding weight.
@@ -258,10 +240,7 @@ impl<'p> Source<'p> {
             }
         }
         if s.map.is_empty() {
-            return Err(Error::format(
-                path,
-                format!("no tensor name starts with '{prefix}'"),
-            ));
+            return Err(Error::format(path, format!("no tensor name starts with '{prefix}'")));
         }
         s.has_hf_names = s.has("embeddings.cls_token") || s.has(HF_PATCH);
         Ok(s)
@@ -288,19 +267,12 @@ impl<'p> Source<'p> {
     }
 
     fn leftovers(&self) -> Vec<String> {
-        self.order
-            .iter()
-            .filter(|k| self.map.contains_key(*k))
-            .cloned()
-            .collect()
+        self.order.iter().filter(|k| self.map.contains_key(*k)).cloned().collect()
     }
 
     /// Block indices from keys `<head><i>.<rest>`.
     fn block_indices(&self, head: &str) -> BTreeSet<i64> {
-        self.map
-            .keys()
-            .filter_map(|k| k.strip_prefix(head)?.split('.').next()?.parse().ok())
-            .collect()
+        self.map.keys().filter_map(|k| k.strip_prefix(head)?.split('.').next()?.parse().ok()).collect()
     }
 }
 
@@ -310,9 +282,7 @@ impl<'p> Source<'p> {
 /// name.
 fn flatten_block_chunks(k: &str) -> String {
     let mut parts = k.splitn(4, '.');
-    if let (Some("blocks"), Some(c), Some(i), Some(rest)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    {
+    if let (Some("blocks"), Some(c), Some(i), Some(rest)) = (parts.next(), parts.next(), parts.next(), parts.next()) {
         if c.parse::<u32>().is_ok() && i.parse::<u32>().is_ok() {
             return format!("blocks.{i}.{rest}");
         }
@@ -331,10 +301,7 @@ struct Converter<'s, 'p> {
 impl Converter<'_, '_> {
     /// Adds canonical tensor `name`, made from the source tensors `from`.
     fn put(&mut self, name: String, t: Tensor, from: &[&str]) {
-        let origin: Vec<String> = from
-            .iter()
-            .map(|f| format!("{}{f}", self.src.prefix))
-            .collect();
+        let origin: Vec<String> = from.iter().map(|f| format!("{}{f}", self.src.prefix)).collect();
         self.origins.insert(name.clone(), origin.join(" + "));
         self.out.push((name, t));
     }
@@ -357,10 +324,7 @@ impl Converter<'_, '_> {
             return Err(Error::MissingKey {
                 path: self.src.path.to_path_buf(),
                 key: parts[i].clone(),
-                hint: format!(
-                    " (needed with '{}' to build '{to}')",
-                    parts[(i + 1) % parts.len()]
-                ),
+                hint: format!(" (needed with '{}' to build '{to}')", parts[(i + 1) % parts.len()]),
             });
         }
         let first = self.src.shape(&parts[0]).unwrap_or(&[]).to_vec();
@@ -391,10 +355,7 @@ impl Converter<'_, '_> {
         }
         // Only for classification or pooling; features are block outputs.
         self.src.drop_matching(|k| {
-            k == "mask_token"
-                || k.starts_with("head.")
-                || k.starts_with("fc_norm.")
-                || k.starts_with("attn_pool.")
+            k == "mask_token" || k.starts_with("head.") || k.starts_with("fc_norm.") || k.starts_with("attn_pool.")
         });
         let blocks = self.src.block_indices("blocks.");
         for i in &blocks {
@@ -403,9 +364,7 @@ impl Converter<'_, '_> {
                 if self.src.has(&format!("{p}attn.{k}.weight")) {
                     return Err(Error::format(
                         self.src.path,
-                        format!(
-                            "has '{p}attn.{k}' (qk-norm), which the DINOv2 encoder does not apply"
-                        ),
+                        format!("has '{p}attn.{k}' (qk-norm), which the DINOv2 encoder does not apply"),
                     ));
                 }
             }
@@ -429,42 +388,25 @@ impl Converter<'_, '_> {
             }
             self.mlp_meta_or_timm(&p)?;
         }
-        for k in [
-            "patch_embed.proj.weight",
-            "patch_embed.proj.bias",
-            "norm.weight",
-            "norm.bias",
-        ] {
+        for k in ["patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"] {
             self.rename(k, k);
         }
         let cls = self.src.take("cls_token");
         let pos = self.src.take("pos_embed");
-        let (regs, from_timm) = match (self.src.take("register_tokens"), self.src.take("reg_token"))
-        {
+        let (regs, from_timm) = match (self.src.take("register_tokens"), self.src.take("reg_token")) {
             (Some(r), None) => (Some(r), false),
             (None, Some(r)) => (Some(r), true),
             (None, None) => (None, false),
             (Some(_), Some(_)) => {
-                return Err(Error::format(
-                    self.src.path,
-                    "has both 'register_tokens' and 'reg_token'",
-                ))
+                return Err(Error::format(self.src.path, "has both 'register_tokens' and 'reg_token'"))
             }
         };
         if from_timm {
             self.kind = LayoutKind::Timm;
         }
         let (Some(cls), Some(pos)) = (cls, pos) else {
-            let key = if self.out.iter().any(|(k, _)| k == "cls_token") {
-                "pos_embed"
-            } else {
-                "cls_token"
-            };
-            return Err(missing(
-                self.src.path,
-                key,
-                " (a ViT without learned positions is not supported)",
-            ));
+            let key = if self.out.iter().any(|(k, _)| k == "cls_token") { "pos_embed" } else { "cls_token" };
+            return Err(missing(self.src.path, key, " (a ViT without learned positions is not supported)"));
         };
         self.positions(cls, pos, regs, from_timm)
     }
@@ -475,14 +417,8 @@ impl Converter<'_, '_> {
         if self.src.has(&k("mlp.fc1_g.weight")) {
             // timm SwiGLU: fc2(act(fc1_g(x)) * fc1_x(x)); the gate is w12's first half.
             self.kind = LayoutKind::Timm;
-            self.concat(
-                &[k("mlp.fc1_g.weight"), k("mlp.fc1_x.weight")],
-                &k("mlp.w12.weight"),
-            )?;
-            self.concat(
-                &[k("mlp.fc1_g.bias"), k("mlp.fc1_x.bias")],
-                &k("mlp.w12.bias"),
-            )?;
+            self.concat(&[k("mlp.fc1_g.weight"), k("mlp.fc1_x.weight")], &k("mlp.w12.weight"))?;
+            self.concat(&[k("mlp.fc1_g.bias"), k("mlp.fc1_x.bias")], &k("mlp.w12.bias"))?;
             self.rename(&k("mlp.fc2.weight"), &k("mlp.w3.weight"));
             self.rename(&k("mlp.fc2.bias"), &k("mlp.w3.bias"));
             return Ok(());
@@ -508,14 +444,8 @@ impl Converter<'_, '_> {
     fn hugging_face(&mut self) -> Result<(bool, bool)> {
         self.src.drop_matching(|k| k == "embeddings.mask_token");
         for (from, to) in [
-            (
-                "embeddings.patch_embeddings.projection.weight",
-                "patch_embed.proj.weight",
-            ),
-            (
-                "embeddings.patch_embeddings.projection.bias",
-                "patch_embed.proj.bias",
-            ),
+            ("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight"),
+            ("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
             ("layernorm.weight", "norm.weight"),
             ("layernorm.bias", "norm.bias"),
         ] {
@@ -550,22 +480,15 @@ impl Converter<'_, '_> {
                 self.rename(&s(from), &format!("{q}{to}"));
             }
             for w in ["weight", "bias"] {
-                let old: Vec<String> = ["query", "key", "value"]
-                    .iter()
-                    .map(|n| s(&format!("attention.attention.{n}.{w}")))
-                    .collect();
-                let new: Vec<String> = ["q_proj", "k_proj", "v_proj"]
-                    .iter()
-                    .map(|n| s(&format!("attention.{n}.{w}")))
-                    .collect();
+                let old: Vec<String> =
+                    ["query", "key", "value"].iter().map(|n| s(&format!("attention.attention.{n}.{w}"))).collect();
+                let new: Vec<String> =
+                    ["q_proj", "k_proj", "v_proj"].iter().map(|n| s(&format!("attention.{n}.{w}"))).collect();
                 if !self.concat(&old, &format!("{q}attn.qkv.{w}"))? {
                     self.concat(&new, &format!("{q}attn.qkv.{w}"))?;
                 }
                 self.concat(
-                    &[
-                        s(&format!("mlp.gate_proj.{w}")),
-                        s(&format!("mlp.up_proj.{w}")),
-                    ],
+                    &[s(&format!("mlp.gate_proj.{w}")), s(&format!("mlp.up_proj.{w}"))],
                     &format!("{q}mlp.w12.{w}"),
                 )?;
             }
@@ -592,11 +515,7 @@ impl Converter<'_, '_> {
             .iter()
             .filter_map(|(k, t)| {
                 let block = k.strip_suffix(".attn.qkv.weight")?;
-                Some((
-                    block.to_string(),
-                    t.size().first().copied().unwrap_or(0),
-                    t.kind(),
-                ))
+                Some((block.to_string(), t.size().first().copied().unwrap_or(0), t.kind()))
             })
             .collect();
         let mut added = false;
@@ -604,10 +523,7 @@ impl Converter<'_, '_> {
             let key = format!("{block}.attn.qkv.bias");
             if !has(&self.out, &key) {
                 let zero = Tensor::f_zeros([rows], (kind, tch::Device::Cpu))?;
-                self.origins.insert(
-                    key.clone(),
-                    format!("zero bias for {}{block}.attn.qkv", self.src.prefix),
-                );
+                self.origins.insert(key.clone(), format!("zero bias for {}{block}.attn.qkv", self.src.prefix));
                 self.out.push((key, zero));
                 added = true;
             }
@@ -617,20 +533,11 @@ impl Converter<'_, '_> {
 
     /// Puts cls_token, pos_embed (with its cls row) and register_tokens.
     /// Returns (cls position folded, register positions folded).
-    fn positions(
-        &mut self,
-        cls: Tensor,
-        pos: Tensor,
-        regs: Option<Tensor>,
-        timm_regs: bool,
-    ) -> Result<(bool, bool)> {
+    fn positions(&mut self, cls: Tensor, pos: Tensor, regs: Option<Tensor>, timm_regs: bool) -> Result<(bool, bool)> {
         let path = self.src.path;
         let ps = pos.size();
         if ps.len() != 3 || ps[0] != 1 {
-            return Err(Error::format(
-                path,
-                format!("pos_embed has shape {ps:?}, expected (1, rows, D)"),
-            ));
+            return Err(Error::format(path, format!("pos_embed has shape {ps:?}, expected (1, rows, D)")));
         }
         let rows = ps[1];
         let r = match &regs {
@@ -638,10 +545,7 @@ impl Converter<'_, '_> {
             Some(t) => {
                 return Err(Error::format(
                     path,
-                    format!(
-                        "register tokens have shape {:?}, expected (1, R, D)",
-                        t.size()
-                    ),
+                    format!("register tokens have shape {:?}, expected (1, R, D)", t.size()),
                 ))
             }
             None => 0,
@@ -678,21 +582,9 @@ impl Converter<'_, '_> {
             self.kind = LayoutKind::Timm;
         }
         let names = if self.kind == LayoutKind::HuggingFace || self.src.has_hf_names {
-            [
-                "embeddings.cls_token",
-                "embeddings.position_embeddings",
-                "embeddings.register_tokens",
-            ]
+            ["embeddings.cls_token", "embeddings.position_embeddings", "embeddings.register_tokens"]
         } else {
-            [
-                "cls_token",
-                "pos_embed",
-                if timm_regs {
-                    "reg_token"
-                } else {
-                    "register_tokens"
-                },
-            ]
+            ["cls_token", "pos_embed", if timm_regs { "reg_token" } else { "register_tokens" }]
         };
         self.put("cls_token".into(), cls, &[names[0]]);
         self.put("pos_embed".into(), pos, &[names[1]]);
@@ -708,39 +600,22 @@ fn bad_rows(path: &Path, rows: i64, regs: i64) -> Error {
         path,
         format!(
             "pos_embed has {rows} rows, which is neither G*G nor 1 + G*G{} for a square grid",
-            if regs > 0 {
-                format!(" nor 1 + {regs} + G*G")
-            } else {
-                String::new()
-            }
+            if regs > 0 { format!(" nor 1 + {regs} + G*G") } else { String::new() }
         ),
     )
 }
 
 fn missing(path: &Path, key: &str, hint: &str) -> Error {
-    Error::MissingKey {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        hint: hint.to_string(),
-    }
+    Error::MissingKey { path: path.to_path_buf(), key: key.to_string(), hint: hint.to_string() }
 }
 
 /// Reads the architecture off the canonical tensors.
-fn infer_arch(
-    path: &Path,
-    out: &[(String, Tensor)],
-    num_heads: Option<i64>,
-    layout: &Layout,
-) -> Result<ArchInfo> {
+fn infer_arch(path: &Path, out: &[(String, Tensor)], num_heads: Option<i64>, layout: &Layout) -> Result<ArchInfo> {
     let shape = |k: &str| out.iter().find(|(n, _)| n == k).map(|(_, t)| t.size());
-    let need =
-        |k: &str| shape(k).ok_or_else(|| missing(path, k, &format!(" (weights in the {layout})")));
+    let need = |k: &str| shape(k).ok_or_else(|| missing(path, k, &format!(" (weights in the {layout})")));
     let cls = need("cls_token")?;
     if cls.len() != 3 || cls[0] != 1 || cls[1] != 1 {
-        return Err(Error::format(
-            path,
-            format!("cls_token has shape {cls:?}, expected (1, 1, D)"),
-        ));
+        return Err(Error::format(path, format!("cls_token has shape {cls:?}, expected (1, 1, D)")));
     }
     let d = cls[2];
     let patch = need("patch_embed.proj.weight")?;
@@ -754,13 +629,7 @@ fn infer_arch(
     let grid = ((pos[1] - 1) as f64).sqrt().round() as i64;
     let depth = out
         .iter()
-        .filter_map(|(k, _)| {
-            k.strip_prefix("blocks.")?
-                .split('.')
-                .next()?
-                .parse::<i64>()
-                .ok()
-        })
+        .filter_map(|(k, _)| k.strip_prefix("blocks.")?.split('.').next()?.parse::<i64>().ok())
         .max()
         .map_or(0, |m| m + 1);
     if depth == 0 {
@@ -770,19 +639,10 @@ fn infer_arch(
             &format!(" (no transformer blocks; weights in the {layout})"),
         ));
     }
-    let (ffn, mlp_hidden) = match (
-        shape("blocks.0.mlp.w12.weight"),
-        shape("blocks.0.mlp.fc1.weight"),
-    ) {
+    let (ffn, mlp_hidden) = match (shape("blocks.0.mlp.w12.weight"), shape("blocks.0.mlp.fc1.weight")) {
         (Some(w12), _) => (Ffn::SwiGlu, w12[0] / 2),
         (None, Some(fc1)) => (Ffn::Mlp, fc1[0]),
-        (None, None) => {
-            return Err(missing(
-                path,
-                "blocks.0.mlp.fc1.weight",
-                &format!(" (weights in the {layout})"),
-            ))
-        }
+        (None, None) => return Err(missing(path, "blocks.0.mlp.fc1.weight", &format!(" (weights in the {layout})"))),
     };
     // 0 = unknown; the caller reports it after the architecture check (a
     // head count that does not divide D belongs to another width).
@@ -819,32 +679,16 @@ fn validate(
     let mut ordered = Vec::with_capacity(by_name.len());
     for (key, expected) in arch.canonical_shapes() {
         let Some(t) = by_name.remove(&key) else {
-            return Err(missing(
-                path,
-                &key,
-                &format!(" (weights in the {layout}, {})", arch.name()),
-            ));
+            return Err(missing(path, &key, &format!(" (weights in the {layout}, {})", arch.name())));
         };
         let found = t.size();
         if found != expected {
-            return Err(Error::Shape {
-                path: path.to_path_buf(),
-                key: origin(&key),
-                expected,
-                found,
-            });
+            return Err(Error::Shape { path: path.to_path_buf(), key: origin(&key), expected, found });
         }
-        if !matches!(
-            t.kind(),
-            Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double
-        ) {
+        if !matches!(t.kind(), Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double) {
             return Err(Error::format(
                 path,
-                format!(
-                    "tensor '{}' has dtype {:?}, expected floating point",
-                    origin(&key),
-                    t.kind()
-                ),
+                format!("tensor '{}' has dtype {:?}, expected floating point", origin(&key), t.kind()),
             ));
         }
         ordered.push((key, t));
@@ -852,11 +696,7 @@ fn validate(
     if let Some(extra) = by_name.keys().min() {
         return Err(Error::format(
             path,
-            format!(
-                "unexpected tensor '{}': block 0 of this {} has no such tensor",
-                origin(extra),
-                arch.name()
-            ),
+            format!("unexpected tensor '{}': block 0 of this {} has no such tensor", origin(extra), arch.name()),
         ));
     }
     Ok(ordered)
@@ -868,18 +708,9 @@ mod tests {
 
     #[test]
     fn block_chunks_are_flattened() {
-        assert_eq!(
-            flatten_block_chunks("blocks.1.7.norm1.weight"),
-            "blocks.7.norm1.weight"
-        );
-        assert_eq!(
-            flatten_block_chunks("blocks.7.norm1.weight"),
-            "blocks.7.norm1.weight"
-        );
-        assert_eq!(
-            flatten_block_chunks("blocks.7.attn.qkv.weight"),
-            "blocks.7.attn.qkv.weight"
-        );
+        assert_eq!(flatten_block_chunks("blocks.1.7.norm1.weight"), "blocks.7.norm1.weight");
+        assert_eq!(flatten_block_chunks("blocks.7.norm1.weight"), "blocks.7.norm1.weight");
+        assert_eq!(flatten_block_chunks("blocks.7.attn.qkv.weight"), "blocks.7.attn.qkv.weight");
         assert_eq!(flatten_block_chunks("pos_embed"), "pos_embed");
     }
 }

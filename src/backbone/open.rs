@@ -91,26 +91,24 @@ pub fn open_encoder(req: &EncoderRequest, device: Device) -> Result<OpenedEncode
 /// Opens the encoder of `req` on `device`; with `expected`, weights of
 /// another sha256 are refused (before they are loaded when the file is
 /// hashed up front) and the note says what the hash was checked against.
-pub fn open_encoder_expecting(req: &EncoderRequest, device: Device, expected: Option<Expected>) -> Result<OpenedEncoder> {
+pub fn open_encoder_expecting(
+    req: &EncoderRequest,
+    device: Device,
+    expected: Option<Expected>,
+) -> Result<OpenedEncoder> {
     let known = find_backbone(&req.backbone);
     let backbone = match (&known, &req.weights) {
         (Ok(b), _) => Some(*b),
         (Err(_), Some(_)) => None,
         (Err(e), None) => {
-            return Err(Error::config(format!(
-                "{e}; other weights need --weights PATH"
-            )));
+            return Err(Error::config(format!("{e}; other weights need --weights PATH")));
         }
     };
     let (path, sha256, arch) = match backbone {
         Some(b) => {
             let resolved = resolve(req, b)?;
             check_expected(expected, &resolved.path, &resolved.sha256)?;
-            progress::note(
-                req.quiet,
-                &req.tool,
-                &format!("weights: {}", weights_note(&resolved, expected)),
-            );
+            progress::note(req.quiet, &req.tool, &format!("weights: {}", weights_note(&resolved, expected)));
             (resolved.path, resolved.sha256, Some(b.arch))
         }
         None => {
@@ -118,10 +116,7 @@ pub fn open_encoder_expecting(req: &EncoderRequest, device: Device, expected: Op
             (path, String::new(), None)
         }
     };
-    let opts = LoadOptions {
-        known_sha256: (!sha256.is_empty()).then(|| sha256.clone()),
-        ..Default::default()
-    };
+    let opts = LoadOptions { known_sha256: (!sha256.is_empty()).then(|| sha256.clone()), ..Default::default() };
     let weights = load_encoder_weights_with(&path, arch.as_ref(), &opts)?;
     if backbone.is_none() {
         check_expected(expected, &weights.path, &weights.sha256)?;
@@ -141,14 +136,8 @@ pub fn open_encoder_expecting(req: &EncoderRequest, device: Device, expected: Op
     } else {
         req.layers.clone()
     };
-    let encoder = Encoder::from_tensors(
-        &weights.vit_config(),
-        &weights.tensors,
-        &weights.path,
-        &layers,
-        req.pos_interp,
-        device,
-    )?;
+    let encoder =
+        Encoder::from_tensors(&weights.vit_config(), &weights.tensors, &weights.path, &layers, req.pos_interp, device)?;
     if backbone.is_none() {
         progress::note(
             req.quiet,
@@ -198,52 +187,37 @@ fn matches_expected(e: Expected) -> String {
 fn weights_note(resolved: &Resolved, expected: Option<Expected>) -> String {
     match (expected, resolved.verification) {
         (None, _) => resolved.describe(),
-        (Some(e), Verification::Unchecked) => format!(
-            "{} (given), sha256 {}: {}",
-            resolved.path.display(),
-            resolved.sha256,
-            matches_expected(e)
-        ),
+        (Some(e), Verification::Unchecked) => {
+            format!("{} (given), sha256 {}: {}", resolved.path.display(), resolved.sha256, matches_expected(e))
+        }
         (Some(e), _) => format!("{}; it {}", resolved.describe(), matches_expected(e)),
     }
 }
 
 /// Finds the weights file of a registry backbone, with a progress bar for
 /// a download.
-fn resolve(
-    req: &EncoderRequest,
-    b: &registry::Backbone,
-) -> Result<crate::backbone::download::Resolved> {
+fn resolve(req: &EncoderRequest, b: &registry::Backbone) -> Result<crate::backbone::download::Resolved> {
     let resolver = Resolver::from_env()?;
     let mut bar: Option<ProgressBar> = None;
     let mut announced = false;
-    let resolved = resolver.resolve(
-        b,
-        req.weights.as_deref(),
-        req.weights_sha256.as_deref(),
-        &mut |done, total| {
-            if !announced {
-                announced = true;
-                progress::note(
-                    req.quiet,
-                    &req.tool,
-                    &format!(
-                        "downloading {} into {}",
-                        b.url(&resolver.base_url),
-                        resolver.cache_dir.display()
-                    ),
-                );
+    let resolved = resolver.resolve(b, req.weights.as_deref(), req.weights_sha256.as_deref(), &mut |done, total| {
+        if !announced {
+            announced = true;
+            progress::note(
+                req.quiet,
+                &req.tool,
+                &format!("downloading {} into {}", b.url(&resolver.base_url), resolver.cache_dir.display()),
+            );
+        }
+        let bar = bar.get_or_insert_with(|| {
+            let bar = progress::bar(total.unwrap_or(0), "download", req.quiet);
+            if total.is_none() {
+                bar.set_length(0);
             }
-            let bar = bar.get_or_insert_with(|| {
-                let bar = progress::bar(total.unwrap_or(0), "download", req.quiet);
-                if total.is_none() {
-                    bar.set_length(0);
-                }
-                bar
-            });
-            bar.set_position(done);
-        },
-    );
+            bar
+        });
+        bar.set_position(done);
+    });
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -252,10 +226,7 @@ fn resolve(
         progress::note(
             req.quiet,
             &req.tool,
-            &format!(
-                "{} has no published sha256; this one is recorded and checked on every later use",
-                b.file_name
-            ),
+            &format!("{} has no published sha256; this one is recorded and checked on every later use", b.file_name),
         );
     }
     Ok(resolved)
@@ -288,21 +259,10 @@ mod tests {
     #[test]
     fn default_layers_follow_the_registry() {
         let b = find_backbone("dinov2_vitl14_reg4").unwrap();
-        assert_eq!(
-            default_layers(&b.arch, None).unwrap(),
-            vec![4, 6, 8, 10, 12, 14, 16, 18]
-        );
+        assert_eq!(default_layers(&b.arch, None).unwrap(), vec![4, 6, 8, 10, 12, 14, 16, 18]);
         let odd = ArchInfo { depth: 7, ..b.arch };
-        assert!(default_layers(&odd, None)
-            .unwrap_err()
-            .to_string()
-            .contains("pass --layers"));
-        let tiny = ArchInfo {
-            embed_dim: 8,
-            depth: 2,
-            ffn: Ffn::Mlp,
-            ..b.arch
-        };
+        assert!(default_layers(&odd, None).unwrap_err().to_string().contains("pass --layers"));
+        let tiny = ArchInfo { embed_dim: 8, depth: 2, ffn: Ffn::Mlp, ..b.arch };
         assert_eq!(default_layers(&tiny, Some(&[0, 1])).unwrap(), vec![0, 1]);
     }
 
@@ -321,7 +281,10 @@ mod tests {
         // The checkpoint's record was compared: that is what the note says.
         let note = weights_note(&given, Some(ckpt));
         assert!(!note.contains("not checked"), "{note}");
-        assert!(note.ends_with(&format!("sha256 {sha}: matches the weights model.safetensors was trained with")), "{note}");
+        assert!(
+            note.ends_with(&format!("sha256 {sha}: matches the weights model.safetensors was trained with")),
+            "{note}"
+        );
         let cached = Resolved { source: Source::Cache, verification: Verification::Published, ..given.clone() };
         let note = weights_note(&cached, Some(ckpt));
         assert!(note.contains("matches the published hash; it matches the weights model.safetensors"), "{note}");

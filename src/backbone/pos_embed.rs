@@ -57,22 +57,14 @@ const OFFICIAL_OFFSET: f64 = 0.1;
 /// Fits `patch_pos` (1, S_h*S_w, D) stored on a `stored` grid to `grid`.
 /// Returns (1, grid_h*grid_w, D) in the input's dtype; the interpolation
 /// runs in fp32 as in the references.
-pub fn resize(
-    patch_pos: &Tensor,
-    stored: (i64, i64),
-    grid: (i64, i64),
-    mode: PosInterp,
-) -> Tensor {
+pub fn resize(patch_pos: &Tensor, stored: (i64, i64), grid: (i64, i64), mode: PosInterp) -> Tensor {
     if stored == grid {
         return patch_pos.shallow_clone();
     }
     let dim = patch_pos.size()[2];
     let dtype = patch_pos.kind();
     // (1, S_h*S_w, D) -> (1, D, S_h, S_w), row-major patch order.
-    let grid_tensor = patch_pos
-        .to_kind(Kind::Float)
-        .reshape([1, stored.0, stored.1, dim])
-        .permute([0, 3, 1, 2]);
+    let grid_tensor = patch_pos.to_kind(Kind::Float).reshape([1, stored.0, stored.1, dim]).permute([0, 3, 1, 2]);
     let out_size = [grid.0, grid.1];
     let resized = match mode {
         PosInterp::Official => {
@@ -84,12 +76,7 @@ pub fn resize(
         // Bicubic, align_corners=false, no antialias, size-driven.
         PosInterp::Exact => grid_tensor.upsample_bicubic2d(out_size, false, None, None),
         // Bicubic, align_corners=false, antialias, size-driven.
-        PosInterp::ExactAntialias => {
-            grid_tensor.internal_upsample_bicubic2d_aa(out_size, false, None, None)
-        }
+        PosInterp::ExactAntialias => grid_tensor.internal_upsample_bicubic2d_aa(out_size, false, None, None),
     };
-    resized
-        .permute([0, 2, 3, 1])
-        .reshape([1, grid.0 * grid.1, dim])
-        .to_kind(dtype)
+    resized.permute([0, 2, 3, 1]).reshape([1, grid.0 * grid.1, dim]).to_kind(dtype)
 }

@@ -52,14 +52,7 @@ impl Backbone {
     }
 }
 
-const fn dinov2(
-    embed_dim: i64,
-    depth: i64,
-    num_heads: i64,
-    num_registers: i64,
-    ffn: Ffn,
-    mlp_hidden: i64,
-) -> ArchInfo {
+const fn dinov2(embed_dim: i64, depth: i64, num_heads: i64, num_registers: i64, ffn: Ffn, mlp_hidden: i64) -> ArchInfo {
     ArchInfo {
         embed_dim,
         depth,
@@ -187,16 +180,10 @@ pub fn backbones() -> &'static [Backbone] {
 /// The backbone called `name` (or one of its aliases), case-insensitively.
 pub fn find_backbone(name: &str) -> Result<&'static Backbone> {
     let n = name.trim().to_ascii_lowercase();
-    BACKBONES
-        .iter()
-        .find(|b| b.name == n || b.aliases.contains(&n.as_str()))
-        .ok_or_else(|| {
-            let names: Vec<&str> = BACKBONES.iter().map(|b| b.name).collect();
-            Error::config(format!(
-                "unknown backbone '{name}' (known: {})",
-                names.join(", ")
-            ))
-        })
+    BACKBONES.iter().find(|b| b.name == n || b.aliases.contains(&n.as_str())).ok_or_else(|| {
+        let names: Vec<&str> = BACKBONES.iter().map(|b| b.name).collect();
+        Error::config(format!("unknown backbone '{name}' (known: {})", names.join(", ")))
+    })
 }
 
 #[cfg(test)]
@@ -211,19 +198,10 @@ mod tests {
             b.url(DEFAULT_BASE_URL),
             "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth"
         );
-        assert_eq!(
-            b.url("http://mirror/x/"),
-            "http://mirror/x/dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth"
-        );
-        assert_eq!(
-            find_backbone("DINOv2_ViTL14_reg").unwrap().target_layers,
-            LAYERS_L
-        );
+        assert_eq!(b.url("http://mirror/x/"), "http://mirror/x/dinov2_vitb14/dinov2_vitb14_reg4_pretrain.pth");
+        assert_eq!(find_backbone("DINOv2_ViTL14_reg").unwrap().target_layers, LAYERS_L);
         let e = find_backbone("resnet50").unwrap_err().to_string();
-        assert!(
-            e.starts_with("unknown backbone 'resnet50' (known: dinov2_vits14, "),
-            "{e}"
-        );
+        assert!(e.starts_with("unknown backbone 'resnet50' (known: dinov2_vits14, "), "{e}");
     }
 
     #[test]
@@ -231,33 +209,11 @@ mod tests {
         for b in backbones() {
             let a = b.arch;
             assert_eq!(a.embed_dim, 64 * a.num_heads, "{}: head width 64", b.name);
-            assert_eq!(
-                b.file_name,
-                b.url_path.rsplit('/').next().unwrap(),
-                "{}",
-                b.name
-            );
-            assert_eq!(
-                b.file_name.contains("_reg4"),
-                a.num_registers == 4,
-                "{}",
-                b.name
-            );
-            assert!(
-                b.target_layers.len() == 8 && b.last_layer() < a.depth,
-                "{}",
-                b.name
-            );
-            assert!(
-                b.target_layers.windows(2).all(|w| w[0] < w[1]),
-                "{}",
-                b.name
-            );
-            assert!(
-                b.sha256.map_or(true, crate::io::hash::is_sha256),
-                "{}",
-                b.name
-            );
+            assert_eq!(b.file_name, b.url_path.rsplit('/').next().unwrap(), "{}", b.name);
+            assert_eq!(b.file_name.contains("_reg4"), a.num_registers == 4, "{}", b.name);
+            assert!(b.target_layers.len() == 8 && b.last_layer() < a.depth, "{}", b.name);
+            assert!(b.target_layers.windows(2).all(|w| w[0] < w[1]), "{}", b.name);
+            assert!(b.sha256.map_or(true, crate::io::hash::is_sha256), "{}", b.name);
         }
     }
 }

@@ -81,11 +81,8 @@ impl VitConfig {
 /// Linear layers of the frozen encoder: zero-filled, because the weights
 /// file always overwrites them (`Encoder::from_tensors`); tch's default
 /// (Kaiming-uniform draws) would cost a third of the start-up for nothing.
-const LOADED: nn::LinearConfig = nn::LinearConfig {
-    ws_init: nn::Init::Const(0.0),
-    bs_init: Some(nn::Init::Const(0.0)),
-    bias: true,
-};
+const LOADED: nn::LinearConfig =
+    nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(0.0)), bias: true };
 
 /// `blocks.{i}.attn`: softmax self-attention.
 #[derive(Debug)]
@@ -108,9 +105,7 @@ impl Attention {
         let (b, n, d) = x.size3()?;
         let head_dim = d / self.num_heads;
         // (B, N, 3, H, hd) -> (3, B, H, N, hd)
-        let qkv = linear(&self.qkv, x)?
-            .f_reshape([b, n, 3, self.num_heads, head_dim])?
-            .f_permute([2, 0, 3, 1, 4])?;
+        let qkv = linear(&self.qkv, x)?.f_reshape([b, n, 3, self.num_heads, head_dim])?.f_permute([2, 0, 3, 1, 4])?;
         let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
         // Softmax attention, scale 1/sqrt(head_dim), no mask, no dropout.
         let scale = 1.0 / (head_dim as f64).sqrt();
@@ -203,14 +198,8 @@ struct Block {
 impl Block {
     fn new(p: nn::Path, cfg: &VitConfig) -> Self {
         let d = cfg.embed_dim;
-        let ln = nn::LayerNormConfig {
-            eps: ENCODER_LN_EPS,
-            ..Default::default()
-        };
-        let gamma = |name: &str| {
-            cfg.layer_scale
-                .then(|| (&p / name).var("gamma", &[d], nn::Init::Const(1.0)))
-        };
+        let ln = nn::LayerNormConfig { eps: ENCODER_LN_EPS, ..Default::default() };
+        let gamma = |name: &str| cfg.layer_scale.then(|| (&p / name).var("gamma", &[d], nn::Init::Const(1.0)));
         Block {
             norm1: nn::layer_norm(&p / "norm1", vec![d], ln),
             attn: Attention::new(&p / "attn", d, cfg.num_heads),
@@ -250,20 +239,14 @@ impl VisionTransformer {
     pub fn new(p: &nn::Path, cfg: &VitConfig, built: usize) -> Result<Self> {
         cfg.validate()?;
         if built == 0 || built > cfg.depth {
-            return Err(Error::config(format!(
-                "asked for {built} blocks of a {}-block encoder",
-                cfg.depth
-            )));
+            return Err(Error::config(format!("asked for {built} blocks of a {}-block encoder", cfg.depth)));
         }
         let d = cfg.embed_dim;
         let pos_rows = cfg.pos_grid.0 * cfg.pos_grid.1 + i64::from(cfg.pos_has_cls);
         let zeros = nn::Init::Const(0.0);
         let register_tokens =
             (cfg.num_registers > 0).then(|| p.var("register_tokens", &[1, cfg.num_registers, d], zeros));
-        let conv = nn::ConvConfig {
-            stride: cfg.patch_size,
-            ..Default::default()
-        };
+        let conv = nn::ConvConfig { stride: cfg.patch_size, ..Default::default() };
         Ok(VisionTransformer {
             cls_token: p.var("cls_token", &[1, 1, d], zeros),
             pos_embed: p.var("pos_embed", &[1, pos_rows, d], zeros),
@@ -296,9 +279,7 @@ impl VisionTransformer {
     pub fn grid(&self, height: i64, width: i64) -> Result<(i64, i64)> {
         let p = self.cfg.patch_size;
         if height % p != 0 || width % p != 0 || height < p || width < p {
-            return Err(Error::config(format!(
-                "input {height}x{width} is not a multiple of the patch size {p}"
-            )));
+            return Err(Error::config(format!("input {height}x{width} is not a multiple of the patch size {p}")));
         }
         Ok((height / p, width / p))
     }
@@ -356,15 +337,9 @@ impl VisionTransformer {
     /// Runs the blocks up to the largest of `layers` and returns their
     /// outputs, in the order of `layers`, each (B, 1 + R + gh*gw, D).
     pub fn forward_layers(&self, images: &Tensor, layers: &[usize], mode: PosInterp) -> Result<Vec<Tensor>> {
-        let last = *layers
-            .iter()
-            .max()
-            .ok_or_else(|| Error::config("no encoder layers requested"))?;
+        let last = *layers.iter().max().ok_or_else(|| Error::config("no encoder layers requested"))?;
         if last >= self.built {
-            return Err(Error::config(format!(
-                "layer {last} requested but only blocks 0..{} were built",
-                self.built
-            )));
+            return Err(Error::config(format!("layer {last} requested but only blocks 0..{} were built", self.built)));
         }
         let images = images.f_to_kind(self.cls_token.kind())?;
         let mut x = self.prepare_tokens(&images, mode)?;

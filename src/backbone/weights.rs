@@ -84,16 +84,10 @@ pub fn load_encoder_weights_with(
         FileKind::TorchZip => read_state_dict(&file, opts.dict_key.as_deref())?.tensors,
         FileKind::TorchLegacy => return Err(Error::format(&file, sniff::legacy_message())),
         FileKind::Pickle => {
-            return Err(Error::format(
-                &file,
-                "is a plain pickle, not a torch.save checkpoint or safetensors file",
-            ))
+            return Err(Error::format(&file, "is a plain pickle, not a torch.save checkpoint or safetensors file"))
         }
         FileKind::Unknown => {
-            return Err(Error::format(
-                &file,
-                "is neither a torch.save checkpoint nor a safetensors file",
-            ))
+            return Err(Error::format(&file, "is neither a torch.save checkpoint nor a safetensors file"))
         }
     };
     let hashing = HashInBackground::start(&file, opts.known_sha256.as_deref());
@@ -126,9 +120,9 @@ impl HashInBackground {
     pub fn finish(self) -> Result<String> {
         let hash = match self {
             HashInBackground::Known(k) => k,
-            HashInBackground::Computing(worker) => worker
-                .join()
-                .map_err(|_| Error::config("the sha256 thread panicked (a bug)"))??,
+            HashInBackground::Computing(worker) => {
+                worker.join().map_err(|_| Error::config("the sha256 thread panicked (a bug)"))??
+            }
         };
         Ok(hash.to_ascii_lowercase())
     }
@@ -174,9 +168,7 @@ fn weights_file(path: &Path) -> Result<(PathBuf, Option<i64>)> {
     if !meta.is_dir() {
         return Ok((path.to_path_buf(), None));
     }
-    if path.join("model.safetensors.index.json").exists()
-        && !path.join("model.safetensors").exists()
-    {
+    if path.join("model.safetensors.index.json").exists() && !path.join("model.safetensors").exists() {
         return Err(Error::format(
             path,
             "holds a sharded checkpoint (model.safetensors.index.json), which is not supported",
@@ -186,12 +178,7 @@ fn weights_file(path: &Path) -> Result<(PathBuf, Option<i64>)> {
         .iter()
         .map(|n| path.join(n))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::format(
-                path,
-                "is a folder without model.safetensors or pytorch_model.bin",
-            )
-        })?;
+        .ok_or_else(|| Error::format(path, "is a folder without model.safetensors or pytorch_model.bin"))?;
     let heads = std::fs::read_to_string(path.join("config.json"))
         .ok()
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())

@@ -86,10 +86,7 @@ impl std::str::FromStr for Size2 {
                 .ok_or_else(|| format!("'{s}' is not a size: use N or HxW with positive integers"))
         };
         match s.split_once(['x', 'X']) {
-            Some((h, w)) => Ok(Size2 {
-                height: parse(h)?,
-                width: parse(w)?,
-            }),
+            Some((h, w)) => Ok(Size2 { height: parse(h)?, width: parse(w)? }),
             None => {
                 let n = parse(s)?;
                 Ok(Size2 { height: n, width: n })

@@ -135,20 +135,14 @@ pub fn parse_count(value: Option<&OsStr>) -> Result<Option<u64>, String> {
     }
     match text.parse::<u64>() {
         Ok(n) if n >= 1 => Ok(Some(n)),
-        _ => Err(format!(
-            "'{}' is not a whole number of at least 1",
-            value.to_string_lossy()
-        )),
+        _ => Err(format!("'{}' is not a whole number of at least 1", value.to_string_lossy())),
     }
 }
 
 /// The count variable `name`, or `default` when it is unset, empty or (in
 /// a process that skipped [`check`]) not a count.
 pub fn count_or(name: &str, default: u64) -> u64 {
-    parse_count(std::env::var_os(name).as_deref())
-        .ok()
-        .flatten()
-        .unwrap_or(default)
+    parse_count(std::env::var_os(name).as_deref()).ok().flatten().unwrap_or(default)
 }
 
 /// Refuses any switch or count variable of `tool` whose value the rules
@@ -238,11 +232,8 @@ mod tests {
         ] {
             assert!(names.contains(&read), "{read} is read but not documented");
         }
-        let switches: Vec<&str> = vars_for("dinomaly-score")
-            .iter()
-            .filter(|v| v.form == Form::Switch)
-            .map(|v| v.name)
-            .collect();
+        let switches: Vec<&str> =
+            vars_for("dinomaly-score").iter().filter(|v| v.form == Form::Switch).map(|v| v.name).collect();
         assert_eq!(
             switches,
             ["DINOMALY_OFFLINE", "DINOMALY_NO_CUDA", "DINOMALY_SYSTEM_MALLOC", "DINOMALY_MKL_VENDOR_CHECK"]
@@ -307,7 +298,10 @@ mod tests {
     #[test]
     fn help_and_roff_render_each_variable_once() {
         let help = help_text("dinomaly-metrics");
-        assert!(help.starts_with(&format!("Environment ({}):\n  DINOMALY_NO_CUDA\n          switch; on: do not load", squeeze(SWITCH_RULE))));
+        assert!(help.starts_with(&format!(
+            "Environment ({}):\n  DINOMALY_NO_CUDA\n          switch; on: do not load",
+            squeeze(SWITCH_RULE)
+        )));
         assert!(!help.contains("  reuse"), "continuation spaces squeezed: {help}");
         let roff = roff_section("dinomaly-train");
         assert_eq!(roff.matches(".TP\n").count(), vars_for("dinomaly-train").len());

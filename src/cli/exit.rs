@@ -41,11 +41,7 @@ where
         Ok(m) => m,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     let args = match A::from_arg_matches(&matches) {
@@ -90,11 +86,9 @@ pub fn one_line(err: &anyhow::Error) -> String {
 /// True when a broken pipe is anywhere in the chain.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
-            match cause.downcast_ref::<crate::Error>() {
-                Some(crate::Error::Io { source, .. }) => Some(source),
-                _ => None,
-            }
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| match cause.downcast_ref::<crate::Error>() {
+            Some(crate::Error::Io { source, .. }) => Some(source),
+            _ => None,
         });
         io.is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
     })

@@ -58,9 +58,9 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
             clap_complete::generate(shell, &mut command, name, out);
             Ok(())
         }
-        other => Err(format!(
-            "{name}: --generate takes man, complete-bash, complete-zsh or complete-fish, not '{other}'"
-        )),
+        other => {
+            Err(format!("{name}: --generate takes man, complete-bash, complete-zsh or complete-fish, not '{other}'"))
+        }
     }
 }
 
@@ -167,11 +167,8 @@ fn examples_section(tool: &str) -> String {
 
 /// The SEE ALSO section: the suite's other tools.
 fn see_also_section(tool: &str) -> String {
-    let others: Vec<String> = TOOLS
-        .iter()
-        .filter(|t| **t != tool)
-        .map(|t| format!(".BR {} (1)", roff_escape(t)))
-        .collect();
+    let others: Vec<String> =
+        TOOLS.iter().filter(|t| **t != tool).map(|t| format!(".BR {} (1)", roff_escape(t))).collect();
     format!(".SH \"SEE ALSO\"\n{}\n", others.join(",\n"))
 }
 

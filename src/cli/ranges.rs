@@ -50,10 +50,8 @@ pub const FRACTION: Interval = Interval::new(Bound::Inclusive(0.0), Bound::Inclu
 pub const FRACTION_ABOVE_ZERO: Interval = Interval::new(Bound::Exclusive(0.0), Bound::Inclusive(1.0));
 /// A multiple > 1, or 0 for off (`--spike-factor`: a factor <= 1 would
 /// skip about every other step).
-pub const FACTOR_OR_OFF: Interval = Interval {
-    off: Some((0.0, "0 (off)")),
-    ..Interval::new(Bound::Exclusive(1.0), Bound::Unbounded)
-};
+pub const FACTOR_OR_OFF: Interval =
+    Interval { off: Some((0.0, "0 (off)")), ..Interval::new(Bound::Exclusive(1.0), Bound::Unbounded) };
 
 impl Interval {
     const fn new(low: Bound, high: Bound) -> Self {
@@ -113,10 +111,7 @@ impl Interval {
     /// and what to use instead (without the flag's name).
     pub fn parse(&self, text: &str) -> Result<f64, String> {
         let use_ = self.describe();
-        let v: f64 = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{text}' is not a number: use {use_}"))?;
+        let v: f64 = text.trim().parse().map_err(|_| format!("'{text}' is not a number: use {use_}"))?;
         if !v.is_finite() {
             return Err(format!("{text} is not a finite number: use {use_}"));
         }
@@ -145,9 +140,7 @@ fn refused(cmd: &clap::Command, arg: Option<&clap::Arg>, reason: &str) -> clap::
 
 /// The text of a value, refusing what is not UTF-8.
 fn text<'a>(cmd: &clap::Command, arg: Option<&clap::Arg>, value: &'a OsStr) -> Result<&'a str, clap::Error> {
-    value
-        .to_str()
-        .ok_or_else(|| refused(cmd, arg, &format!("{} is not a number", value.to_string_lossy())))
+    value.to_str().ok_or_else(|| refused(cmd, arg, &format!("{} is not a number", value.to_string_lossy())))
 }
 
 impl TypedValueParser for Interval {
@@ -199,7 +192,11 @@ impl<T: TryFrom<u64>> AtLeast<T> {
         let v: u64 = match trimmed.parse::<u64>() {
             Ok(v) => v,
             // A negative whole number is a number out of range, not junk.
-            Err(_) if trimmed.strip_prefix('-').is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) => {
+            Err(_)
+                if trimmed
+                    .strip_prefix('-')
+                    .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit())) =>
+            {
                 return Err(format!("{text} is out of range: use {use_}"))
             }
             Err(_) => return Err(format!("'{text}' is not a whole number: use {use_}")),
@@ -230,10 +227,7 @@ mod tests {
     fn intervals_refuse_non_finite_and_out_of_range_values() {
         assert_eq!(FRACTION_BELOW_ONE.parse("0"), Ok(0.0));
         assert_eq!(FRACTION_BELOW_ONE.parse("0.999"), Ok(0.999));
-        assert_eq!(
-            FRACTION_BELOW_ONE.parse("1.5"),
-            Err("1.5 is out of range: use a number in [0, 1)".to_string())
-        );
+        assert_eq!(FRACTION_BELOW_ONE.parse("1.5"), Err("1.5 is out of range: use a number in [0, 1)".to_string()));
         assert_eq!(FRACTION_BELOW_ONE.parse("1"), Err("1 is out of range: use a number in [0, 1)".to_string()));
         assert_eq!(FRACTION.parse("1"), Ok(1.0));
         assert!(FRACTION_ABOVE_ZERO.parse("0").is_err());
@@ -257,10 +251,7 @@ mod tests {
         assert_eq!(FACTOR_OR_OFF.parse("0"), Ok(0.0));
         assert_eq!(FACTOR_OR_OFF.parse("5"), Ok(5.0));
         assert_eq!(FACTOR_OR_OFF.parse("1.01"), Ok(1.01));
-        assert_eq!(
-            FACTOR_OR_OFF.parse("0.5"),
-            Err("0.5 is out of range: use 0 (off) or a number > 1".to_string())
-        );
+        assert_eq!(FACTOR_OR_OFF.parse("0.5"), Err("0.5 is out of range: use 0 (off) or a number > 1".to_string()));
         assert!(FACTOR_OR_OFF.parse("1").is_err());
         assert!(FACTOR_OR_OFF.parse("-1").is_err());
     }
@@ -268,14 +259,8 @@ mod tests {
     #[test]
     fn whole_numbers_have_a_minimum_and_the_type_s_maximum() {
         assert_eq!(at_least::<usize>(1).parse("1"), Ok(1));
-        assert_eq!(
-            at_least::<usize>(1).parse("0"),
-            Err("0 is out of range: use a whole number >= 1".to_string())
-        );
-        assert_eq!(
-            at_least::<u64>(1).parse("-3"),
-            Err("-3 is out of range: use a whole number >= 1".to_string())
-        );
+        assert_eq!(at_least::<usize>(1).parse("0"), Err("0 is out of range: use a whole number >= 1".to_string()));
+        assert_eq!(at_least::<u64>(1).parse("-3"), Err("-3 is out of range: use a whole number >= 1".to_string()));
         assert_eq!(
             at_least::<u64>(0).parse("2.5"),
             Err("'2.5' is not a whole number: use a whole number >= 0".to_string())

@@ -55,8 +55,9 @@ fn spool_stdin(what: &str) -> anyhow::Result<std::fs::File> {
         bail!("-: stdin is a terminal: pipe {what} in (e.g. dinomaly-extract ... -o - | ...) or give a file");
     }
     let tmp = std::env::temp_dir();
-    let mut file = tempfile::tempfile_in(&tmp)
-        .with_context(|| format!("stdin: cannot create a temporary file in {} ($TMPDIR) to hold {what}", tmp.display()))?;
+    let mut file = tempfile::tempfile_in(&tmp).with_context(|| {
+        format!("stdin: cannot create a temporary file in {} ($TMPDIR) to hold {what}", tmp.display())
+    })?;
     io::copy(&mut stdin.lock(), &mut file)
         .with_context(|| format!("stdin: cannot copy {what} to a temporary file in {} ($TMPDIR)", tmp.display()))?;
     Ok(file)

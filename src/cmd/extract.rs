@@ -84,7 +84,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet.quiet;
     // Everything that can fail fast fails before the encoder is loaded.
     let to_stdout = stdio::is_dash(&args.output);
-    stdio::refuse_dash(&[("--weights", args.encoder.weights.as_deref(), "encoder weights are read from a file or folder")])?;
+    stdio::refuse_dash(&[(
+        "--weights",
+        args.encoder.weights.as_deref(),
+        "encoder weights are read from a file or folder",
+    )])?;
     if to_stdout {
         stdio::binary_stdout("-o", "the feature store")?;
     } else {
@@ -102,7 +106,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (false, StoredGroups::Loose) => GroupPreset::Loose,
         (false, StoredGroups::Single) => GroupPreset::Single,
     };
-    let extractor = Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, args.dtype, device)?;
+    let extractor =
+        Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, args.dtype, device)?;
     let (crop_h, crop_w) = prep.crop();
     let groups = extractor.meta().groups.len();
     let mut writer = if to_stdout {
@@ -149,13 +154,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
-    let written = writer
-        .finish()
-        .with_context(|| format!("{total} samples, {skipped} skipped"))?;
+    let written = writer.finish().with_context(|| format!("{total} samples, {skipped} skipped"))?;
     progress::note(
         quiet,
         TOOL,
-        &format!("wrote {} images to {}{}", written, shown, if skipped > 0 { format!(" ({skipped} skipped)") } else { String::new() }),
+        &format!(
+            "wrote {} images to {}{}",
+            written,
+            shown,
+            if skipped > 0 { format!(" ({skipped} skipped)") } else { String::new() }
+        ),
     );
     Ok(ExitCode::SUCCESS)
 }

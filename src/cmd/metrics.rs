@@ -140,8 +140,8 @@ fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<MapGeometry>
                     source_name: source.to_string(),
                     line: job.line,
                     reason: format!(
-                        "its map_geometry {g:?} differs from line {line}'s {first:?}: score one model's outputs at a time"
-                    ),
+                    "its map_geometry {g:?} differs from line {line}'s {first:?}: score one model's outputs at a time"
+                ),
                 })
             }
             Some(_) => {}
@@ -173,10 +173,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (source, reader): (String, Box<dyn Read>) = match args.input.as_deref() {
         None => ("stdin".to_string(), Box::new(std::io::stdin())),
         Some(p) if p == Path::new("-") => ("stdin".to_string(), Box::new(std::io::stdin())),
-        Some(p) => (
-            p.display().to_string(),
-            Box::new(std::fs::File::open(p).map_err(|e| Error::io(p, e))?),
-        ),
+        Some(p) => (p.display().to_string(), Box::new(std::fs::File::open(p).map_err(|e| Error::io(p, e))?)),
     };
     let (classes, jobs, failed) = read_jobs(BufReader::new(reader), &source, args.image_only, args.quiet.quiet)?;
     if jobs.is_empty() {
@@ -198,14 +195,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.image_only {
         let geometry = mask_geometry(&args, &jobs, &source)?;
         let prep = Preprocess::new(geometry.resize, geometry.crop, ResizeBackend::Pil)?;
-        map_size = Some(reduce_pixels(&jobs, &mut inputs, &prep, args.mask_threshold as f32, &source, args.quiet.quiet)?);
+        map_size =
+            Some(reduce_pixels(&jobs, &mut inputs, &prep, args.mask_threshold as f32, &source, args.quiet.quiet)?);
         used_geometry = Some(geometry);
     }
     let opts = Options {
-        pixel: PixelOptions {
-            fpr_limit: args.fpr_limit,
-            ..PixelOptions::default()
-        },
+        pixel: PixelOptions { fpr_limit: args.fpr_limit, ..PixelOptions::default() },
         target_fpr: args.target_fpr,
         plots: args.plots.is_some(),
     };
@@ -244,7 +239,12 @@ struct FailedLine {
 /// the jobs, and per class the images that failed to score (lines with an
 /// "error" field, each image once, none that a scored line also has: a
 /// retry that worked).
-fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) -> Result<(Vec<String>, Vec<Job>, Vec<usize>)> {
+fn read_jobs(
+    reader: impl BufRead,
+    source: &str,
+    image_only: bool,
+    quiet: bool,
+) -> Result<(Vec<String>, Vec<Job>, Vec<usize>)> {
     let mut classes: Vec<String> = Vec::new();
     let mut jobs = Vec::new();
     let mut failed_lines: Vec<FailedLine> = Vec::new();
@@ -252,11 +252,7 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
     let mut classless = 0usize;
     for line in crate::data::record::lines(reader, source) {
         let (line_no, line) = line?;
-        let bad = |reason: String| Error::Record {
-            source_name: source.to_string(),
-            line: line_no,
-            reason,
-        };
+        let bad = |reason: String| Error::Record { source_name: source.to_string(), line: line_no, reason };
         let Some(sample) = parse_line(&line, source, line_no)? else {
             continue;
         };
@@ -277,9 +273,8 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
             continue;
         }
         scored_images.insert(sample.image.to_string_lossy().into_owned());
-        let label = sample
-            .label
-            .ok_or_else(|| bad("the record has no \"label\" (0 normal, 1 anomalous)".to_string()))?;
+        let label =
+            sample.label.ok_or_else(|| bad("the record has no \"label\" (0 normal, 1 anomalous)".to_string()))?;
         let score = match sample.extra.get("score") {
             Some(Value::Number(n)) => n.as_f64().filter(|s| s.is_finite()),
             _ => None,
@@ -288,14 +283,9 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
         let map = if image_only {
             None
         } else {
-            let map = sample
-                .extra
-                .get("map")
-                .and_then(Value::as_str)
-                .filter(|m| !m.is_empty())
-                .ok_or_else(|| {
-                    bad("the record has no \"map\" path (score with --maps-dir, or use --image-only)".to_string())
-                })?;
+            let map = sample.extra.get("map").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| {
+                bad("the record has no \"map\" path (score with --maps-dir, or use --image-only)".to_string())
+            })?;
             if label == 1 && sample.mask.is_none() {
                 return Err(bad(
                     "an anomalous image without a \"mask\": pixel metrics need its ground truth (or use --image-only)"
@@ -326,7 +316,9 @@ fn read_jobs(reader: impl BufRead, source: &str, image_only: bool, quiet: bool) 
         });
     }
     if classless > 0 && classes.iter().any(|c| c != DEFAULT_CLASS) && !quiet {
-        eprintln!("{TOOL}: warning: {classless} record(s) without \"class\" are evaluated as the class '{DEFAULT_CLASS}'");
+        eprintln!(
+            "{TOOL}: warning: {classless} record(s) without \"class\" are evaluated as the class '{DEFAULT_CLASS}'"
+        );
     }
     // Failed images count in their class, a class of failed images only
     // included: a mean over the classes that scored would hide it.
@@ -374,10 +366,8 @@ fn reduce_pixels(
     // Chunks bound the memory of maps in flight (~64 decoded maps).
     const CHUNK: usize = 64;
     for chunk in jobs.chunks(CHUNK) {
-        let reduced: Vec<Result<ReducedImage>> = chunk
-            .par_iter()
-            .map(|job| load_and_reduce(job, size, prep, mask_threshold, source))
-            .collect();
+        let reduced: Vec<Result<ReducedImage>> =
+            chunk.par_iter().map(|job| load_and_reduce(job, size, prep, mask_threshold, source)).collect();
         for (job, r) in chunk.iter().zip(reduced) {
             let img = r?;
             let set = inputs[job.class].pixels.as_mut().ok_or_else(|| Error::config("pixel set missing"))?;
@@ -400,11 +390,7 @@ fn load_and_reduce(
     mask_threshold: f32,
     source: &str,
 ) -> Result<ReducedImage> {
-    let at_line = |e: Error| Error::Record {
-        source_name: source.to_string(),
-        line: job.line,
-        reason: e.to_string(),
-    };
+    let at_line = |e: Error| Error::Record { source_name: source.to_string(), line: job.line, reason: e.to_string() };
     let map_path = job.map.as_deref().unwrap_or(Path::new(""));
     let map = npy::read_f32_2d(map_path).map_err(at_line)?;
     if (map.rows, map.cols) != size {
@@ -417,11 +403,7 @@ fn load_and_reduce(
         )));
     }
     let gt: Vec<bool> = match &job.mask {
-        Some(mask) => load_mask(mask, prep, size)
-            .map_err(at_line)?
-            .into_iter()
-            .map(|v| v > mask_threshold)
-            .collect(),
+        Some(mask) => load_mask(mask, prep, size).map_err(at_line)?.into_iter().map(|v| v > mask_threshold).collect(),
         None => vec![false; size.0 * size.1],
     };
     pixels::reduce(&map.data, &gt, size.0, size.1).map_err(|reason| Error::Record {
@@ -431,7 +413,11 @@ fn load_and_reduce(
     })
 }
 
-fn settings(args: &Args, map_size: Option<(usize, usize)>, geometry: Option<MapGeometry>) -> serde_json::Map<String, Value> {
+fn settings(
+    args: &Args,
+    map_size: Option<(usize, usize)>,
+    geometry: Option<MapGeometry>,
+) -> serde_json::Map<String, Value> {
     let mut s = serde_json::Map::new();
     s.insert("tool".into(), json!(TOOL));
     s.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
@@ -466,7 +452,8 @@ fn write_plots(report: &Report, dir: &Path, fpr_limit: f64) -> anyhow::Result<()
                 curve,
                 fpr_limit,
             );
-            atomic::write_bytes(&dir.join(format!("{stem}-pro.svg")), svg.as_bytes()).with_context(|| "writing plots")?;
+            atomic::write_bytes(&dir.join(format!("{stem}-pro.svg")), svg.as_bytes())
+                .with_context(|| "writing plots")?;
         }
         let mut roc = Vec::new();
         let mut pr = Vec::new();
@@ -491,7 +478,8 @@ fn write_plots(report: &Report, dir: &Path, fpr_limit: f64) -> anyhow::Result<()
             roc.push(Series { label: roc_label, points: &curve.roc });
             pr.push(Series { label: pr_label, points: &curve.pr });
         }
-        let roc_svg = plot::chart(&format!("{} — ROC", c.name), "false positive rate", "true positive rate", &roc, true);
+        let roc_svg =
+            plot::chart(&format!("{} — ROC", c.name), "false positive rate", "true positive rate", &roc, true);
         let pr_svg = plot::chart(&format!("{} — precision-recall", c.name), "recall", "precision", &pr, false);
         let roc_path = dir.join(format!("{stem}-roc.svg"));
         let pr_path = dir.join(format!("{stem}-pr.svg"));

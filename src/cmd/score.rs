@@ -251,15 +251,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.fail_above.is_some() {
         out = out.keep_going_when_closed();
     }
-    let mut state = Output {
-        out,
-        args: &args,
-        scorer: &scorer,
-        exceeded: false,
-        failed: 0,
-        written: 0,
-        above: Above::default(),
-    };
+    let mut state =
+        Output { out, args: &args, scorer: &scorer, exceeded: false, failed: 0, written: 0, above: Above::default() };
     let bar = progress::bar(inputs.len() as u64, "score", quiet);
     let result = match &store {
         Some(store) => score_store(&mut state, store, inputs, &bar),
@@ -287,11 +280,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         eprintln!("{TOOL}: {}{stopped}", state.above.summary(t, state.written - state.failed));
     }
-    Ok(if state.exceeded {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if state.exceeded { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 struct Output<'a> {
@@ -345,7 +334,12 @@ impl Above {
 impl Output<'_> {
     /// Writes the lines of one batch: `results[i]` is the score and map of
     /// `samples[i]`, or why it failed.
-    fn emit(&mut self, samples: &[Sample], results: Vec<Result<(f32, Vec<f32>), String>>, map_hw: (usize, usize)) -> anyhow::Result<()> {
+    fn emit(
+        &mut self,
+        samples: &[Sample],
+        results: Vec<Result<(f32, Vec<f32>), String>>,
+        map_hw: (usize, usize),
+    ) -> anyhow::Result<()> {
         for (sample, result) in samples.iter().zip(results) {
             if self.out.closed() && self.exceeded {
                 // Nobody reads stdout and --fail-above's outcome is known.
@@ -365,7 +359,8 @@ impl Output<'_> {
                         // What dinomaly-metrics needs to bring masks to the
                         // map (it covers the centre crop of the resized image).
                         let prep = self.scorer.preprocess();
-                        let geometry = crate::score::map_geometry::MapGeometry { resize: prep.resize(), crop: prep.crop() };
+                        let geometry =
+                            crate::score::map_geometry::MapGeometry { resize: prep.resize(), crop: prep.crop() };
                         record.insert("map_geometry".into(), geometry.to_json());
                     }
                     record.insert("score".into(), json!(score));
@@ -397,7 +392,11 @@ impl Output<'_> {
 /// batches are for decoding and output; the scorer makes each image's
 /// result independent of its batch (one at a time on the CPU, a fixed
 /// batch shape elsewhere), so shards and reruns give the same bytes.
-fn score_images(state: &mut Output, inputs: Vec<(Sample, Option<usize>)>, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+fn score_images(
+    state: &mut Output,
+    inputs: Vec<(Sample, Option<usize>)>,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
     let prep = state.scorer.preprocess();
     let samples: Vec<Sample> = inputs.into_iter().map(|(s, _)| s).collect();
     let batches = decode_in_background(samples, state.args.batch, 2, move |s| load_image(&s.image, &prep));
@@ -415,7 +414,11 @@ fn score_images(state: &mut Output, inputs: Vec<(Sample, Option<usize>)>, bar: &
         if !good.is_empty() {
             let device = state.scorer.device();
             let stacked = Tensor::f_stack(
-                &good.iter().map(|&i| batch.images[i].as_ref().map(|t| t.shallow_clone())).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!("{e}"))?,
+                &good
+                    .iter()
+                    .map(|&i| batch.images[i].as_ref().map(|t| t.shallow_clone()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
                 0,
             )
             .and_then(|t| t.f_to_device(device))
@@ -434,7 +437,12 @@ fn score_images(state: &mut Output, inputs: Vec<(Sample, Option<usize>)>, bar: &
 }
 
 /// Scores feature-store rows in batches.
-fn score_store(state: &mut Output, store: &FeatureStore, inputs: Vec<(Sample, Option<usize>)>, bar: &indicatif::ProgressBar) -> anyhow::Result<()> {
+fn score_store(
+    state: &mut Output,
+    store: &FeatureStore,
+    inputs: Vec<(Sample, Option<usize>)>,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
     for chunk in inputs.chunks(state.args.batch) {
         let rows: Vec<usize> = chunk.iter().filter_map(|(_, r)| *r).collect();
         let batch = store.batch(&rows, Kind::Float, state.scorer.device())?;
@@ -478,12 +486,7 @@ pub fn map_stem(image: &Path, class: Option<&str>) -> String {
     let text = image.to_string_lossy();
     let digest = sha2::Sha256::digest(text.as_bytes());
     let hash: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    let parts: Vec<String> = image
-        .iter()
-        .rev()
-        .take(3)
-        .map(|c| safe(&c.to_string_lossy()))
-        .collect();
+    let parts: Vec<String> = image.iter().rev().take(3).map(|c| safe(&c.to_string_lossy())).collect();
     let mut parts: Vec<String> = parts.into_iter().rev().collect();
     if let Some(last) = parts.last_mut() {
         if let Some(stem) = Path::new(&image.file_name().unwrap_or_default()).file_stem() {
@@ -499,16 +502,7 @@ pub fn map_stem(image: &Path, class: Option<&str>) -> String {
 fn write_overlay(scorer: &Scorer, image: &Path, dest: &Path, map: &[f32], hw: (usize, usize)) -> anyhow::Result<()> {
     let rgb = crate::data::decode::load_rgb(image)?;
     let visible = scorer.preprocess().visible_crop(&rgb);
-    overlay::write_overlay(
-        dest,
-        &visible,
-        MapView {
-            values: map,
-            height: hw.0,
-            width: hw.1,
-        },
-        &Overlay::default(),
-    )?;
+    overlay::write_overlay(dest, &visible, MapView { values: map, height: hw.0, width: hw.1 }, &Overlay::default())?;
     Ok(())
 }
 
@@ -542,8 +536,8 @@ fn done_images(path: &Path) -> anyhow::Result<DoneImages> {
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1))?;
+        let value: Value =
+            serde_json::from_str(&line).with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1))?;
         let Some(image) = value.get("image").and_then(Value::as_str) else {
             continue;
         };

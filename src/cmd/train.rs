@@ -16,12 +16,14 @@ use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, Precision, QuietArgs, SampleSource};
 use crate::cli::progress;
 use crate::cli::ranges;
+use crate::io::checkpoint::ModelMeta;
 use crate::io::features::{FeatureMeta, FeatureStore, StoreDtype};
-use crate::model::{AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine};
+use crate::model::{
+    AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine,
+};
+use crate::train::log::{Continued, TrainLog};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
-use crate::io::checkpoint::ModelMeta;
-use crate::train::log::{Continued, TrainLog};
 use crate::train::trainer::{state_path, Best, StoreInput, Trainer};
 use crate::train::validate::{ValMetric, Validator};
 
@@ -332,9 +334,7 @@ impl Args {
             Preset::Separated => (Mode::Separated, 5_000, 0.2, 1e-8),
         };
         let mode = self.mode.unwrap_or(mode);
-        let eps = self
-            .eps
-            .unwrap_or(if mode == Mode::Separated { 1e-8 } else { eps });
+        let eps = self.eps.unwrap_or(if mode == Mode::Separated { 1e-8 } else { eps });
         let iterations = self.iterations.unwrap_or(iterations);
         let plan = Plan {
             mode,
@@ -424,33 +424,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     let mut source = match (&store, samples) {
-        (Some(store), _) => BatchSource::Store {
-            store,
-            // Hold the store in device memory when on a GPU and it fits
-            // (N x G x T x D x 2 or 4 bytes: in its own dtype, so that an
-            // f32 store is not rounded to f16); when the allocation fails,
-            // batches are read from the memory-mapped file instead.
-            held: match device {
-                tch::Device::Cuda(_) => match held_copy(store, device) {
-                    Ok(all) => Some(all),
-                    Err(e) => {
-                        progress::note(quiet, TOOL, &format!("the feature store does not fit in GPU memory ({e}); reading batches from the file"));
-                        None
+        (Some(store), _) => {
+            BatchSource::Store {
+                store,
+                // Hold the store in device memory when on a GPU and it fits
+                // (N x G x T x D x 2 or 4 bytes: in its own dtype, so that an
+                // f32 store is not rounded to f16); when the allocation fails,
+                // batches are read from the memory-mapped file instead.
+                held: match device {
+                    tch::Device::Cuda(_) => {
+                        match held_copy(store, device) {
+                            Ok(all) => Some(all),
+                            Err(e) => {
+                                progress::note(quiet, TOOL, &format!("the feature store does not fit in GPU memory ({e}); reading batches from the file"));
+                                None
+                            }
+                        }
                     }
+                    _ => None,
                 },
-                _ => None,
-            },
-        },
+            }
+        }
         (None, samples) => BatchSource::Images(image_source(&args, samples.unwrap_or_default(), device)?),
     };
     let from = source_name(&args);
-    progress::note(quiet, TOOL, &format!("training on {} from {from} ({} images)", crate::device::describe(device), source.records().len()));
+    progress::note(
+        quiet,
+        TOOL,
+        &format!("training on {} from {from} ({} images)", crate::device::describe(device), source.records().len()),
+    );
 
     let records = source.records();
     let classes: Vec<String> = records.iter().map(|r| r.class_name().to_string()).collect();
-    let selected: Vec<usize> = (0..records.len())
-        .filter(|&i| args.classes.is_empty() || args.classes.contains(&classes[i]))
-        .collect();
+    let selected: Vec<usize> =
+        (0..records.len()).filter(|&i| args.classes.is_empty() || args.classes.contains(&classes[i])).collect();
     for wanted in &args.classes {
         if !classes.contains(wanted) {
             bail!("class '{wanted}' is not in {from}");
@@ -476,12 +483,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut jobs = Vec::with_capacity(groups.len());
     for (class, rows) in groups {
         let row_classes: Vec<String> = rows.iter().map(|&r| classes[r].clone()).collect();
-        let sampler = BatchSampler::new(rows.clone(), &row_classes, args.batch, args.seed, args.sampling).with_context(|| match &class {
-            Some(c) => format!("class '{c}'"),
-            None => from.clone(),
-        })?;
+        let sampler = BatchSampler::new(rows.clone(), &row_classes, args.batch, args.seed, args.sampling)
+            .with_context(|| match &class {
+                Some(c) => format!("class '{c}'"),
+                None => from.clone(),
+            })?;
         let output = match (&class, plan.mode) {
-            (Some(c), Mode::Separated) => args.output.join(format!("{}.safetensors", if c.is_empty() { "unnamed" } else { c })),
+            (Some(c), Mode::Separated) => {
+                args.output.join(format!("{}.safetensors", if c.is_empty() { "unnamed" } else { c }))
+            }
             _ => args.output.clone(),
         };
         let job_classes = classes_of(&rows);
@@ -490,7 +500,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let validator = match &args.val {
         Some(path) => {
             let trained = classes_of(&selected);
-            let validator = Validator::open(path, source.meta(), &trained, device).with_context(|| format!("--val {}", path.display()))?;
+            let validator = Validator::open(path, source.meta(), &trained, device)
+                .with_context(|| format!("--val {}", path.display()))?;
             check_validation(&args, &jobs, &validator)?;
             Some(validator)
         }
@@ -521,7 +532,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Mode::Unified => format!("the checkpoint {} is complete", args.output.display()),
                 Mode::Separated => format!("the checkpoints in {} are complete", args.output.display()),
             };
-            bail!("--log {}: nothing logged from {} on ({}); {written}", log.path().display(), failure.at, failure.error);
+            bail!(
+                "--log {}: nothing logged from {} on ({}); {written}",
+                log.path().display(),
+                failure.at,
+                failure.error
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -548,7 +564,11 @@ fn check_validation(args: &Args, jobs: &[Job], validator: &Validator) -> anyhow:
         }
         if args.keep_best != Some(ValMetric::IAuroc) {
             for reason in validator.undefined(&job.classes, ValMetric::IAuroc) {
-                progress::note(args.quiet.quiet, TOOL, &format!("validation of {} on {path}: {reason}; its mean I-AUROC is n/a", job.whose()));
+                progress::note(
+                    args.quiet.quiet,
+                    TOOL,
+                    &format!("validation of {} on {path}: {reason}; its mean I-AUROC is n/a", job.whose()),
+                );
             }
         }
     }
@@ -595,7 +615,11 @@ fn image_samples(args: &Args) -> anyhow::Result<Vec<crate::data::record::Sample>
 /// Opens the encoder for --images and checks every image once: an
 /// unreadable one stops the run (naming it) or, with --on-error skip, is
 /// left out as dinomaly-extract leaves it out.
-fn image_source(args: &Args, mut samples: Vec<crate::data::record::Sample>, device: tch::Device) -> anyhow::Result<ImageSource> {
+fn image_source(
+    args: &Args,
+    mut samples: Vec<crate::data::record::Sample>,
+    device: tch::Device,
+) -> anyhow::Result<ImageSource> {
     let quiet = args.quiet.quiet;
     let prep = args.encoder.preprocess()?;
     let maps = match args.groups {
@@ -603,7 +627,8 @@ fn image_source(args: &Args, mut samples: Vec<crate::data::record::Sample>, devi
         Groups::Strict => GroupPreset::Strict,
         Groups::Single => GroupPreset::Single,
     };
-    let extractor = Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
+    let extractor =
+        Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
     progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
     let mut bad = unreadable(&samples, &prep);
     if !bad.is_empty() {
@@ -663,15 +688,12 @@ fn train_one(
         precision: args.precision,
         grad_checkpointing: args.grad_checkpointing,
     };
-    let opt_cfg = StableAdamWConfig {
-        eps: plan.eps,
-        weight_decay: args.weight_decay,
-        ..StableAdamWConfig::unified()
-    };
+    let opt_cfg = StableAdamWConfig { eps: plan.eps, weight_decay: args.weight_decay, ..StableAdamWConfig::unified() };
     let spike = (args.spike_factor > 0.0).then_some(args.spike_factor);
     let mut trainer = Trainer::new(cfg, opt_cfg, settings, input, args.seed, spike, device)?;
     let shaping = shaping_settings(args, plan, job);
-    let val_store = args.val.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string());
+    let val_store =
+        args.val.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string());
     // With --keep-best the output holds the best weights only; the saves
     // that a killed run resumes from go beside it.
     let periodic = match args.keep_best {
@@ -694,7 +716,10 @@ fn train_one(
             Continued::Kept { kept, .. } if kept < done => progress::note(
                 quiet,
                 TOOL,
-                &format!("{} holds {kept} of the {done} iterations before the resume point; the resumed run's lines follow", path.display()),
+                &format!(
+                    "{} holds {kept} of the {done} iterations before the resume point; the resumed run's lines follow",
+                    path.display()
+                ),
             ),
             Continued::Missing => progress::note(
                 quiet,
@@ -782,7 +807,11 @@ fn train_one(
                             progress.since_best += 1;
                             if args.patience.is_some_and(|p| progress.since_best >= p) {
                                 let since = progress.since_best;
-                                bar.suspend(|| eprintln!("{TOOL}: no improvement in {since} validations: stopping at iteration {done}"));
+                                bar.suspend(|| {
+                                    eprintln!(
+                                        "{TOOL}: no improvement in {since} validations: stopping at iteration {done}"
+                                    )
+                                });
                                 stop = true;
                             }
                         }
@@ -824,7 +853,9 @@ fn train_one(
         (keep_best, _) => {
             trainer.save(output, meta, training_meta(&trainer), args.save_every.is_some())?;
             let why = match keep_best {
-                Some(metric) => format!("; no validation gave a defined {}, so these are the last weights", metric.label()),
+                Some(metric) => {
+                    format!("; no validation gave a defined {}, so these are the last weights", metric.label())
+                }
                 None => String::new(),
             };
             progress::note(
@@ -838,7 +869,12 @@ fn train_one(
 }
 
 /// Writes a line to the log, if there is one, showing its first failure.
-fn log_line(log: &mut Option<TrainLog>, line: &serde_json::Value, at: impl FnOnce() -> String, bar: &indicatif::ProgressBar) {
+fn log_line(
+    log: &mut Option<TrainLog>,
+    line: &serde_json::Value,
+    at: impl FnOnce() -> String,
+    bar: &indicatif::ProgressBar,
+) {
     if let Some(warning) = log.as_mut().and_then(|l| l.write(line, at)) {
         // Always shown: the run will end with an error because of it.
         bar.suspend(|| eprintln!("{TOOL}: warning: {warning}"));
@@ -971,10 +1007,7 @@ struct RunRecord {
 
 impl RunRecord {
     fn fresh(args: &Args) -> Self {
-        RunRecord {
-            compute: vec![compute_entry(args, 0)],
-            resumed_at: Vec::new(),
-        }
+        RunRecord { compute: vec![compute_entry(args, 0)], resumed_at: Vec::new() }
     }
 
     /// The value of `key` when every stretch used the same, else "mixed"
@@ -1018,10 +1051,10 @@ fn resume_from(
     let mut changed = changed_settings(&recorded.training, shaping);
     changed.extend(changed_model(&recorded.model, &ModelMeta::from_config(trainer.model().config())));
     if recorded.encoder.dtype != meta.dtype {
-        changed.push(format!(
-            "{:?} training features (the checkpoint's: {:?})",
-            meta.dtype, recorded.encoder.dtype
-        ).to_lowercase());
+        changed.push(
+            format!("{:?} training features (the checkpoint's: {:?})", meta.dtype, recorded.encoder.dtype)
+                .to_lowercase(),
+        );
     }
     if !changed.is_empty() {
         bail!(
@@ -1043,11 +1076,19 @@ fn resume_from(
     match (&progress.best, args.keep_best) {
         (Some(best), Some(metric)) => {
             if best.metric != metric.name() {
-                bail!("--keep-best {}: the run being resumed keeps its best checkpoint by {}", metric.name(), best.metric);
+                bail!(
+                    "--keep-best {}: the run being resumed keeps its best checkpoint by {}",
+                    metric.name(),
+                    best.metric
+                );
             }
             let was_val = recorded.training["val"].as_str();
             if was_val.is_some() && was_val != val_store {
-                bail!("--val {}: the run being resumed validated on {}", val_store.unwrap_or("-"), was_val.unwrap_or("-"));
+                bail!(
+                    "--val {}: the run being resumed validated on {}",
+                    val_store.unwrap_or("-"),
+                    was_val.unwrap_or("-")
+                );
             }
             let kept = crate::io::checkpoint::read_meta(output).ok().map(|m| m.training["best"].clone());
             let holds_best = kept.as_ref().is_some_and(|b| b["iteration"].as_u64() == Some(best.iteration));
@@ -1065,7 +1106,11 @@ fn resume_from(
             progress::note(
                 quiet,
                 TOOL,
-                &format!("the resumed run kept its best checkpoint by {}; without --keep-best, the last weights go to {}", best.metric, output.display()),
+                &format!(
+                    "the resumed run kept its best checkpoint by {}; without --keep-best, the last weights go to {}",
+                    best.metric,
+                    output.display()
+                ),
             );
             progress.best = None;
             progress.since_best = 0;
@@ -1086,14 +1131,21 @@ fn resume_from(
         progress::note(
             quiet,
             TOOL,
-            &format!("the checkpoint was trained with --precision {}; continuing with --precision {} (recorded)", show_setting(&was["precision"]), show_setting(&now["precision"])),
+            &format!(
+                "the checkpoint was trained with --precision {}; continuing with --precision {} (recorded)",
+                show_setting(&was["precision"]),
+                show_setting(&now["precision"])
+            ),
         );
     }
     if was["grad_checkpointing"] != now["grad_checkpointing"] {
         progress::note(
             quiet,
             TOOL,
-            &format!("--grad-checkpointing is now {}: same gradients, different memory and speed (recorded)", onoff(args.grad_checkpointing)),
+            &format!(
+                "--grad-checkpointing is now {}: same gradients, different memory and speed (recorded)",
+                onoff(args.grad_checkpointing)
+            ),
         );
     }
     if was["precision"] != now["precision"] || was["grad_checkpointing"] != now["grad_checkpointing"] {
@@ -1115,7 +1167,11 @@ fn precision_name(p: Precision) -> &'static str {
 }
 
 fn onoff(b: bool) -> &'static str {
-    if b { "on" } else { "off" }
+    if b {
+        "on"
+    } else {
+        "off"
+    }
 }
 
 #[cfg(test)]

@@ -122,9 +122,7 @@ pub const REALIAD_CLASSES: [&str; 30] = [
 ];
 
 /// torchvision's `IMG_EXTENSIONS` (compared lowercased, as `ImageFolder`).
-const IMAGE_EXTENSIONS: [&str; 9] = [
-    "jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp",
-];
+const IMAGE_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp"];
 
 /// The test-image patterns of `MVTecDataset` (glob, case-sensitive).
 const MVTEC_TEST_EXTENSIONS: [&str; 3] = ["png", "JPG", "bmp"];
@@ -145,11 +143,7 @@ pub fn list(root: &Path, layout: Layout, split: Split, classes: &[String]) -> Re
                 // The official scripts point at `<save folder>/1cls`; accept
                 // the save folder itself too.
                 let one_cls = root.join("1cls");
-                let tree = if one_cls.is_dir() {
-                    one_cls
-                } else {
-                    root.to_path_buf()
-                };
+                let tree = if one_cls.is_dir() { one_cls } else { root.to_path_buf() };
                 list_mvtec_tree(&tree, split, classes, &VISA_CLASSES)
             }
         }
@@ -159,10 +153,7 @@ pub fn list(root: &Path, layout: Layout, split: Split, classes: &[String]) -> Re
 }
 
 fn not_found(path: &Path, what: &str) -> Error {
-    Error::io(
-        path,
-        std::io::Error::new(std::io::ErrorKind::NotFound, format!("no such {what}")),
-    )
+    Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, format!("no such {what}")))
 }
 
 /// Names of the non-hidden entries of `dir` that satisfy `keep`, sorted.
@@ -232,45 +223,25 @@ fn image_folder(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// The classes to read: `wanted` in its order, each checked against
 /// `found`; or every found class, in the official order when the dataset
 /// has one (`official`), unknown ones after it, sorted.
-fn choose_classes(
-    found: &[String],
-    wanted: &[String],
-    official: &[&str],
-    root: &Path,
-) -> Result<Vec<String>> {
+fn choose_classes(found: &[String], wanted: &[String], official: &[&str], root: &Path) -> Result<Vec<String>> {
     if !wanted.is_empty() {
         for w in wanted {
             if !found.contains(w) {
                 return Err(Error::config(format!(
                     "unknown class '{w}' under {} (found: {})",
                     root.display(),
-                    if found.is_empty() {
-                        "none".to_string()
-                    } else {
-                        found.join(", ")
-                    }
+                    if found.is_empty() { "none".to_string() } else { found.join(", ") }
                 )));
             }
         }
         return Ok(wanted.to_vec());
     }
     if found.is_empty() {
-        return Err(Error::config(format!(
-            "no class folders found under {}",
-            root.display()
-        )));
+        return Err(Error::config(format!("no class folders found under {}", root.display())));
     }
-    let mut out: Vec<String> = official
-        .iter()
-        .filter(|c| found.iter().any(|f| f == *c))
-        .map(|c| c.to_string())
-        .collect();
-    out.extend(
-        found
-            .iter()
-            .filter(|f| !official.contains(&f.as_str()))
-            .cloned(),
-    );
+    let mut out: Vec<String> =
+        official.iter().filter(|c| found.iter().any(|f| f == *c)).map(|c| c.to_string()).collect();
+    out.extend(found.iter().filter(|f| !official.contains(&f.as_str())).cloned());
     Ok(out)
 }
 
@@ -279,15 +250,12 @@ fn sample(image: PathBuf, class: &str, label: u8, mask: Option<PathBuf>, defect:
     s.class = Some(class.to_string());
     s.label = Some(label);
     s.mask = mask;
-    s.extra
-        .insert("defect".to_string(), Value::String(defect.to_string()));
+    s.extra.insert("defect".to_string(), Value::String(defect.to_string()));
     s
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// The official pairing: sorted images with sorted masks, by index. Counts
@@ -314,10 +282,7 @@ fn pair_by_order(images: &[PathBuf], masks: &[PathBuf], mask_dir: &Path) -> Resu
         if !stem(m).starts_with(&stem(i)) {
             return Err(Error::format(
                 m,
-                format!(
-                    "paired in sorted order with {}, but the names do not match",
-                    i.display()
-                ),
+                format!("paired in sorted order with {}, but the names do not match", i.display()),
             ));
         }
     }
@@ -325,15 +290,8 @@ fn pair_by_order(images: &[PathBuf], masks: &[PathBuf], mask_dir: &Path) -> Resu
 }
 
 /// MVTec-AD and the reorganised VisA tree (both read by `MVTecDataset`).
-fn list_mvtec_tree(
-    root: &Path,
-    split: Split,
-    wanted: &[String],
-    official: &[&str],
-) -> Result<Vec<Sample>> {
-    let found = entries(root, |p| {
-        p.join("train").is_dir() || p.join("test").is_dir()
-    })?;
+fn list_mvtec_tree(root: &Path, split: Split, wanted: &[String], official: &[&str]) -> Result<Vec<Sample>> {
+    let found = entries(root, |p| p.join("train").is_dir() || p.join("test").is_dir())?;
     let classes = choose_classes(&found, wanted, official, root)?;
     let mut out = Vec::new();
     for class in &classes {
@@ -357,25 +315,14 @@ fn list_mvtec_tree(
                 for defect in subdirs(&test)? {
                     let images = images_in(&test.join(&defect), &MVTEC_TEST_EXTENSIONS, true)?;
                     if defect == "good" {
-                        out.extend(
-                            images
-                                .into_iter()
-                                .map(|i| sample(i, class, 0, None, &defect)),
-                        );
+                        out.extend(images.into_iter().map(|i| sample(i, class, 0, None, &defect)));
                         continue;
                     }
                     let mask_dir = gt.join(&defect);
                     if !images.is_empty() && !mask_dir.is_dir() {
-                        return Err(not_found(
-                            &mask_dir,
-                            "mask folder for the anomalous test images",
-                        ));
+                        return Err(not_found(&mask_dir, "mask folder for the anomalous test images"));
                     }
-                    let masks = if mask_dir.is_dir() {
-                        images_in(&mask_dir, &["png"], true)?
-                    } else {
-                        Vec::new()
-                    };
+                    let masks = if mask_dir.is_dir() { images_in(&mask_dir, &["png"], true)? } else { Vec::new() };
                     let masks = pair_by_order(&images, &masks, &mask_dir)?;
                     for (i, m) in images.into_iter().zip(masks) {
                         out.push(sample(i, class, 1, Some(m), &defect));
@@ -392,36 +339,18 @@ type CsvRow = (&'static str, PathBuf, Option<PathBuf>);
 
 /// The raw VisA download read through `split_csv/1cls.csv` (columns
 /// object, split, label, image, mask; paths relative to the root).
-fn list_visa_csv(
-    root: &Path,
-    csv_path: &Path,
-    split: Split,
-    wanted: &[String],
-) -> Result<Vec<Sample>> {
+fn list_visa_csv(root: &Path, csv_path: &Path, split: Split, wanted: &[String]) -> Result<Vec<Sample>> {
     let mut reader = csv::Reader::from_path(csv_path).map_err(|e| csv_error(csv_path, 0, e))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| csv_error(csv_path, 1, e))?
-        .clone();
+    let headers = reader.headers().map_err(|e| csv_error(csv_path, 1, e))?.clone();
     let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim() == name)
-            .ok_or_else(|| Error::Record {
-                source_name: csv_path.display().to_string(),
-                line: 1,
-                reason: format!(
-                    "missing column '{name}' (expected object, split, label, image, mask)"
-                ),
-            })
+        headers.iter().position(|h| h.trim() == name).ok_or_else(|| Error::Record {
+            source_name: csv_path.display().to_string(),
+            line: 1,
+            reason: format!("missing column '{name}' (expected object, split, label, image, mask)"),
+        })
     };
-    let (c_obj, c_split, c_label, c_image, c_mask) = (
-        column("object")?,
-        column("split")?,
-        column("label")?,
-        column("image")?,
-        column("mask")?,
-    );
+    let (c_obj, c_split, c_label, c_image, c_mask) =
+        (column("object")?, column("split")?, column("label")?, column("image")?, column("mask")?);
     let split_name = match split {
         Split::Train => "train",
         Split::Test => "test",
@@ -432,11 +361,7 @@ fn list_visa_csv(
         let line = i + 2;
         let row = row.map_err(|e| csv_error(csv_path, line, e))?;
         let field = |c: usize| row.get(c).unwrap_or("").trim().to_string();
-        let rec_err = |reason: String| Error::Record {
-            source_name: csv_path.display().to_string(),
-            line,
-            reason,
-        };
+        let rec_err = |reason: String| Error::Record { source_name: csv_path.display().to_string(), line, reason };
         let class = field(c_obj);
         let rows = by_class.entry(class).or_default();
         if field(c_split) != split_name {
@@ -452,11 +377,7 @@ fn list_visa_csv(
                 }
                 ("bad", Some(root.join(m)))
             }
-            other => {
-                return Err(rec_err(format!(
-                    "label must be 'normal' or 'anomaly', not '{other}'"
-                )))
-            }
+            other => return Err(rec_err(format!("label must be 'normal' or 'anomaly', not '{other}'"))),
         };
         rows.push((defect, image, mask));
     }
@@ -480,8 +401,7 @@ fn list_visa_csv(
             let label = u8::from(defect != "good");
             let mut s = sample(image, class, label, mask, defect);
             if label == 1 {
-                s.extra
-                    .insert("binarize_mask".to_string(), Value::Bool(true));
+                s.extra.insert("binarize_mask".to_string(), Value::Bool(true));
             }
             out.push(s);
         }
@@ -491,31 +411,20 @@ fn list_visa_csv(
 
 fn csv_error(path: &Path, line: usize, e: csv::Error) -> Error {
     let line = e.position().map_or(line, |p| p.line() as usize);
-    Error::Record {
-        source_name: path.display().to_string(),
-        line,
-        reason: e.to_string(),
-    }
+    Error::Record { source_name: path.display().to_string(), line, reason: e.to_string() }
 }
 
 /// Real-IAD: `<root>/realiad_jsons/realiad_jsons/<class>.json` (or one
 /// level less) listing images under `<root>/realiad_1024/<class>/`.
 fn list_realiad(root: &Path, split: Split, wanted: &[String]) -> Result<Vec<Sample>> {
     let nested = root.join("realiad_jsons").join("realiad_jsons");
-    let json_dir = if nested.is_dir() {
-        nested
-    } else {
-        root.join("realiad_jsons")
-    };
+    let json_dir = if nested.is_dir() { nested } else { root.join("realiad_jsons") };
     if !json_dir.is_dir() {
         return Err(not_found(&json_dir, "Real-IAD json folder (realiad_jsons)"));
     }
     let image_root = root.join("realiad_1024");
     if !image_root.is_dir() {
-        return Err(not_found(
-            &image_root,
-            "Real-IAD image folder (realiad_1024)",
-        ));
+        return Err(not_found(&image_root, "Real-IAD image folder (realiad_1024)"));
     }
     let found: Vec<String> = entries(&json_dir, |p| p.is_file())?
         .into_iter()
@@ -530,12 +439,10 @@ fn list_realiad(root: &Path, split: Split, wanted: &[String]) -> Result<Vec<Samp
     for class in &classes {
         let path = json_dir.join(format!("{class}.json"));
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let doc: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::format(&path, format!("not valid JSON: {e}")))?;
-        let list = doc
-            .get(key)
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::format(&path, format!("no \"{key}\" list")))?;
+        let doc: Value =
+            serde_json::from_str(&text).map_err(|e| Error::format(&path, format!("not valid JSON: {e}")))?;
+        let list =
+            doc.get(key).and_then(Value::as_array).ok_or_else(|| Error::format(&path, format!("no \"{key}\" list")))?;
         let class_dir = image_root.join(class);
         for (i, entry) in list.iter().enumerate() {
             let field = |name: &str| entry.get(name).and_then(Value::as_str);
@@ -550,8 +457,7 @@ fn list_realiad(root: &Path, split: Split, wanted: &[String]) -> Result<Vec<Samp
             // relative to the class folder.
             let label = u8::from(anomaly != "OK");
             let mask = if label == 1 {
-                let m = field("mask_path")
-                    .ok_or_else(|| bad("an anomalous image without \"mask_path\""))?;
+                let m = field("mask_path").ok_or_else(|| bad("an anomalous image without \"mask_path\""))?;
                 let m = class_dir.join(m);
                 if split == Split::Test && !m.is_file() {
                     return Err(not_found(&m, "mask listed in the Real-IAD json"));
@@ -585,11 +491,7 @@ fn list_folder(root: &Path, split: Split, wanted: &[String]) -> Result<Vec<Sampl
     let classes = choose_classes(&found, wanted, &[], root)?;
     let mut out = Vec::new();
     for class in &classes {
-        let class_dir = if single {
-            root.to_path_buf()
-        } else {
-            root.join(class)
-        };
+        let class_dir = if single { root.to_path_buf() } else { root.join(class) };
         let good = class_dir.join("good");
         if split == Split::Train || good.is_dir() {
             if !good.is_dir() {
@@ -608,17 +510,9 @@ fn list_folder(root: &Path, split: Split, wanted: &[String]) -> Result<Vec<Sampl
                 continue;
             }
             let mask_dir = gt.join(&defect);
-            let masks = if mask_dir.is_dir() {
-                images_in(&mask_dir, &["png"], false)?
-            } else {
-                Vec::new()
-            };
+            let masks = if mask_dir.is_dir() { images_in(&mask_dir, &["png"], false)? } else { Vec::new() };
             for image in images_in(&class_dir.join(&defect), &IMAGE_EXTENSIONS, false)? {
-                let mask = if mask_dir.is_dir() {
-                    Some(mask_for(&image, &masks, &mask_dir)?)
-                } else {
-                    None
-                };
+                let mask = if mask_dir.is_dir() { Some(mask_for(&image, &masks, &mask_dir)?) } else { None };
                 out.push(sample(image, class, 1, mask, &defect));
             }
         }
@@ -634,31 +528,21 @@ fn mask_for(image: &Path, masks: &[PathBuf], mask_dir: &Path) -> Result<PathBuf>
         .iter()
         .filter(|m| {
             let ms = stem(m);
-            ms == s
-                || ms
-                    .strip_prefix(&s)
-                    .is_some_and(|rest| rest.starts_with(['_', '-', '.']))
+            ms == s || ms.strip_prefix(&s).is_some_and(|rest| rest.starts_with(['_', '-', '.']))
         })
         .collect();
     match matches.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(Error::format(
-            mask_dir,
-            format!(
-                "no mask for {} (expected {s}.png or {s}_mask.png)",
-                image.display()
-            ),
-        )),
+        [] => {
+            Err(Error::format(mask_dir, format!("no mask for {} (expected {s}.png or {s}_mask.png)", image.display())))
+        }
         many => Err(Error::format(
             mask_dir,
             format!(
                 "{} masks match {}: {}",
                 many.len(),
                 image.display(),
-                many.iter()
-                    .map(|m| m.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                many.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", ")
             ),
         )),
     }

@@ -56,11 +56,7 @@ pub enum PilImage {
     /// `CMYK` (true ink values, after Pillow's Adobe inversion).
     Cmyk(Image8),
     /// `I;16`: 16-bit grey, kept at full precision.
-    I16 {
-        width: usize,
-        height: usize,
-        data: Vec<u16>,
-    },
+    I16 { width: usize, height: usize, data: Vec<u16> },
 }
 
 impl PilImage {
@@ -97,28 +93,16 @@ impl PilImage {
         let (w, h) = self.size();
         let rgb: Vec<u8> = match self {
             PilImage::Rgb(i) => i.data,
-            PilImage::L(i) | PilImage::Bilevel(i) => {
-                i.data.iter().flat_map(|&v| [v, v, v]).collect()
-            }
-            PilImage::La(i) => i
-                .data
-                .chunks_exact(2)
-                .flat_map(|p| [p[0], p[0], p[0]])
-                .collect(),
-            PilImage::Rgba(i) => i
-                .data
-                .chunks_exact(4)
-                .flat_map(|p| [p[0], p[1], p[2]])
-                .collect(),
+            PilImage::L(i) | PilImage::Bilevel(i) => i.data.iter().flat_map(|&v| [v, v, v]).collect(),
+            PilImage::La(i) => i.data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
+            PilImage::Rgba(i) => i.data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
             PilImage::P { indices, palette } => indices
                 .data
                 .iter()
                 .flat_map(|&k| {
                     let k = usize::from(k) * 3;
                     // Pillow fills the palette past its last entry with black.
-                    palette
-                        .get(k..k + 3)
-                        .map_or([0, 0, 0], |c| [c[0], c[1], c[2]])
+                    palette.get(k..k + 3).map_or([0, 0, 0], |c| [c[0], c[1], c[2]])
                 })
                 .collect(),
             // Pillow's cmyk2rgb: nk - nk * C / 255 with nk = 255 - K,
@@ -142,8 +126,7 @@ impl PilImage {
                 .collect(),
         };
         // The length matches by construction of every variant.
-        RgbImage::from_raw(w as u32, h as u32, rgb)
-            .unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
+        RgbImage::from_raw(w as u32, h as u32, rgb).unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
     }
 }
 
@@ -215,10 +198,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 /// Decodes `path` like `PIL.Image.open(path)`: the image in its own mode.
 pub fn open(path: &Path) -> Result<PilImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode(&bytes).map_err(|reason| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    })
+    decode(&bytes).map_err(|reason| Error::Image { path: path.to_path_buf(), reason })
 }
 
 /// Decodes an in-memory file; the error is a one-line reason. Images over
@@ -241,9 +221,7 @@ pub fn decode_limited(bytes: &[u8], max_pixels: u64) -> std::result::Result<PilI
         _ => {}
     }
     let reader = || image::ImageReader::with_format(BufReader::new(Cursor::new(bytes)), format);
-    let (w, h) = reader()
-        .into_dimensions()
-        .map_err(|e| one_line(&e.to_string()))?;
+    let (w, h) = reader().into_dimensions().map_err(|e| one_line(&e.to_string()))?;
     check_size(u64::from(w), u64::from(h), max_pixels)?;
     // The image crate's own allocation limit (512 MiB by default) would
     // refuse images within ours: allow the largest decoded form (16-bit
@@ -264,20 +242,14 @@ fn one_line(s: &str) -> String {
 /// Maps a non-PNG decode onto Pillow's modes.
 fn from_dynamic(img: DynamicImage) -> std::result::Result<PilImage, String> {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let img8 = |c: usize, data: Vec<u8>| {
-        Image8::new(w, h, c, data).ok_or_else(|| "corrupt pixel buffer".to_string())
-    };
+    let img8 = |c: usize, data: Vec<u8>| Image8::new(w, h, c, data).ok_or_else(|| "corrupt pixel buffer".to_string());
     let hi = |v: &[u16]| v.iter().map(|&x| (x >> 8) as u8).collect::<Vec<u8>>();
     Ok(match img {
         DynamicImage::ImageLuma8(b) => PilImage::L(img8(1, b.into_raw())?),
         DynamicImage::ImageLumaA8(b) => PilImage::La(img8(2, b.into_raw())?),
         DynamicImage::ImageRgb8(b) => PilImage::Rgb(img8(3, b.into_raw())?),
         DynamicImage::ImageRgba8(b) => PilImage::Rgba(img8(4, b.into_raw())?),
-        DynamicImage::ImageLuma16(b) => PilImage::I16 {
-            width: w,
-            height: h,
-            data: b.into_raw(),
-        },
+        DynamicImage::ImageLuma16(b) => PilImage::I16 { width: w, height: h, data: b.into_raw() },
         DynamicImage::ImageLumaA16(b) => PilImage::La(img8(2, hi(b.as_raw()))?),
         DynamicImage::ImageRgb16(b) => PilImage::Rgb(img8(3, hi(b.as_raw()))?),
         DynamicImage::ImageRgba16(b) => PilImage::Rgba(img8(4, hi(b.as_raw()))?),
@@ -293,27 +265,19 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> std::result::Result<PilImage, St
     let mut reader = decoder.read_info().map_err(|e| one_line(&e.to_string()))?;
     let (width, height) = (u64::from(reader.info().width), u64::from(reader.info().height));
     check_size(width, height, max_pixels)?;
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| "image too large".to_string())?;
+    let size = reader.output_buffer_size().ok_or_else(|| "image too large".to_string())?;
     let mut buf = zeroed_buffer(size, width, height)?;
-    let out = reader
-        .next_frame(&mut buf)
-        .map_err(|e| one_line(&e.to_string()))?;
+    let out = reader.next_frame(&mut buf).map_err(|e| one_line(&e.to_string()))?;
     let info = reader.info();
     let (w, h) = (out.width as usize, out.height as usize);
     let depth = out.bit_depth as u8;
     let line = out.line_size;
     let rows = || buf.chunks_exact(line).take(h);
-    let img8 = |c: usize, data: Vec<u8>| {
-        Image8::new(w, h, c, data).ok_or_else(|| "corrupt pixel buffer".to_string())
-    };
+    let img8 = |c: usize, data: Vec<u8>| Image8::new(w, h, c, data).ok_or_else(|| "corrupt pixel buffer".to_string());
     // 16-bit samples are big-endian; Pillow keeps the high byte of colour
     // samples (raw modes RGB;16B, RGBA;16B, LA;16B).
     let high_bytes = |samples_per_px: usize| -> Vec<u8> {
-        rows()
-            .flat_map(|r| r[..w * samples_per_px * 2].chunks_exact(2).map(|s| s[0]))
-            .collect()
+        rows().flat_map(|r| r[..w * samples_per_px * 2].chunks_exact(2).map(|s| s[0])).collect()
     };
     let packed = |scale: bool| -> Vec<u8> {
         // Samples of 1, 2 or 4 bits, most significant first.
@@ -332,39 +296,21 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> std::result::Result<PilImage, St
             })
             .collect()
     };
-    let plain = |samples_per_px: usize| -> Vec<u8> {
-        rows()
-            .flat_map(|r| r[..w * samples_per_px].iter().copied())
-            .collect()
-    };
+    let plain =
+        |samples_per_px: usize| -> Vec<u8> { rows().flat_map(|r| r[..w * samples_per_px].iter().copied()).collect() };
     Ok(match (out.color_type, out.bit_depth) {
         (ColorType::Grayscale, BitDepth::One) => PilImage::Bilevel(img8(1, packed(true))?),
-        (ColorType::Grayscale, BitDepth::Two | BitDepth::Four) => {
-            PilImage::L(img8(1, packed(true))?)
-        }
+        (ColorType::Grayscale, BitDepth::Two | BitDepth::Four) => PilImage::L(img8(1, packed(true))?),
         (ColorType::Grayscale, BitDepth::Eight) => PilImage::L(img8(1, plain(1))?),
         (ColorType::Grayscale, BitDepth::Sixteen) => PilImage::I16 {
             width: w,
             height: h,
-            data: rows()
-                .flat_map(|r| {
-                    r[..w * 2]
-                        .chunks_exact(2)
-                        .map(|s| u16::from_be_bytes([s[0], s[1]]))
-                })
-                .collect(),
+            data: rows().flat_map(|r| r[..w * 2].chunks_exact(2).map(|s| u16::from_be_bytes([s[0], s[1]]))).collect(),
         },
         (ColorType::Indexed, _) => {
             let indices = if depth == 8 { plain(1) } else { packed(false) };
-            let palette = info
-                .palette
-                .as_ref()
-                .map(|p| p.to_vec())
-                .unwrap_or_default();
-            PilImage::P {
-                indices: img8(1, indices)?,
-                palette,
-            }
+            let palette = info.palette.as_ref().map(|p| p.to_vec()).unwrap_or_default();
+            PilImage::P { indices: img8(1, indices)?, palette }
         }
         (ColorType::GrayscaleAlpha, BitDepth::Eight) => PilImage::La(img8(2, plain(2))?),
         (ColorType::GrayscaleAlpha, _) => PilImage::La(img8(2, high_bytes(2))?),
@@ -382,19 +328,14 @@ mod tests {
     #[test]
     fn empty_and_unknown_bytes_are_errors() {
         assert_eq!(decode(b"").unwrap_err(), "the file is empty");
-        assert_eq!(
-            decode(b"hello, not an image").unwrap_err(),
-            "unknown image format"
-        );
+        assert_eq!(decode(b"hello, not an image").unwrap_err(), "unknown image format");
     }
 
     #[test]
     fn png_round_trip_through_image_crate_encoder() {
         let img = RgbImage::from_fn(5, 3, |x, y| image::Rgb([x as u8 * 40, y as u8 * 70, 9]));
         let mut bytes = Vec::new();
-        DynamicImage::ImageRgb8(img.clone())
-            .write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png)
-            .unwrap();
+        DynamicImage::ImageRgb8(img.clone()).write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
         let got = decode(&bytes).unwrap();
         assert_eq!(got.mode(), "RGB");
         assert_eq!(got.into_rgb(), img);
@@ -406,7 +347,9 @@ mod tests {
     #[test]
     fn every_format_is_refused_over_the_pixel_limit_and_read_at_it() {
         let img = DynamicImage::ImageRgb8(RgbImage::from_fn(16, 8, |x, y| image::Rgb([x as u8, y as u8, 7])));
-        for format in [image::ImageFormat::Png, image::ImageFormat::Jpeg, image::ImageFormat::Bmp, image::ImageFormat::Tiff] {
+        for format in
+            [image::ImageFormat::Png, image::ImageFormat::Jpeg, image::ImageFormat::Bmp, image::ImageFormat::Tiff]
+        {
             let mut bytes = Vec::new();
             img.write_to(&mut Cursor::new(&mut bytes), format).unwrap();
             assert_eq!(decode_limited(&bytes, 128).unwrap().size(), (16, 8), "{format:?}");
@@ -433,22 +376,18 @@ mod tests {
         assert_eq!(DEFAULT_MAX_IMAGE_PIXELS, 178_956_970);
         assert!(check_size(13_377, 13_377, DEFAULT_MAX_IMAGE_PIXELS).is_ok());
         assert!(check_size(13_378, 13_377, DEFAULT_MAX_IMAGE_PIXELS).is_err());
-        assert!(check_size(DEFAULT_MAX_IMAGE_PIXELS, 1, DEFAULT_MAX_IMAGE_PIXELS).is_ok(), "Pillow refuses above, not at");
+        assert!(
+            check_size(DEFAULT_MAX_IMAGE_PIXELS, 1, DEFAULT_MAX_IMAGE_PIXELS).is_ok(),
+            "Pillow refuses above, not at"
+        );
         assert!(check_size(65_500, 65_500, DEFAULT_MAX_IMAGE_PIXELS).is_err());
         assert!(check_size(u64::MAX, 2, DEFAULT_MAX_IMAGE_PIXELS).is_err(), "no overflow");
     }
 
     #[test]
     fn sixteen_bit_grey_clips_like_pillow() {
-        let img = PilImage::I16 {
-            width: 4,
-            height: 1,
-            data: vec![0, 254, 256, 65535],
-        };
+        let img = PilImage::I16 { width: 4, height: 1, data: vec![0, 254, 256, 65535] };
         let rgb = img.into_rgb();
-        assert_eq!(
-            rgb.as_raw(),
-            &[0, 0, 0, 254, 254, 254, 255, 255, 255, 255, 255, 255]
-        );
+        assert_eq!(rgb.as_raw(), &[0, 0, 0, 254, 254, 254, 255, 255, 255, 255, 255, 255]);
     }
 }

@@ -75,9 +75,7 @@ impl Handle {
     fn error(&self) -> (String, bool) {
         // SAFETY: the handle is valid; the string is owned by it and copied
         // before any other call on the handle.
-        let msg = unsafe { CStr::from_ptr(tjGetErrorStr2(self.0)) }
-            .to_string_lossy()
-            .into_owned();
+        let msg = unsafe { CStr::from_ptr(tjGetErrorStr2(self.0)) }.to_string_lossy().into_owned();
         let fatal = unsafe { tjGetErrorCode(self.0) } == TJERR_FATAL;
         (msg, fatal)
     }
@@ -98,17 +96,8 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, String> {
     let size = c_ulong::try_from(bytes.len()).map_err(|_| "file too large".to_string())?;
     let (mut w, mut h, mut subsamp, mut colorspace) = (0, 0, 0, 0);
     // SAFETY: `bytes` outlives the call; the out-pointers are valid ints.
-    let rc = unsafe {
-        tjDecompressHeader3(
-            handle.0,
-            bytes.as_ptr(),
-            size,
-            &mut w,
-            &mut h,
-            &mut subsamp,
-            &mut colorspace,
-        )
-    };
+    let rc =
+        unsafe { tjDecompressHeader3(handle.0, bytes.as_ptr(), size, &mut w, &mut h, &mut subsamp, &mut colorspace) };
     if rc != 0 {
         return Err(handle.error().0);
     }
@@ -125,19 +114,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, String> {
     let pitch = (width * channels) as c_int;
     // SAFETY: `buf` holds height rows of `pitch` bytes, the size TurboJPEG
     // writes for an unscaled decode (width and height from the header).
-    let rc = unsafe {
-        tjDecompress2(
-            handle.0,
-            bytes.as_ptr(),
-            size,
-            buf.as_mut_ptr(),
-            w,
-            pitch,
-            h,
-            format,
-            0,
-        )
-    };
+    let rc = unsafe { tjDecompress2(handle.0, bytes.as_ptr(), size, buf.as_mut_ptr(), w, pitch, h, format, 0) };
     if rc != 0 {
         let (msg, fatal) = handle.error();
         // Warnings leave a complete image (Pillow ignores them too), except
@@ -146,8 +123,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<PilImage, String> {
             return Err(msg);
         }
     }
-    let img = Image8::new(width, height, channels, buf)
-        .ok_or_else(|| "corrupt pixel buffer".to_string())?;
+    let img = Image8::new(width, height, channels, buf).ok_or_else(|| "corrupt pixel buffer".to_string())?;
     Ok(match channels {
         1 => PilImage::L(img),
         3 => PilImage::Rgb(img),

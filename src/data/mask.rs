@@ -29,42 +29,25 @@ use crate::{Error, Result};
 /// Loads a ground-truth mask at `map_size` = (height, width): one value in
 /// [0, 1] per pixel, row-major, the maximum over the mask's channels.
 pub fn load_mask(path: &Path, prep: &Preprocess, map_size: (usize, usize)) -> Result<Vec<f32>> {
-    mask_values(open(path)?, prep, map_size).map_err(|reason| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    })
+    mask_values(open(path)?, prep, map_size).map_err(|reason| Error::Image { path: path.to_path_buf(), reason })
 }
 
 /// Like [`load_mask`], after setting every non-zero sample to 255 as the
 /// official VisA preparation (`prepare_visa.py`) does before saving the
 /// reorganised masks. Use it for masks read from the raw VisA download.
-pub fn load_mask_binarized(
-    path: &Path,
-    prep: &Preprocess,
-    map_size: (usize, usize),
-) -> Result<Vec<f32>> {
-    mask_values(binarize_nonzero(open(path)?), prep, map_size).map_err(|reason| Error::Image {
-        path: path.to_path_buf(),
-        reason,
-    })
+pub fn load_mask_binarized(path: &Path, prep: &Preprocess, map_size: (usize, usize)) -> Result<Vec<f32>> {
+    mask_values(binarize_nonzero(open(path)?), prep, map_size)
+        .map_err(|reason| Error::Image { path: path.to_path_buf(), reason })
 }
 
 /// The mask of a sample record: `None` when it has none (normal images:
 /// an all-zero mask), binarised first when the record carries
 /// `"binarize_mask": true` (raw VisA masks, see [`crate::data::dataset`]).
-pub fn load_sample_mask(
-    sample: &Sample,
-    prep: &Preprocess,
-    map_size: (usize, usize),
-) -> Result<Option<Vec<f32>>> {
+pub fn load_sample_mask(sample: &Sample, prep: &Preprocess, map_size: (usize, usize)) -> Result<Option<Vec<f32>>> {
     let Some(path) = &sample.mask else {
         return Ok(None);
     };
-    let binarize = sample
-        .extra
-        .get("binarize_mask")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    let binarize = sample.extra.get("binarize_mask").and_then(|v| v.as_bool()).unwrap_or(false);
     if binarize {
         load_mask_binarized(path, prep, map_size).map(Some)
     } else {
@@ -76,10 +59,7 @@ pub fn load_sample_mask(
 /// become grey (`fromarray` of the index array), other modes keep theirs.
 pub fn binarize_nonzero(img: PilImage) -> PilImage {
     let bin = |mut i: Image8| {
-        i.data
-            .iter_mut()
-            .filter(|v| **v != 0)
-            .for_each(|v| *v = 255);
+        i.data.iter_mut().filter(|v| **v != 0).for_each(|v| *v = 255);
         i
     };
     match img {
@@ -90,18 +70,9 @@ pub fn binarize_nonzero(img: PilImage) -> PilImage {
         PilImage::Rgb(i) => PilImage::Rgb(bin(i)),
         PilImage::Rgba(i) => PilImage::Rgba(bin(i)),
         PilImage::Cmyk(i) => PilImage::Cmyk(bin(i)),
-        PilImage::I16 {
-            width,
-            height,
-            data,
-        } => PilImage::I16 {
-            width,
-            height,
-            data: data
-                .into_iter()
-                .map(|v| if v != 0 { 255 } else { 0 })
-                .collect(),
-        },
+        PilImage::I16 { width, height, data } => {
+            PilImage::I16 { width, height, data: data.into_iter().map(|v| if v != 0 { 255 } else { 0 }).collect() }
+        }
     }
 }
 
@@ -116,15 +87,11 @@ pub fn mask_values(
         PilImage::L(i) | PilImage::Rgb(i) | PilImage::Cmyk(i) => resize_bilinear(&i, rw, rh),
         PilImage::Bilevel(i) => resize_nearest(&i, rw, rh),
         PilImage::P { indices, .. } => resize_nearest(&indices, rw, rh),
-        PilImage::La(i) | PilImage::Rgba(i) => {
-            unpremultiply(resize_bilinear(&premultiply(i), rw, rh))
-        }
+        PilImage::La(i) | PilImage::Rgba(i) => unpremultiply(resize_bilinear(&premultiply(i), rw, rh)),
         PilImage::I16 { .. } => {
-            return Err(
-                "16-bit grey masks are not supported (the reference evaluation fails on them: \
+            return Err("16-bit grey masks are not supported (the reference evaluation fails on them: \
                         torch nearest interpolation rejects int16); save the mask as 8-bit"
-                    .to_string(),
-            )
+                .to_string())
         }
     };
     let (top, left) = prep.crop_offset();
@@ -191,9 +158,7 @@ pub fn torch_nearest_indices(in_size: usize, out_size: usize) -> Vec<usize> {
         return (0..out_size).map(|d| d >> 1).collect();
     }
     let scale = in_size as f32 / out_size as f32;
-    (0..out_size)
-        .map(|d| ((d as f32 * scale).floor() as usize).min(in_size.saturating_sub(1)))
-        .collect()
+    (0..out_size).map(|d| ((d as f32 * scale).floor() as usize).min(in_size.saturating_sub(1))).collect()
 }
 
 #[cfg(test)]
@@ -221,25 +186,13 @@ mod tests {
     #[test]
     fn sixteen_bit_masks_are_refused() {
         let prep = Preprocess::new((20, 20), (16, 16), ResizeBackend::Pil).unwrap();
-        let m = PilImage::I16 {
-            width: 4,
-            height: 4,
-            data: vec![0; 16],
-        };
-        assert!(mask_values(m, &prep, (8, 8))
-            .unwrap_err()
-            .contains("16-bit"));
+        let m = PilImage::I16 { width: 4, height: 4, data: vec![0; 16] };
+        assert!(mask_values(m, &prep, (8, 8)).unwrap_err().contains("16-bit"));
     }
 
     #[test]
     fn binarize_turns_palette_into_grey() {
-        let p = PilImage::P {
-            indices: Image8::new(3, 1, 1, vec![0, 1, 2]).unwrap(),
-            palette: vec![0; 9],
-        };
-        assert_eq!(
-            binarize_nonzero(p),
-            PilImage::L(Image8::new(3, 1, 1, vec![0, 255, 255]).unwrap())
-        );
+        let p = PilImage::P { indices: Image8::new(3, 1, 1, vec![0, 1, 2]).unwrap(), palette: vec![0; 9] };
+        assert_eq!(binarize_nonzero(p), PilImage::L(Image8::new(3, 1, 1, vec![0, 255, 255]).unwrap()));
     }
 }

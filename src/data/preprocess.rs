@@ -60,31 +60,20 @@ pub struct Preprocess {
 impl Default for Preprocess {
     /// The paper's R448-C392 with the official (PIL) resize.
     fn default() -> Self {
-        Preprocess {
-            resize: (448, 448),
-            crop: (392, 392),
-            backend: ResizeBackend::Pil,
-        }
+        Preprocess { resize: (448, 448), crop: (392, 392), backend: ResizeBackend::Pil }
     }
 }
 
 impl Preprocess {
     /// The paper's R448-C392 with the given resize backend.
     pub fn default_with_backend(backend: ResizeBackend) -> Self {
-        Preprocess {
-            backend,
-            ..Preprocess::default()
-        }
+        Preprocess { backend, ..Preprocess::default() }
     }
 
     /// Resize to `resize` = (height, width), then centre-crop `crop` =
     /// (height, width). Sides must lie in 14..=2048 and the crop must fit
     /// in the resized image. Patch-grid divisibility is the encoder's check.
-    pub fn new(
-        resize: (usize, usize),
-        crop: (usize, usize),
-        backend: ResizeBackend,
-    ) -> Result<Self> {
+    pub fn new(resize: (usize, usize), crop: (usize, usize), backend: ResizeBackend) -> Result<Self> {
         for (what, (h, w)) in [("resize", resize), ("crop", crop)] {
             for side in [h, w] {
                 if !(MIN_SIDE..=MAX_SIDE).contains(&side) {
@@ -100,11 +89,7 @@ impl Preprocess {
                 crop.0, crop.1, resize.0, resize.1
             )));
         }
-        Ok(Preprocess {
-            resize,
-            crop,
-            backend,
-        })
+        Ok(Preprocess { resize, crop, backend })
     }
 
     /// (height, width) after resizing.
@@ -124,10 +109,7 @@ impl Preprocess {
 
     /// (top, left) of the centre crop in the resized image.
     pub fn crop_offset(&self) -> (usize, usize) {
-        (
-            centre_offset(self.resize.0, self.crop.0),
-            centre_offset(self.resize.1, self.crop.1),
-        )
+        (centre_offset(self.resize.0, self.crop.0), centre_offset(self.resize.1, self.crop.1))
     }
 
     /// The image resized by Pillow's bilinear to the resize size (PIL
@@ -205,15 +187,9 @@ impl Preprocess {
             .f_mul_scalar(1.0 / 255.0)?;
         // torchvision returns the input unchanged when the size already
         // matches; otherwise bilinear, align_corners = false, antialias on.
-        let x = if (ih, iw) == (rh, rw) {
-            x
-        } else {
-            x.f_internal_upsample_bilinear2d_aa([rh, rw], false, None, None)?
-        };
-        let x = x
-            .f_narrow(2, top as i64, ch)?
-            .f_narrow(3, left as i64, cw)?
-            .f_squeeze_dim(0)?;
+        let x =
+            if (ih, iw) == (rh, rw) { x } else { x.f_internal_upsample_bilinear2d_aa([rh, rw], false, None, None)? };
+        let x = x.f_narrow(2, top as i64, ch)?.f_narrow(3, left as i64, cw)?.f_squeeze_dim(0)?;
         let mean = Tensor::f_from_slice(&IMAGENET_MEAN)?.f_view([3, 1, 1])?;
         let std = Tensor::f_from_slice(&IMAGENET_STD)?.f_view([3, 1, 1])?;
         Ok(x.f_sub(&mean)?.f_div(&std)?.f_contiguous()?)
@@ -233,12 +209,7 @@ pub fn centre_offset(size: usize, crop: usize) -> usize {
 }
 
 fn rgb_to_image8(img: &RgbImage) -> Image8 {
-    Image8 {
-        width: img.width() as usize,
-        height: img.height() as usize,
-        channels: 3,
-        data: img.as_raw().clone(),
-    }
+    Image8 { width: img.width() as usize, height: img.height() as usize, channels: 3, data: img.as_raw().clone() }
 }
 
 /// Decodes and pre-processes one image into a (3, h, w) tensor.
@@ -253,20 +224,13 @@ pub fn load_image(path: &Path, prep: &Preprocess) -> Result<Tensor> {
 pub fn load_batch<P: AsRef<Path> + Sync>(paths: &[P], prep: &Preprocess) -> Vec<Result<Tensor>> {
     match prep.backend {
         ResizeBackend::Pil => {
-            let bufs: Vec<Result<Vec<f32>>> = paths
-                .par_iter()
-                .map(|p| load_rgb(p.as_ref()).map(|img| prep.pil_chw(&img)))
-                .collect();
-            bufs.into_iter()
-                .map(|b| b.and_then(|chw| prep.chw_to_tensor(&chw)))
-                .collect()
+            let bufs: Vec<Result<Vec<f32>>> =
+                paths.par_iter().map(|p| load_rgb(p.as_ref()).map(|img| prep.pil_chw(&img))).collect();
+            bufs.into_iter().map(|b| b.and_then(|chw| prep.chw_to_tensor(&chw))).collect()
         }
         ResizeBackend::Tensor => {
-            let imgs: Vec<Result<RgbImage>> =
-                paths.par_iter().map(|p| load_rgb(p.as_ref())).collect();
-            imgs.into_iter()
-                .map(|i| i.and_then(|img| prep.tensor_path(&img)))
-                .collect()
+            let imgs: Vec<Result<RgbImage>> = paths.par_iter().map(|p| load_rgb(p.as_ref())).collect();
+            imgs.into_iter().map(|i| i.and_then(|img| prep.tensor_path(&img))).collect()
         }
     }
 }
@@ -290,10 +254,7 @@ mod tests {
         assert!(Preprocess::new((448, 448), (392, 392), ResizeBackend::Pil).is_ok());
         assert!(Preprocess::new((448, 600), (392, 518), ResizeBackend::Tensor).is_ok());
         let e = Preprocess::new((448, 448), (449, 392), ResizeBackend::Pil).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "crop 449x392 does not fit in the resized 448x448 image"
-        );
+        assert_eq!(e.to_string(), "crop 449x392 does not fit in the resized 448x448 image");
         let e = Preprocess::new((13, 448), (13, 392), ResizeBackend::Pil).unwrap_err();
         assert!(e.to_string().contains("between 14 and 2048"), "{e}");
         assert!(Preprocess::new((4096, 448), (392, 392), ResizeBackend::Pil).is_err());
@@ -310,11 +271,7 @@ mod tests {
         assert_eq!(t[2 * 14 * 16 + 5], (128.0f32 / 255.0 - 0.406) / 0.225);
         let tt = Preprocess::new((20, 30), (14, 16), ResizeBackend::Tensor).unwrap();
         let u = tt.image_chw(&img).unwrap();
-        let max = t
-            .iter()
-            .zip(&u)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let max = t.iter().zip(&u).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(max < 1e-5, "{max}");
         let shape = tt.image_tensor(&img).unwrap().size();
         assert_eq!(shape, vec![3, 14, 16]);

@@ -40,13 +40,7 @@ pub struct Sample {
 impl Sample {
     /// A sample with only an image path.
     pub fn from_path(image: impl Into<PathBuf>) -> Self {
-        Sample {
-            image: image.into(),
-            class: None,
-            label: None,
-            mask: None,
-            extra: serde_json::Map::new(),
-        }
+        Sample { image: image.into(), class: None, label: None, mask: None, extra: serde_json::Map::new() }
     }
 
     /// The record as a JSON object (for adding output fields).
@@ -73,17 +67,11 @@ pub fn parse_line(text: &str, source_name: &str, line_no: usize) -> Result<Optio
     if !trimmed.starts_with('{') {
         return Ok(Some(Sample::from_path(trimmed)));
     }
-    let record_err = |reason: String| Error::Record {
-        source_name: source_name.to_string(),
-        line: line_no,
-        reason,
-    };
+    let record_err = |reason: String| Error::Record { source_name: source_name.to_string(), line: line_no, reason };
     let value: serde_json::Value =
         serde_json::from_str(trimmed).map_err(|e| record_err(format!("not valid JSON: {e}")))?;
     if value.get("image").and_then(|v| v.as_str()).is_none() {
-        return Err(record_err(
-            "the record has no \"image\" field with a path".to_string(),
-        ));
+        return Err(record_err("the record has no \"image\" field with a path".to_string()));
     }
     if let Some(label) = value.get("label") {
         if !label.is_null() && label.as_u64().filter(|&l| l <= 1).is_none() {
@@ -116,12 +104,7 @@ pub fn read_all(reader: impl BufRead, source_name: &str) -> Result<Vec<Sample>> 
 /// line, and bytes that are not UTF-8 are an error naming the line and
 /// the byte, not the stream.
 pub fn lines<R: BufRead>(reader: R, source_name: &str) -> Lines<R> {
-    Lines {
-        reader,
-        source_name: source_name.to_string(),
-        line_no: 0,
-        buf: Vec::new(),
-    }
+    Lines { reader, source_name: source_name.to_string(), line_no: 0, buf: Vec::new() }
 }
 
 /// The iterator of [`lines`].
@@ -178,13 +161,8 @@ mod tests {
     fn plain_path_and_json_lines() {
         let s = parse_line("a/b.png", "stdin", 1).unwrap().unwrap();
         assert_eq!(s.image, PathBuf::from("a/b.png"));
-        let s = parse_line(
-            r#"{"image":"x.png","class":"c","label":1,"mask":null,"id":7}"#,
-            "stdin",
-            2,
-        )
-        .unwrap()
-        .unwrap();
+        let s =
+            parse_line(r#"{"image":"x.png","class":"c","label":1,"mask":null,"id":7}"#, "stdin", 2).unwrap().unwrap();
         assert_eq!(s.class.as_deref(), Some("c"));
         assert_eq!(s.label, Some(1));
         assert_eq!(s.mask, None);
@@ -195,10 +173,7 @@ mod tests {
     #[test]
     fn lines_skip_a_bom_and_name_a_line_that_is_not_utf8() {
         let read = |bytes: &[u8]| -> Vec<Result<(usize, String)>> { lines(bytes, "in.jsonl").collect() };
-        let got: Vec<(usize, String)> = read(b"\xEF\xBB\xBFa.png\r\n\nb.png")
-            .into_iter()
-            .map(|r| r.unwrap())
-            .collect();
+        let got: Vec<(usize, String)> = read(b"\xEF\xBB\xBFa.png\r\n\nb.png").into_iter().map(|r| r.unwrap()).collect();
         assert_eq!(got, [(1, "a.png".to_string()), (2, String::new()), (3, "b.png".to_string())]);
         // Only before line 1: elsewhere U+FEFF is the line's text.
         let got = read(b"a\n\xEF\xBB\xBFb\n");
@@ -218,10 +193,7 @@ mod tests {
     #[test]
     fn bad_lines_name_the_line() {
         let e = parse_line("{\"image\": 3}", "in.jsonl", 4).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "in.jsonl:4: the record has no \"image\" field with a path"
-        );
+        assert_eq!(e.to_string(), "in.jsonl:4: the record has no \"image\" field with a path");
         let e = parse_line("{oops", "stdin", 9).unwrap_err().to_string();
         assert!(e.starts_with("stdin:9: not valid JSON"), "{e}");
         let e = parse_line(r#"{"image":"a","label":2}"#, "stdin", 1).unwrap_err();

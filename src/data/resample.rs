@@ -37,12 +37,7 @@ pub struct Image8 {
 impl Image8 {
     /// Wraps a buffer; `None` when its length does not match the shape.
     pub fn new(width: usize, height: usize, channels: usize, data: Vec<u8>) -> Option<Self> {
-        (data.len() == width * height * channels).then_some(Image8 {
-            width,
-            height,
-            channels,
-            data,
-        })
+        (data.len() == width * height * channels).then_some(Image8 { width, height, channels, data })
     }
 
     /// The rectangle `[left, left + width) x [top, top + height)`, which
@@ -58,12 +53,7 @@ impl Image8 {
             let row = (y * self.width + left) * c;
             data.extend_from_slice(&self.data[row..row + width * c]);
         }
-        Image8 {
-            width,
-            height,
-            channels: c,
-            data,
-        }
+        Image8 { width, height, channels: c, data }
     }
 }
 
@@ -119,19 +109,11 @@ fn precompute(in_size: usize, out_size: usize) -> Coeffs {
             let w = if ww != 0.0 { k[x] / ww } else { k[x] };
             // Round half away from zero, as Pillow's normalize_coeffs_8bpc.
             let fixed = w * f64::from(1u32 << PRECISION_BITS);
-            *out = if w < 0.0 {
-                (-0.5 + fixed) as i32
-            } else {
-                (0.5 + fixed) as i32
-            };
+            *out = if w < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
         }
         bounds.push((xmin, n));
     }
-    Coeffs {
-        ksize,
-        bounds,
-        weights,
-    }
+    Coeffs { ksize, bounds, weights }
 }
 
 /// Pillow's `clip8`: the accumulator back to 0..=255.
@@ -170,23 +152,13 @@ pub fn resize_bilinear(src: &Image8, out_w: usize, out_h: usize) -> Image8 {
 
 /// [`resize_bilinear`] with an explicit pass order (Pillow before 13 always
 /// ran the horizontal pass first).
-pub fn resize_bilinear_ordered(
-    src: &Image8,
-    out_w: usize,
-    out_h: usize,
-    order: PassOrder,
-) -> Image8 {
+pub fn resize_bilinear_ordered(src: &Image8, out_w: usize, out_h: usize, order: PassOrder) -> Image8 {
     let c = src.channels;
     if out_w == src.width && out_h == src.height {
         return src.clone();
     }
     if out_w == 0 || out_h == 0 || src.width == 0 || src.height == 0 {
-        return Image8 {
-            width: out_w,
-            height: out_h,
-            channels: c,
-            data: vec![0; out_w * out_h * c],
-        };
+        return Image8 { width: out_w, height: out_h, channels: c, data: vec![0; out_w * out_h * c] };
     }
     // Pillow skips a pass whose size does not change (no filtering at all
     // along that axis).
@@ -194,8 +166,7 @@ pub fn resize_bilinear_ordered(
     let need_v = out_h != src.height;
     let vertical_first = match order {
         PassOrder::Pillow13 => {
-            out_h < src.height
-                && (src.height - out_h) as i64 > 2 * (src.width as i64 - out_w as i64)
+            out_h < src.height && (src.height - out_h) as i64 > 2 * (src.width as i64 - out_w as i64)
         }
         PassOrder::HorizontalFirst => false,
     };
@@ -223,8 +194,7 @@ fn horizontal(src: &Image8, coeffs: &Coeffs, first_row: usize, rows: usize) -> I
     let out_w = coeffs.bounds.len();
     let mut data = vec![0u8; rows * out_w * c];
     for y in 0..rows {
-        let in_row =
-            &src.data[(y + first_row) * src.width * c..(y + first_row + 1) * src.width * c];
+        let in_row = &src.data[(y + first_row) * src.width * c..(y + first_row + 1) * src.width * c];
         let out_row = &mut data[y * out_w * c..(y + 1) * out_w * c];
         for (xx, &(xmin, n)) in coeffs.bounds.iter().enumerate() {
             let k = &coeffs.weights[xx * coeffs.ksize..xx * coeffs.ksize + n];
@@ -237,12 +207,7 @@ fn horizontal(src: &Image8, coeffs: &Coeffs, first_row: usize, rows: usize) -> I
             }
         }
     }
-    Image8 {
-        width: out_w,
-        height: rows,
-        channels: c,
-        data,
-    }
+    Image8 { width: out_w, height: rows, channels: c, data }
 }
 
 /// Pillow's vertical pass; `row_shift` is subtracted from the window
@@ -263,12 +228,7 @@ fn vertical(src: &Image8, coeffs: &Coeffs, row_shift: usize) -> Image8 {
             *out = clip8(acc);
         }
     }
-    Image8 {
-        width: src.width,
-        height: out_h,
-        channels: src.channels,
-        data,
-    }
+    Image8 { width: src.width, height: out_h, channels: src.channels, data }
 }
 
 /// Source indices of Pillow's nearest resize along one axis
@@ -305,12 +265,7 @@ pub fn resize_nearest(src: &Image8, out_w: usize, out_h: usize) -> Image8 {
             data[d..d + c].copy_from_slice(&src.data[s..s + c]);
         }
     }
-    Image8 {
-        width: out_w,
-        height: out_h,
-        channels: c,
-        data,
-    }
+    Image8 { width: out_w, height: out_h, channels: c, data }
 }
 
 #[cfg(test)]
@@ -318,10 +273,7 @@ mod tests {
     use super::*;
 
     fn gray(w: usize, h: usize, f: impl Fn(usize, usize) -> u8) -> Image8 {
-        let data = (0..h)
-            .flat_map(|y| (0..w).map(move |x| (x, y)))
-            .map(|(x, y)| f(x, y))
-            .collect();
+        let data = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| f(x, y)).collect();
         Image8::new(w, h, 1, data).unwrap()
     }
 
@@ -332,10 +284,7 @@ mod tests {
             for xx in 0..o {
                 let (_, n) = c.bounds[xx];
                 let s: i32 = c.weights[xx * c.ksize..xx * c.ksize + n].iter().sum();
-                assert!(
-                    (s - (1 << PRECISION_BITS)).abs() <= n as i32,
-                    "{i}->{o} pixel {xx}: {s}"
-                );
+                assert!((s - (1 << PRECISION_BITS)).abs() <= n as i32, "{i}->{o} pixel {xx}: {s}");
             }
         }
     }
@@ -376,10 +325,7 @@ mod tests {
         assert_eq!(hv.iter().zip(&want).filter(|(a, b)| a != b).count(), 1);
         // Square shrink: horizontal first in every Pillow version.
         let sq = gray(9, 9, |x, y| (x * 29 + y * 7) as u8);
-        assert_eq!(
-            resize_bilinear(&sq, 4, 4),
-            resize_bilinear_ordered(&sq, 4, 4, PassOrder::HorizontalFirst)
-        );
+        assert_eq!(resize_bilinear(&sq, 4, 4), resize_bilinear_ordered(&sq, 4, 4, PassOrder::HorizontalFirst));
     }
 
     #[test]
@@ -388,10 +334,7 @@ mod tests {
         // each input twice when doubling.
         let row = gray(4, 1, |x, _| (x * 40) as u8);
         assert_eq!(resize_nearest(&row, 2, 1).data, vec![40, 120]);
-        assert_eq!(
-            resize_nearest(&row, 8, 1).data,
-            vec![0, 0, 40, 40, 80, 80, 120, 120]
-        );
+        assert_eq!(resize_nearest(&row, 8, 1).data, vec![0, 0, 40, 40, 80, 80, 120, 120]);
     }
 
     #[test]

@@ -28,10 +28,7 @@ impl AtomicFile {
     pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
         let dest = dest.as_ref().to_path_buf();
         let dir = parent_dir(&dest);
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let temp = output_temp_in(&dir, &format!(".{name}."), ".partial").map_err(|e| Error::io(&dest, e))?;
         Ok(AtomicFile { temp, dest })
     }
@@ -49,13 +46,8 @@ impl AtomicFile {
     /// Flushes to disk and renames into place.
     pub fn commit(self) -> Result<()> {
         let dest = self.dest.clone();
-        self.temp
-            .as_file()
-            .sync_all()
-            .map_err(|e| Error::io(&dest, e))?;
-        self.temp
-            .persist(&dest)
-            .map_err(|e| Error::io(&dest, e.error))?;
+        self.temp.as_file().sync_all().map_err(|e| Error::io(&dest, e))?;
+        self.temp.persist(&dest).map_err(|e| Error::io(&dest, e.error))?;
         Ok(())
     }
 }

@@ -78,9 +78,7 @@ impl ModelMeta {
     /// Rebuilds the model configuration for an encoder of `encoder`'s shape.
     pub fn to_config(&self, encoder: &FeatureMeta) -> Result<DinomalyConfig> {
         let attention = match self.attention.as_str() {
-            "linear" => AttentionKind::Linear {
-                eps: self.attention_eps,
-            },
+            "linear" => AttentionKind::Linear { eps: self.attention_eps },
             "softmax" => AttentionKind::Softmax,
             other => return Err(Error::config(format!("unknown attention kind '{other}' in checkpoint"))),
         };
@@ -114,15 +112,9 @@ pub fn save(path: &Path, tensors: &[(String, Tensor)], meta: &CheckpointMeta) ->
 }
 
 /// Serialises named tensors (moved to CPU, contiguous) to safetensors bytes.
-pub fn serialize(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
-) -> Result<Vec<u8>> {
-    let host: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous()))
-        .collect();
+pub fn serialize(path: &Path, tensors: &[(String, Tensor)], metadata: HashMap<String, String>) -> Result<Vec<u8>> {
+    let host: Vec<(String, Tensor)> =
+        tensors.iter().map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous())).collect();
     let mut buffers = Vec::with_capacity(host.len());
     for (name, t) in &host {
         let dtype = match t.kind() {
@@ -176,16 +168,11 @@ fn meta_of(path: &Path, bytes: &[u8]) -> Result<CheckpointMeta> {
         .map_err(|e| bad(crate::io::safetensors_load::header_problem("dinomaly checkpoint", &e)))?;
     let kv = st_meta.metadata().clone().unwrap_or_default();
     if kv.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad(format!(
-            "not a dinomaly checkpoint (format {:?}, expected \"{FORMAT}\")",
-            kv.get("format")
-        )));
+        return Err(bad(format!("not a dinomaly checkpoint (format {:?}, expected \"{FORMAT}\")", kv.get("format"))));
     }
     let version = kv.get("format_version").cloned().unwrap_or_default();
     if version != FORMAT_VERSION.to_string() {
-        return Err(bad(format!(
-            "checkpoint format version {version}, this build reads version {FORMAT_VERSION}"
-        )));
+        return Err(bad(format!("checkpoint format version {version}, this build reads version {FORMAT_VERSION}")));
     }
     serde_json::from_str(kv.get("meta").map(String::as_str).unwrap_or(""))
         .map_err(|e| bad(format!("bad checkpoint metadata: {e}")))

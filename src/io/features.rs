@@ -160,21 +160,15 @@ impl FeatureWriter {
     /// rows wait in an unnamed temporary file in `$TMPDIR`.
     pub fn to_stdout(meta: FeatureMeta) -> Result<Self> {
         let tmp = std::env::temp_dir();
-        let rows = tempfile::tempfile_in(&tmp)
-            .map_err(|e| Error::io(&tmp, std::io::Error::new(e.kind(), format!("cannot hold the rows of the store in $TMPDIR: {e}"))))?;
+        let rows = tempfile::tempfile_in(&tmp).map_err(|e| {
+            Error::io(&tmp, std::io::Error::new(e.kind(), format!("cannot hold the rows of the store in $TMPDIR: {e}")))
+        })?;
         Ok(Self::with_rows(PathBuf::from("stdout"), true, rows, meta))
     }
 
     fn with_rows(dest: PathBuf, to_stdout: bool, rows: File, meta: FeatureMeta) -> Self {
         let row_bytes = meta.row_shape().iter().product::<i64>() as usize * meta.dtype.bytes();
-        FeatureWriter {
-            meta,
-            dest,
-            to_stdout,
-            rows,
-            records: Vec::new(),
-            row_bytes,
-        }
+        FeatureWriter { meta, dest, to_stdout, rows, records: Vec::new(), row_bytes }
     }
 
     /// Appends one row per sample from `maps`, shaped (B, G, T, D).
@@ -182,23 +176,13 @@ impl FeatureWriter {
         let [g, t, d] = self.meta.row_shape();
         let expected = vec![samples.len() as i64, g, t, d];
         if maps.size() != expected {
-            return Err(Error::Shape {
-                path: self.dest.clone(),
-                key: TENSOR.into(),
-                expected,
-                found: maps.size(),
-            });
+            return Err(Error::Shape { path: self.dest.clone(), key: TENSOR.into(), expected, found: maps.size() });
         }
-        let host = maps
-            .to_device(Device::Cpu)
-            .to_kind(self.meta.dtype.kind())
-            .contiguous();
+        let host = maps.to_device(Device::Cpu).to_kind(self.meta.dtype.kind()).contiguous();
         let numel = host.numel();
         let mut bytes = vec![0u8; numel * self.meta.dtype.bytes()];
         host.f_copy_data_u8(&mut bytes, numel)?;
-        self.rows
-            .write_all(&bytes)
-            .map_err(|e| Error::io(&self.dest, e))?;
+        self.rows.write_all(&bytes).map_err(|e| Error::io(&self.dest, e))?;
         self.records.extend_from_slice(samples);
         Ok(())
     }
@@ -304,15 +288,9 @@ impl FeatureStore {
         let bad = |reason: String| Error::format(path, reason);
         let (header_len, st_meta) = safetensors::SafeTensors::read_metadata(&map)
             .map_err(|e| bad(crate::io::safetensors_load::header_problem("feature store", &e)))?;
-        let kv = st_meta
-            .metadata()
-            .as_ref()
-            .ok_or_else(|| bad("not a feature store: no metadata".into()))?;
+        let kv = st_meta.metadata().as_ref().ok_or_else(|| bad("not a feature store: no metadata".into()))?;
         if kv.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(bad(format!(
-                "not a feature store (format is {:?}, expected \"{FORMAT}\")",
-                kv.get("format")
-            )));
+            return Err(bad(format!("not a feature store (format is {:?}, expected \"{FORMAT}\")", kv.get("format"))));
         }
         let version = kv.get("format_version").cloned().unwrap_or_default();
         if version != FORMAT_VERSION.to_string() {
@@ -324,9 +302,7 @@ impl FeatureStore {
             .map_err(|e| bad(format!("bad metadata: {e}")))?;
         let records: Vec<Sample> = serde_json::from_str(kv.get("records").map(String::as_str).unwrap_or(""))
             .map_err(|e| bad(format!("bad records metadata: {e}")))?;
-        let info = st_meta
-            .info(TENSOR)
-            .ok_or_else(|| bad(format!("no '{TENSOR}' tensor")))?;
+        let info = st_meta.info(TENSOR).ok_or_else(|| bad(format!("no '{TENSOR}' tensor")))?;
         let [g, t, d] = meta.row_shape();
         let n = records.len();
         let expected = vec![n, g as usize, t as usize, d as usize];
@@ -350,15 +326,7 @@ impl FeatureStore {
                 map.len().saturating_sub(data_start)
             )));
         }
-        Ok(FeatureStore {
-            path: path.to_path_buf(),
-            map,
-            meta,
-            records,
-            len: n,
-            data_start,
-            row_bytes,
-        })
+        Ok(FeatureStore { path: path.to_path_buf(), map, meta, records, len: n, data_start, row_bytes })
     }
 
     /// Metadata.

@@ -89,17 +89,11 @@ pub fn read_f32_2d(path: impl AsRef<Path>) -> Result<Array2> {
     let descr = npy.data.descr();
     let shape = squeeze_leading(&npy.shape);
     let NpyData::F32(data) = npy.data else {
-        return Err(Error::format(
-            path,
-            format!("expected a float32 ('<f4') array, found '{descr}'"),
-        ));
+        return Err(Error::format(path, format!("expected a float32 ('<f4') array, found '{descr}'")));
     };
     match shape[..] {
         [rows, cols] => Ok(Array2 { rows, cols, data }),
-        _ => Err(Error::format(
-            path,
-            format!("expected a 2-D (H, W) array, found shape {:?}", npy.shape),
-        )),
+        _ => Err(Error::format(path, format!("expected a 2-D (H, W) array, found shape {:?}", npy.shape))),
     }
 }
 
@@ -123,15 +117,9 @@ pub fn write_f32_2d(path: impl AsRef<Path>, rows: usize, cols: usize, data: &[f3
 pub fn to_bytes(shape: &[usize], data: &NpyData) -> Vec<u8> {
     let shape_text = match shape {
         [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
-    let mut header = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape_text}, }}",
-        data.descr()
-    );
+    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape_text}, }}", data.descr());
     // Pad with spaces so that magic + version + length + header + '\n' is a
     // multiple of 64, as NumPy does (aligned data for memory mapping).
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
@@ -164,10 +152,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Npy, String> {
             if bytes.len() < 12 {
                 return Err("truncated .npy header".to_string());
             }
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
         }
         v => return Err(format!(".npy format version {v} is not supported (1, 2 or 3)")),
     };
@@ -175,8 +160,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Npy, String> {
         .checked_add(header_len)
         .filter(|&e| e <= bytes.len())
         .ok_or_else(|| "truncated .npy header".to_string())?;
-    let header = std::str::from_utf8(&bytes[start..end])
-        .map_err(|_| "the .npy header is not text".to_string())?;
+    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| "the .npy header is not text".to_string())?;
     let descr = dict_value(header, "descr")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let fortran = dict_value(header, "fortran_order")?;
@@ -195,23 +179,14 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<Npy, String> {
         "<f8" | "=f8" => (8, true),
         ">f8" => (8, false),
         "|u1" | "<u1" | ">u1" | "=u1" | "|b1" => (1, true),
-        other => {
-            return Err(format!(
-                "element type '{other}' is not supported (float32, float64, uint8 or bool)"
-            ))
-        }
+        other => return Err(format!("element type '{other}' is not supported (float32, float64, uint8 or bool)")),
     };
     // The declared size is checked against the file before anything is
     // allocated; a shape whose byte count overflows would otherwise wrap
     // to a small number and pass.
-    let needed = count
-        .checked_mul(size)
-        .ok_or_else(|| format!("shape {shape:?} of '{descr}' is too large"))?;
+    let needed = count.checked_mul(size).ok_or_else(|| format!("shape {shape:?} of '{descr}' is too large"))?;
     if body.len() < needed {
-        return Err(format!(
-            "truncated data: shape {shape:?} of '{descr}' needs {needed} bytes, found {}",
-            body.len()
-        ));
+        return Err(format!("truncated data: shape {shape:?} of '{descr}' needs {needed} bytes, found {}", body.len()));
     }
     let body = &body[..needed];
     let data = match (descr, size) {
@@ -256,10 +231,7 @@ fn dict_value(header: &str, key: &str) -> std::result::Result<String, String> {
         .find_map(|q| header.find(q.as_str()).map(|p| p + q.len()))
         .ok_or_else(|| format!("the .npy header has no '{key}'"))?;
     let rest = header[pos..].trim_start();
-    let rest = rest
-        .strip_prefix(':')
-        .ok_or_else(|| format!("malformed .npy header near '{key}'"))?
-        .trim_start();
+    let rest = rest.strip_prefix(':').ok_or_else(|| format!("malformed .npy header near '{key}'"))?.trim_start();
     let mut depth = 0i32;
     for (i, c) in rest.char_indices() {
         match c {
@@ -381,7 +353,11 @@ mod tests {
         // Element counts that fit in usize but whose byte counts wrap to 0:
         // 2^62 * 4 and 2^61 * 8 are 2^64. Without the check they read as an
         // empty array of a huge shape, which callers index out of bounds.
-        for (descr, shape) in [("<f4", "(4611686018427387904,)"), ("<f8", "(2305843009213693952, 1)"), ("<f4", "(2147483648, 2147483648)")] {
+        for (descr, shape) in [
+            ("<f4", "(4611686018427387904,)"),
+            ("<f8", "(2305843009213693952, 1)"),
+            ("<f4", "(2147483648, 2147483648)"),
+        ] {
             let e = parse(&crafted(descr, shape, &[])).unwrap_err();
             assert!(e.contains("too large"), "{descr} {shape}: {e}");
         }

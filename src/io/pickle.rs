@@ -252,10 +252,11 @@ impl Value {
             Value::Refused(name) => Some(name.clone()),
             Value::Tuple(items) => many(items),
             Value::List(items) | Value::Set(items) => many(&items.borrow().0),
-            Value::Dict(d) => d.borrow().entries.iter().find_map(|(k, v)| {
-                k.find_refused(depth - 1)
-                    .or_else(|| v.find_refused(depth - 1))
-            }),
+            Value::Dict(d) => d
+                .borrow()
+                .entries
+                .iter()
+                .find_map(|(k, v)| k.find_refused(depth - 1).or_else(|| v.find_refused(depth - 1))),
             _ => None,
         }
     }
@@ -283,15 +284,7 @@ pub type PersistentLoad<'a> = dyn FnMut(Value) -> PResult<Value> + 'a;
 
 /// Interprets `data` and returns the pickled object.
 pub fn unpickle(data: &[u8], persistent_load: &mut PersistentLoad<'_>) -> PResult<Value> {
-    Machine {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-        persistent_load,
-    }
-    .run()
+    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), persistent_load }.run()
 }
 
 struct Machine<'d, 'p, 'f> {
@@ -307,11 +300,10 @@ struct Machine<'d, 'p, 'f> {
 fn resolve_global(module: &str, name: &str) -> Value {
     let global = match (module, name) {
         ("collections", "OrderedDict") => Some(Global::OrderedDict),
-        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
-            Some(Global::RebuildTensor)
+        ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => Some(Global::RebuildTensor),
+        ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
+            Some(Global::RebuildParameter)
         }
-        ("torch._utils", "_rebuild_parameter")
-        | ("torch._utils", "_rebuild_parameter_with_state") => Some(Global::RebuildParameter),
         ("torch", class) => StorageDtype::from_class(class).map(Global::Storage),
         _ => None,
     };
@@ -325,10 +317,7 @@ fn as_int(v: &Value, what: &str) -> PResult<i64> {
     match v {
         Value::Int(i) => Ok(*i),
         Value::Bool(b) => Ok(*b as i64),
-        other => err(format!(
-            "{what} is a {}, expected an int",
-            other.type_name()
-        )),
+        other => err(format!("{what} is a {}, expected an int", other.type_name())),
     }
 }
 
@@ -336,10 +325,7 @@ fn as_int_tuple(v: &Value, what: &str) -> PResult<Vec<i64>> {
     match v {
         Value::Tuple(items) => items.iter().map(|i| as_int(i, what)).collect(),
         Value::List(items) => items.borrow().iter().map(|i| as_int(i, what)).collect(),
-        other => err(format!(
-            "{what} is a {}, expected a tuple of ints",
-            other.type_name()
-        )),
+        other => err(format!("{what} is a {}, expected a tuple of ints", other.type_name())),
     }
 }
 
@@ -357,9 +343,7 @@ fn call(func: Value, args: &[Value]) -> PResult<Value> {
                 };
                 for item in items {
                     match item {
-                        Value::Tuple(kv) if kv.len() == 2 => {
-                            dict.insert(kv[0].clone(), kv[1].clone())
-                        }
+                        Value::Tuple(kv) if kv.len() == 2 => dict.insert(kv[0].clone(), kv[1].clone()),
                         _ => return err("OrderedDict built from something other than pairs"),
                     }
                 }
@@ -369,46 +353,25 @@ fn call(func: Value, args: &[Value]) -> PResult<Value> {
         Value::Global(Global::RebuildTensor) => {
             // (storage, storage_offset, size, stride, requires_grad?, hooks?, metadata?)
             if args.len() < 4 {
-                return err(format!(
-                    "_rebuild_tensor with {} arguments, expected at least 4",
-                    args.len()
-                ));
+                return err(format!("_rebuild_tensor with {} arguments, expected at least 4", args.len()));
             }
             let storage = match &args[0] {
                 Value::Storage(s) => s.clone(),
-                other => {
-                    return err(format!(
-                        "_rebuild_tensor on a {}, expected a storage",
-                        other.type_name()
-                    ))
-                }
+                other => return err(format!("_rebuild_tensor on a {}, expected a storage", other.type_name())),
             };
             let offset = as_int(&args[1], "tensor storage offset")?;
             let size = as_int_tuple(&args[2], "tensor size")?;
             let stride = as_int_tuple(&args[3], "tensor stride")?;
-            Ok(Value::Tensor(Rc::new(TensorRef {
-                storage,
-                offset,
-                size,
-                stride,
-            })))
+            Ok(Value::Tensor(Rc::new(TensorRef { storage, offset, size, stride })))
         }
         Value::Global(Global::RebuildParameter) => match args.first() {
             Some(t @ Value::Tensor(_)) => Ok(t.clone()),
             Some(Value::Refused(name)) => Ok(Value::Refused(name.clone())),
-            Some(other) => err(format!(
-                "_rebuild_parameter on a {}, expected a tensor",
-                other.type_name()
-            )),
+            Some(other) => err(format!("_rebuild_parameter on a {}, expected a tensor", other.type_name())),
             None => err("_rebuild_parameter without arguments"),
         },
-        Value::Global(Global::Storage(_)) => {
-            err("a storage class called directly (only persistent storages are read)")
-        }
-        other => err(format!(
-            "pickle calls a {}, which is not callable",
-            other.type_name()
-        )),
+        Value::Global(Global::Storage(_)) => err("a storage class called directly (only persistent storages are read)"),
+        other => err(format!("pickle calls a {}, which is not callable", other.type_name())),
     }
 }
 
@@ -421,10 +384,7 @@ impl<'d> Machine<'d, '_, '_> {
                 self.pos = end;
                 Ok(s)
             }
-            None => err(format!(
-                "pickle truncated at byte {} (needs {n} more bytes)",
-                self.pos
-            )),
+            None => err(format!("pickle truncated at byte {} (needs {n} more bytes)", self.pos)),
         }
     }
 
@@ -442,10 +402,7 @@ impl<'d> Machine<'d, '_, '_> {
         // A length beyond the data is a truncated or hostile pickle; checking
         // it here avoids huge allocations.
         if len > (self.data.len() - self.pos) as u64 {
-            return err(format!(
-                "pickle truncated at byte {} (an item claims {len} bytes)",
-                self.pos
-            ));
+            return err(format!("pickle truncated at byte {} (an item claims {len} bytes)", self.pos));
         }
         Ok(len as usize)
     }
@@ -453,10 +410,7 @@ impl<'d> Machine<'d, '_, '_> {
     fn line(&mut self) -> PResult<&'d str> {
         let rest = &self.data[self.pos..];
         let Some(n) = rest.iter().position(|&b| b == b'\n') else {
-            return err(format!(
-                "pickle truncated at byte {} (unterminated line)",
-                self.pos
-            ));
+            return err(format!("pickle truncated at byte {} (unterminated line)", self.pos));
         };
         self.pos += n + 1;
         std::str::from_utf8(&rest[..n]).or_else(|_| err("pickle text line is not utf-8"))
@@ -467,16 +421,12 @@ impl<'d> Machine<'d, '_, '_> {
         if self.stack.len() <= floor {
             return err(format!("pickle stack underflow at byte {}", self.pos));
         }
-        self.stack
-            .pop()
-            .ok_or_else(|| PickleError("pickle stack underflow".into()))
+        self.stack.pop().ok_or_else(|| PickleError("pickle stack underflow".into()))
     }
 
     fn top(&mut self) -> PResult<&mut Value> {
         let pos = self.pos;
-        self.stack
-            .last_mut()
-            .ok_or_else(|| PickleError(format!("pickle stack empty at byte {pos}")))
+        self.stack.last_mut().ok_or_else(|| PickleError(format!("pickle stack empty at byte {pos}")))
     }
 
     fn pop_mark(&mut self) -> PResult<Vec<Value>> {
@@ -487,19 +437,14 @@ impl<'d> Machine<'d, '_, '_> {
     }
 
     fn memo_get(&self, key: u64) -> PResult<Value> {
-        self.memo.get(&key).cloned().ok_or_else(|| {
-            PickleError(format!(
-                "pickle refers to memo entry {key}, which was never stored"
-            ))
-        })
+        self.memo
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| PickleError(format!("pickle refers to memo entry {key}, which was never stored")))
     }
 
     fn memo_put(&mut self, key: u64) -> PResult<()> {
-        let v = self
-            .stack
-            .last()
-            .cloned()
-            .ok_or_else(|| PickleError("pickle memoizes an empty stack".into()))?;
+        let v = self.stack.last().cloned().ok_or_else(|| PickleError("pickle memoizes an empty stack".into()))?;
         self.memo.insert(key, v);
         Ok(())
     }
@@ -568,10 +513,7 @@ impl<'d> Machine<'d, '_, '_> {
                     self.take(8)?;
                 }
                 b'.' => {
-                    return self
-                        .stack
-                        .pop()
-                        .ok_or_else(|| PickleError("pickle ends with an empty stack".into()));
+                    return self.stack.pop().ok_or_else(|| PickleError("pickle ends with an empty stack".into()));
                 }
                 // Stack manipulation.
                 b'(' => self.marks.push(self.stack.len()),
@@ -591,9 +533,7 @@ impl<'d> Machine<'d, '_, '_> {
                 0x89 => self.stack.push(Value::Bool(false)),
                 b'J' => {
                     let b = self.take(4)?;
-                    self.stack.push(Value::Int(
-                        i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
-                    ));
+                    self.stack.push(Value::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64));
                 }
                 b'K' => {
                     let v = self.u8()?;
@@ -618,11 +558,7 @@ impl<'d> Machine<'d, '_, '_> {
                     let v = match line {
                         "00" => Value::Bool(false),
                         "01" => Value::Bool(true),
-                        s => Value::Int(
-                            s.trim()
-                                .parse()
-                                .or_else(|_| err(format!("bad INT '{s}'")))?,
-                        ),
+                        s => Value::Int(s.trim().parse().or_else(|_| err(format!("bad INT '{s}'")))?),
                     };
                     self.stack.push(v);
                 }
@@ -631,12 +567,7 @@ impl<'d> Machine<'d, '_, '_> {
                     let digits = line.trim_end_matches('L');
                     match digits.parse::<i64>() {
                         Ok(i) => self.stack.push(Value::Int(i)),
-                        Err(_)
-                            if digits
-                                .trim_start_matches('-')
-                                .bytes()
-                                .all(|b| b.is_ascii_digit()) =>
-                        {
+                        Err(_) if digits.trim_start_matches('-').bytes().all(|b| b.is_ascii_digit()) => {
                             self.stack.push(Value::BigInt(digits.as_bytes().into()))
                         }
                         Err(_) => return err(format!("bad LONG '{line}'")),
@@ -650,10 +581,7 @@ impl<'d> Machine<'d, '_, '_> {
                 }
                 b'F' => {
                     let line = self.line()?;
-                    let v = line
-                        .trim()
-                        .parse()
-                        .or_else(|_| err(format!("bad FLOAT '{line}'")))?;
+                    let v = line.trim().parse().or_else(|_| err(format!("bad FLOAT '{line}'")))?;
                     self.stack.push(Value::Float(v));
                 }
                 // Strings and bytes.
@@ -664,8 +592,7 @@ impl<'d> Machine<'d, '_, '_> {
                         _ => 8,
                     })?;
                     let b = self.take(n)?;
-                    let s =
-                        std::str::from_utf8(b).or_else(|_| err("pickle string is not utf-8"))?;
+                    let s = std::str::from_utf8(b).or_else(|_| err("pickle string is not utf-8"))?;
                     self.stack.push(Value::Str(s.into()));
                 }
                 b'V' => {
@@ -685,9 +612,7 @@ impl<'d> Machine<'d, '_, '_> {
                     let n = self.len_from(if op == b'T' { 4 } else { 1 })?;
                     let b = self.take(n)?;
                     // Python 2 str: text in practice (latin-1 is lossless).
-                    self.stack.push(Value::Str(
-                        b.iter().map(|&c| c as char).collect::<String>().into(),
-                    ));
+                    self.stack.push(Value::Str(b.iter().map(|&c| c as char).collect::<String>().into()));
                 }
                 b'B' | b'C' | 0x8e | 0x96 => {
                     let n = self.len_from(match op {
@@ -714,13 +639,10 @@ impl<'d> Machine<'d, '_, '_> {
                     self.stack.push(Value::tuple(items));
                 }
                 // Lists, dicts, sets.
-                b']' => self
-                    .stack
-                    .push(Value::List(Rc::new(RefCell::new(Seq(Vec::new()))))),
+                b']' => self.stack.push(Value::List(Rc::new(RefCell::new(Seq(Vec::new()))))),
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.stack
-                        .push(Value::List(Rc::new(RefCell::new(Seq(items)))));
+                    self.stack.push(Value::List(Rc::new(RefCell::new(Seq(items)))));
                 }
                 b'a' => {
                     let v = self.pop()?;
@@ -730,13 +652,10 @@ impl<'d> Machine<'d, '_, '_> {
                     let items = self.pop_mark()?;
                     self.append_items(items)?;
                 }
-                b'}' => self
-                    .stack
-                    .push(Value::Dict(Rc::new(RefCell::new(Dict::default())))),
+                b'}' => self.stack.push(Value::Dict(Rc::new(RefCell::new(Dict::default())))),
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.stack
-                        .push(Value::Dict(Rc::new(RefCell::new(Dict::default()))));
+                    self.stack.push(Value::Dict(Rc::new(RefCell::new(Dict::default()))));
                     self.set_items(items)?;
                 }
                 b's' => {
@@ -748,17 +667,14 @@ impl<'d> Machine<'d, '_, '_> {
                     let items = self.pop_mark()?;
                     self.set_items(items)?;
                 }
-                0x8f => self
-                    .stack
-                    .push(Value::Set(Rc::new(RefCell::new(Seq(Vec::new()))))),
+                0x8f => self.stack.push(Value::Set(Rc::new(RefCell::new(Seq(Vec::new()))))),
                 0x90 => {
                     let items = self.pop_mark()?;
                     self.append_items(items)?;
                 }
                 0x91 => {
                     let items = self.pop_mark()?;
-                    self.stack
-                        .push(Value::Set(Rc::new(RefCell::new(Seq(items)))));
+                    self.stack.push(Value::Set(Rc::new(RefCell::new(Seq(items)))));
                 }
                 // Globals and object construction: only the allow-list means
                 // anything; nothing is ever called.
@@ -783,12 +699,7 @@ impl<'d> Machine<'d, '_, '_> {
                             self.stack.push(Value::Refused(name));
                             continue;
                         }
-                        other => {
-                            return err(format!(
-                                "REDUCE with {} arguments, expected a tuple",
-                                other.type_name()
-                            ))
-                        }
+                        other => return err(format!("REDUCE with {} arguments, expected a tuple", other.type_name())),
                     };
                     let v = call(func, &args)?;
                     self.stack.push(v);
@@ -858,10 +769,7 @@ impl<'d> Machine<'d, '_, '_> {
                 }
                 b'g' => {
                     let line = self.line()?;
-                    let k = line
-                        .trim()
-                        .parse()
-                        .or_else(|_| err(format!("bad GET '{line}'")))?;
+                    let k = line.trim().parse().or_else(|_| err(format!("bad GET '{line}'")))?;
                     let v = self.memo_get(k)?;
                     self.stack.push(v);
                 }
@@ -875,24 +783,15 @@ impl<'d> Machine<'d, '_, '_> {
                 }
                 b'p' => {
                     let line = self.line()?;
-                    let k = line
-                        .trim()
-                        .parse()
-                        .or_else(|_| err(format!("bad PUT '{line}'")))?;
+                    let k = line.trim().parse().or_else(|_| err(format!("bad PUT '{line}'")))?;
                     self.memo_put(k)?;
                 }
                 0x94 => {
                     let k = self.memo.len() as u64;
                     self.memo_put(k)?;
                 }
-                0x82..=0x84 => {
-                    return err(
-                        "pickle uses the copyreg extension registry, which is not supported",
-                    )
-                }
-                0x97 | 0x98 => {
-                    return err("pickle uses out-of-band buffers, which are not supported")
-                }
+                0x82..=0x84 => return err("pickle uses the copyreg extension registry, which is not supported"),
+                0x97 | 0x98 => return err("pickle uses out-of-band buffers, which are not supported"),
                 other => return err(format!("unknown pickle opcode 0x{other:02x} at byte {at}")),
             }
         }
@@ -918,9 +817,7 @@ mod tests {
     #[test]
     fn binary_integers_and_longs() {
         // (1, 300, -2, LONG1 -1 (1 byte 0xff), LONG1 2**63 (9 bytes), BININT1 7)
-        let mut p = vec![
-            0x80, 2, b'(', b'K', 1, b'M', 0x2c, 0x01, b'J', 0xfe, 0xff, 0xff, 0xff, 0x8a, 1, 0xff,
-        ];
+        let mut p = vec![0x80, 2, b'(', b'K', 1, b'M', 0x2c, 0x01, b'J', 0xfe, 0xff, 0xff, 0xff, 0x8a, 1, 0xff];
         p.extend([0x8a, 9, 0, 0, 0, 0, 0, 0, 0, 0x80, 0]);
         p.extend([b'K', 7, b't', b'.']);
         let v = run(&p).unwrap();
@@ -964,9 +861,7 @@ mod tests {
     #[test]
     fn dict_keeps_order_and_last_value() {
         let p = b"}(X\x01\x00\x00\x00bK\x01X\x01\x00\x00\x00aK\x02X\x01\x00\x00\x00bK\x03u.";
-        let Value::Dict(d) = run(p).unwrap() else {
-            panic!()
-        };
+        let Value::Dict(d) = run(p).unwrap() else { panic!() };
         let d = d.borrow();
         let keys: Vec<String> = d.entries().iter().map(|(k, _)| format!("{k:?}")).collect();
         assert_eq!(keys.len(), 2);
@@ -987,10 +882,7 @@ mod tests {
         assert!(matches!(run(p).unwrap(), Value::Refused(n) if &*n == "argparse.Namespace"));
         // A refused value inside a container can be found.
         let p = b"(cbuiltins\neval\nl.";
-        assert_eq!(
-            run(p).unwrap().find_refused(8).as_deref(),
-            Some("builtins.eval")
-        );
+        assert_eq!(run(p).unwrap().find_refused(8).as_deref(), Some("builtins.eval"));
     }
 
     #[test]
@@ -998,10 +890,7 @@ mod tests {
         let p = b"\x80\x02ccollections\nOrderedDict\n)R.";
         assert!(matches!(run(p).unwrap(), Value::Dict(_)));
         let p = b"ctorch\nFloatStorage\n.";
-        assert!(matches!(
-            run(p).unwrap(),
-            Value::Global(Global::Storage(StorageDtype::F32))
-        ));
+        assert!(matches!(run(p).unwrap(), Value::Global(Global::Storage(StorageDtype::F32))));
         // A storage class not in the list is refused, not misread.
         let p = b"ctorch\nComplexFloatStorage\n.";
         assert!(matches!(run(p).unwrap(), Value::Refused(_)));
@@ -1009,20 +898,13 @@ mod tests {
 
     #[test]
     fn rebuild_tensor_reads_view_geometry() {
-        let storage = Rc::new(StorageRef {
-            key: "0".into(),
-            dtype: StorageDtype::F32,
-            numel: 6,
-        });
+        let storage = Rc::new(StorageRef { key: "0".into(), dtype: StorageDtype::F32, numel: 6 });
         let s2 = storage.clone();
         // _rebuild_tensor_v2(persid, 1, (2, 2), (3, 1), False, OrderedDict())
         let p = b"ctorch._utils\n_rebuild_tensor_v2\n(X\x01\x00\x00\x000QK\x01K\x02K\x02\x86K\x03K\x01\x86\x89ccollections\nOrderedDict\n)RtR.";
         let v = unpickle(p, &mut |_| Ok(Value::Storage(s2.clone()))).unwrap();
         let Value::Tensor(t) = v else { panic!() };
-        assert_eq!(
-            (t.offset, t.size.clone(), t.stride.clone()),
-            (1, vec![2, 2], vec![3, 1])
-        );
+        assert_eq!((t.offset, t.size.clone(), t.stride.clone()), (1, vec![2, 2], vec![3, 1]));
         assert_eq!(t.storage, storage);
     }
 

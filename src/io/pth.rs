@@ -66,28 +66,15 @@ pub fn read_state_dict(path: &Path, key: Option<&str>) -> Result<StateDict> {
         FileKind::TorchZip => {}
         FileKind::TorchLegacy => return Err(Error::format(path, sniff::legacy_message())),
         FileKind::Pickle => {
-            return Err(Error::format(
-                path,
-                "is a plain pickle, not a torch.save checkpoint (no zip container)",
-            ))
+            return Err(Error::format(path, "is a plain pickle, not a torch.save checkpoint (no zip container)"))
         }
-        FileKind::Safetensors => {
-            return Err(Error::format(
-                path,
-                "is a safetensors file, not a torch.save checkpoint",
-            ))
-        }
-        FileKind::Unknown => {
-            return Err(Error::format(
-                path,
-                "is not a pytorch checkpoint (no zip or pickle header)",
-            ))
-        }
+        FileKind::Safetensors => return Err(Error::format(path, "is a safetensors file, not a torch.save checkpoint")),
+        FileKind::Unknown => return Err(Error::format(path, "is not a pytorch checkpoint (no zip or pickle header)")),
     }
     let mut reader = Archive::open(path, &map)?;
     let pkl = reader.entry_bytes("data.pkl", None)?;
-    let root = pickle::unpickle(&pkl, &mut persistent_storage)
-        .map_err(|e| Error::format(path, format!("data.pkl: {e}")))?;
+    let root =
+        pickle::unpickle(&pkl, &mut persistent_storage).map_err(|e| Error::format(path, format!("data.pkl: {e}")))?;
     let dict = select(path, &root, key)?;
     let dict = dict.borrow();
     materialize(path, &dict, &mut reader)
@@ -105,11 +92,7 @@ fn persistent_storage(pid: Value) -> std::result::Result<Value, PickleError> {
     }
     let dtype = match &items[1] {
         Value::Global(pickle::Global::Storage(d)) => *d,
-        Value::Refused(name) => {
-            return Err(PickleError(format!(
-                "storage type '{name}' is not supported"
-            )))
-        }
+        Value::Refused(name) => return Err(PickleError(format!("storage type '{name}' is not supported"))),
         _ => return bad("has no storage type"),
     };
     let key = match &items[2] {
@@ -126,18 +109,12 @@ fn persistent_storage(pid: Value) -> std::result::Result<Value, PickleError> {
 /// Walks to the dict the caller asked for.
 fn select(path: &Path, root: &Value, key: Option<&str>) -> Result<Rc<std::cell::RefCell<Dict>>> {
     let refused = |name: &str| {
-        Error::format(
-            path,
-            format!("refuses to load global '{name}' (only state dicts of tensors are read)"),
-        )
+        Error::format(path, format!("refuses to load global '{name}' (only state dicts of tensors are read)"))
     };
     let as_dict = |v: &Value, what: &str| match v {
         Value::Dict(d) => Ok(d.clone()),
         Value::Refused(name) => Err(refused(name)),
-        other => Err(Error::format(
-            path,
-            format!("{what} is a {}, not a state dict", other.type_name()),
-        )),
+        other => Err(Error::format(path, format!("{what} is a {}, not a state dict", other.type_name()))),
     };
     let mut dict = as_dict(root, "the checkpoint")?;
     match key {
@@ -146,24 +123,13 @@ fn select(path: &Path, root: &Value, key: Option<&str>) -> Result<Rc<std::cell::
             for part in key.split('/').filter(|p| !p.is_empty()) {
                 let next = dict.borrow().get(part).cloned();
                 let Some(next) = next else {
-                    let place = if walked.is_empty() {
-                        "the top level".to_string()
-                    } else {
-                        format!("'{walked}'")
-                    };
+                    let place = if walked.is_empty() { "the top level".to_string() } else { format!("'{walked}'") };
                     return Err(Error::format(
                         path,
-                        format!(
-                            "no entry '{part}' in {place} (entries: {})",
-                            entry_names(&dict.borrow())
-                        ),
+                        format!("no entry '{part}' in {place} (entries: {})", entry_names(&dict.borrow())),
                     ));
                 };
-                walked = if walked.is_empty() {
-                    part.to_string()
-                } else {
-                    format!("{walked}/{part}")
-                };
+                walked = if walked.is_empty() { part.to_string() } else { format!("{walked}/{part}") };
                 dict = as_dict(&next, &format!("entry '{walked}'"))?;
             }
             Ok(dict)
@@ -199,9 +165,7 @@ fn select(path: &Path, root: &Value, key: Option<&str>) -> Result<Rc<std::cell::
 }
 
 fn holds_tensors(d: &Dict) -> bool {
-    d.entries()
-        .iter()
-        .any(|(_, v)| matches!(v, Value::Tensor(_)))
+    d.entries().iter().any(|(_, v)| matches!(v, Value::Tensor(_)))
 }
 
 fn entry_names(d: &Dict) -> String {
@@ -240,10 +204,7 @@ fn materialize(path: &Path, dict: &Dict, reader: &mut Archive<'_>) -> Result<Sta
             other => {
                 return Err(Error::format(
                     path,
-                    format!(
-                        "state dict has a key of type {}, expected names",
-                        other.type_name()
-                    ),
+                    format!("state dict has a key of type {}, expected names", other.type_name()),
                 ))
             }
         };
@@ -298,42 +259,28 @@ struct Archive<'m> {
 
 impl<'m> Archive<'m> {
     fn open(path: &Path, map: &'m [u8]) -> Result<Self> {
-        let zip = ZipArchive::new(Cursor::new(map)).map_err(|e| {
-            Error::format(
-                path,
-                format!("is a truncated or damaged checkpoint (zip: {e})"),
-            )
-        })?;
+        let zip = ZipArchive::new(Cursor::new(map))
+            .map_err(|e| Error::format(path, format!("is a truncated or damaged checkpoint (zip: {e})")))?;
         // torch.save writes `<folder>/data.pkl`; the folder name is the file
         // stem at save time, so anything is accepted.
-        let pkls: Vec<&str> = zip
-            .file_names()
-            .filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1)
-            .collect();
-        let prefix =
-            match pkls.as_slice() {
-                [one] => one.trim_end_matches("data.pkl").to_string(),
-                [] => return Err(Error::format(
+        let pkls: Vec<&str> =
+            zip.file_names().filter(|n| n.ends_with("/data.pkl") && n.matches('/').count() == 1).collect();
+        let prefix = match pkls.as_slice() {
+            [one] => one.trim_end_matches("data.pkl").to_string(),
+            [] => {
+                return Err(Error::format(
                     path,
                     "is a zip file but not a torch.save checkpoint (no <folder>/data.pkl inside)",
-                )),
-                _ => {
-                    return Err(Error::format(
-                        path,
-                        format!(
-                            "holds {} checkpoints (several */data.pkl), expected one",
-                            pkls.len()
-                        ),
-                    ))
-                }
-            };
-        let mut archive = Archive {
-            path: path.to_path_buf(),
-            map,
-            zip,
-            prefix,
-            storages: HashMap::new(),
+                ))
+            }
+            _ => {
+                return Err(Error::format(
+                    path,
+                    format!("holds {} checkpoints (several */data.pkl), expected one", pkls.len()),
+                ))
+            }
         };
+        let mut archive = Archive { path: path.to_path_buf(), map, zip, prefix, storages: HashMap::new() };
         archive.check_byteorder()?;
         Ok(archive)
     }
@@ -348,53 +295,37 @@ impl<'m> Archive<'m> {
         let order = self.entry_bytes("byteorder", Some(16))?;
         match &order[..] {
             b"little" => Ok(()),
-            b"big" => Err(Error::format(
-                &self.path,
-                "stores tensors big-endian; re-save it on a little-endian machine",
-            )),
-            other => Err(Error::format(
-                &self.path,
-                format!(
-                    "has an unknown byteorder '{}'",
-                    String::from_utf8_lossy(other)
-                ),
-            )),
+            b"big" => {
+                Err(Error::format(&self.path, "stores tensors big-endian; re-save it on a little-endian machine"))
+            }
+            other => {
+                Err(Error::format(&self.path, format!("has an unknown byteorder '{}'", String::from_utf8_lossy(other))))
+            }
         }
     }
 
     /// The bytes of `<prefix><name>`, borrowed from the map when stored
     /// uncompressed (as torch writes them), else decompressed. `limit` caps
     /// what is read from a compressed entry.
-    fn entry_bytes(
-        &mut self,
-        name: &str,
-        limit: Option<u64>,
-    ) -> Result<std::borrow::Cow<'m, [u8]>> {
+    fn entry_bytes(&mut self, name: &str, limit: Option<u64>) -> Result<std::borrow::Cow<'m, [u8]>> {
         let full = format!("{}{name}", self.prefix);
         let path = self.path.clone();
         let map = self.map;
         let mut f = self.zip.by_name(&full).map_err(|e| match e {
-            zip::result::ZipError::FileNotFound => Error::format(
-                &path,
-                format!("is missing '{full}' (truncated or damaged checkpoint)"),
-            ),
+            zip::result::ZipError::FileNotFound => {
+                Error::format(&path, format!("is missing '{full}' (truncated or damaged checkpoint)"))
+            }
             e => Error::format(&path, format!("cannot read '{full}': {e}")),
         })?;
         if f.compression() == CompressionMethod::Stored {
             let start = f.data_start() as usize;
             let end = start.checked_add(f.size() as usize);
             let Some(bytes) = end.and_then(|end| map.get(start..end)) else {
-                return Err(Error::format(
-                    &path,
-                    format!("'{full}' runs past the end of the file (truncated)"),
-                ));
+                return Err(Error::format(&path, format!("'{full}' runs past the end of the file (truncated)")));
             };
             // Read from the map, the bytes bypass zip's own CRC check.
             if crc32fast::hash(bytes) != f.crc32() {
-                return Err(Error::format(
-                    &path,
-                    format!("'{full}' is damaged (CRC mismatch)"),
-                ));
+                return Err(Error::format(&path, format!("'{full}' is damaged (CRC mismatch)")));
             }
             return Ok(std::borrow::Cow::Borrowed(bytes));
         }
@@ -414,12 +345,7 @@ impl<'m> Archive<'m> {
         }
         let needed = (s.numel as u64)
             .checked_mul(s.dtype.size() as u64)
-            .ok_or_else(|| {
-                Error::format(
-                    &self.path,
-                    format!("storage '{}' claims an impossible size", s.key),
-                )
-            })?;
+            .ok_or_else(|| Error::format(&self.path, format!("storage '{}' claims an impossible size", s.key)))?;
         let bytes = self.entry_bytes(&format!("data/{}", s.key), Some(needed))?;
         if (bytes.len() as u64) < needed {
             return Err(Error::format(
@@ -437,10 +363,7 @@ impl<'m> Archive<'m> {
         if s.dtype == StorageDtype::Bool && bytes.iter().any(|&b| b > 1) {
             return Err(Error::format(
                 &self.path,
-                format!(
-                    "bool storage data/{} holds values other than 0 and 1",
-                    s.key
-                ),
+                format!("bool storage data/{} holds values other than 0 and 1", s.key),
             ));
         }
         // from_data_size copies numel * element-size bytes: the length was
@@ -456,10 +379,7 @@ impl<'m> Archive<'m> {
         let path = self.path.clone();
         let bad = |why: String| Error::format(&path, format!("tensor '{name}': {why}"));
         if t.size.len() != t.stride.len() {
-            return Err(bad(format!(
-                "size {:?} and stride {:?} differ in length",
-                t.size, t.stride
-            )));
+            return Err(bad(format!("size {:?} and stride {:?} differ in length", t.size, t.stride)));
         }
         if t.size.iter().any(|&s| s < 0) || t.stride.iter().any(|&s| s < 0) || t.offset < 0 {
             return Err(bad(format!(
@@ -467,20 +387,11 @@ impl<'m> Archive<'m> {
                 t.size, t.stride, t.offset
             )));
         }
-        let numel = t
-            .size
-            .iter()
-            .try_fold(1i128, |acc, &s| acc.checked_mul(s as i128));
-        let numel = numel
-            .filter(|&n| n <= i64::MAX as i128)
-            .ok_or_else(|| bad("size overflows".into()))?;
+        let numel = t.size.iter().try_fold(1i128, |acc, &s| acc.checked_mul(s as i128));
+        let numel = numel.filter(|&n| n <= i64::MAX as i128).ok_or_else(|| bad("size overflows".into()))?;
         if numel > 0 {
             let last: i128 = t.offset as i128
-                + t.size
-                    .iter()
-                    .zip(&t.stride)
-                    .map(|(&s, &st)| (s as i128 - 1) * st as i128)
-                    .sum::<i128>();
+                + t.size.iter().zip(&t.stride).map(|(&s, &st)| (s as i128 - 1) * st as i128).sum::<i128>();
             if last >= t.storage.numel as i128 {
                 return Err(bad(format!(
                     "view (offset {}, size {:?}, stride {:?}) reaches element {last} of a storage of {}",
@@ -489,8 +400,7 @@ impl<'m> Archive<'m> {
             }
         }
         let storage = self.storage(&t.storage)?;
-        let whole =
-            t.offset == 0 && numel == t.storage.numel as i128 && is_contiguous(&t.size, &t.stride);
+        let whole = t.offset == 0 && numel == t.storage.numel as i128 && is_contiguous(&t.size, &t.stride);
         if whole && !shared {
             return Ok(storage.f_view(t.size.as_slice())?);
         }

@@ -77,13 +77,7 @@ pub fn read_safetensors(path: &Path, floats: FloatKind) -> Result<Vec<(String, T
     let mut out = Vec::with_capacity(views.len());
     for (name, view) in views {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
-            Error::format(
-                path,
-                format!(
-                    "tensor '{name}' has dtype {:?}, which is not supported",
-                    view.dtype()
-                ),
-            )
+            Error::format(path, format!("tensor '{name}' has dtype {:?}, which is not supported", view.dtype()))
         })?;
         let shape: Vec<i64> = view.shape().iter().map(|&s| s as i64).collect();
         let data = view.data();
@@ -91,19 +85,10 @@ pub fn read_safetensors(path: &Path, floats: FloatKind) -> Result<Vec<(String, T
         // from_data_size relies on (it copies numel x element-size bytes).
         let numel: usize = view.shape().iter().product();
         if data.len() != numel * view.dtype().size() {
-            return Err(Error::format(
-                path,
-                format!(
-                    "tensor '{name}' has {} bytes for shape {shape:?}",
-                    data.len()
-                ),
-            ));
+            return Err(Error::format(path, format!("tensor '{name}' has {} bytes for shape {shape:?}", data.len())));
         }
         if kind == Kind::Bool && data.iter().any(|&b| b > 1) {
-            return Err(Error::format(
-                path,
-                format!("bool tensor '{name}' holds values other than 0 and 1"),
-            ));
+            return Err(Error::format(path, format!("bool tensor '{name}' holds values other than 0 and 1")));
         }
         let mut t = Tensor::f_from_data_size(data, &shape, kind)?;
         if floats == FloatKind::F32 && matches!(kind, Kind::Half | Kind::BFloat16 | Kind::Double) {

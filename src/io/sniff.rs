@@ -26,23 +26,18 @@ pub enum FileKind {
 
 /// torch.save's legacy magic number 0x1950a86a20f9469cfc6c, pickled with
 /// protocol 2 as LONG1 at the very start of the file.
-const LEGACY_MAGIC: [u8; 14] = [
-    0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19,
-];
+const LEGACY_MAGIC: [u8; 14] = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
 /// Classifies a file from its first (up to 512) bytes and its length.
 pub fn classify(head: &[u8], file_len: u64) -> FileKind {
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
         FileKind::TorchZip
-    } else if head.starts_with(&LEGACY_MAGIC) || (head.len() >= 262 && &head[257..262] == b"ustar")
-    {
+    } else if head.starts_with(&LEGACY_MAGIC) || (head.len() >= 262 && &head[257..262] == b"ustar") {
         FileKind::TorchLegacy
     } else if head.first() == Some(&0x80) && head.get(1).is_some_and(|&p| p <= 5) {
         FileKind::Pickle
     } else if head.len() >= 9 && head[8] == b'{' && {
-        let n = u64::from_le_bytes([
-            head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7],
-        ]);
+        let n = u64::from_le_bytes([head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]]);
         n >= 2 && n.saturating_add(8) <= file_len
     } {
         FileKind::Safetensors
@@ -56,10 +51,7 @@ pub fn file_kind(path: &Path) -> Result<FileKind> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut head = Vec::with_capacity(512);
-    f.by_ref()
-        .take(512)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::io(path, e))?;
+    f.by_ref().take(512).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
     Ok(classify(&head, len))
 }
 

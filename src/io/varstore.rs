@@ -29,11 +29,7 @@ pub fn load_into(
     for name in &names {
         let var = &variables[*name];
         let Some(src) = by_name.get(name.as_str()) else {
-            return Err(Error::MissingKey {
-                path: path.to_path_buf(),
-                key: (*name).clone(),
-                hint: String::new(),
-            });
+            return Err(Error::MissingKey { path: path.to_path_buf(), key: (*name).clone(), hint: String::new() });
         };
         if src.size() != var.size() {
             return Err(Error::Shape {

@@ -108,9 +108,8 @@ pub fn official(px: &SortedPixels, num_th: u32, fpr_limit: f64) -> MetricValue {
 pub fn official_with_curve(px: &SortedPixels, num_th: u32, fpr_limit: f64) -> Result<(f64, Vec<(f64, f64)>), String> {
     px.check()?;
     let (min, max) = px.range().ok_or("no pixels")?;
-    let th = arange_thresholds(min, max, num_th).ok_or_else(|| {
-        format!("all pixel scores are equal ({min}): the official threshold range is empty")
-    })?;
+    let th = arange_thresholds(min, max, num_th)
+        .ok_or_else(|| format!("all pixel scores are equal ({min}): the official threshold range is empty"))?;
     let curve = official_curve(px, &th);
     let value = area_official(&curve, fpr_limit)?;
     // Thresholds increase, so FPR does not: reversed, it runs from low to high.
@@ -158,9 +157,7 @@ pub fn official_curve(px: &SortedPixels, th: &[f64]) -> Vec<(f64, f64)> {
 pub fn area_official(curve: &[(f64, f64)], fpr_limit: f64) -> MetricValue {
     let kept: Vec<(f64, f64)> = curve.iter().copied().filter(|p| p.0 < fpr_limit).collect();
     if kept.len() < 2 {
-        return Err(format!(
-            "fewer than two official thresholds have FPR < {fpr_limit} (the official code fails)"
-        ));
+        return Err(format!("fewer than two official thresholds have FPR < {fpr_limit} (the official code fails)"));
     }
     let max_fpr = kept.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
     if max_fpr <= 0.0 {
@@ -256,8 +253,7 @@ mod tests {
     fn pixels(neg: &[f32], pos: &[(f32, u32)]) -> (Vec<u32>, Vec<u64>) {
         let mut n: Vec<u32> = neg.iter().map(|&x| keys::key(x)).collect();
         n.sort();
-        let mut p: Vec<u64> =
-            pos.iter().map(|&(x, r)| (keys::key(x) as u64) << 32 | r as u64).collect();
+        let mut p: Vec<u64> = pos.iter().map(|&(x, r)| (keys::key(x) as u64) << 32 | r as u64).collect();
         p.sort_by_key(|x| x >> 32);
         (n, p)
     }

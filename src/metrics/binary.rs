@@ -126,10 +126,7 @@ impl<T: Copy> Accumulator<T> {
             best_at: None,
             best_below: None,
             awaiting_below: false,
-            curves: plots.then(|| Curves {
-                roc: vec![(0.0, 0.0)],
-                pr: Vec::new(),
-            }),
+            curves: plots.then(|| Curves { roc: vec![(0.0, 0.0)], pr: Vec::new() }),
         }
     }
 

@@ -24,11 +24,7 @@ pub fn key(x: f32) -> u32 {
 /// The float of a key made by [`key`].
 #[inline]
 pub fn value(k: u32) -> f32 {
-    let bits = if k & 0x8000_0000 != 0 {
-        k & 0x7fff_ffff
-    } else {
-        !k
-    };
+    let bits = if k & 0x8000_0000 != 0 { k & 0x7fff_ffff } else { !k };
     f32::from_bits(bits)
 }
 
@@ -93,18 +89,7 @@ mod tests {
 
     #[test]
     fn keys_preserve_order_and_round_trip() {
-        let xs = [
-            f32::NEG_INFINITY,
-            -3.5,
-            -1e-30,
-            -f32::MIN_POSITIVE,
-            0.0,
-            1e-45,
-            0.1,
-            1.0,
-            3.4e38,
-            f32::INFINITY,
-        ];
+        let xs = [f32::NEG_INFINITY, -3.5, -1e-30, -f32::MIN_POSITIVE, 0.0, 1e-45, 0.1, 1.0, 3.4e38, f32::INFINITY];
         for w in xs.windows(2) {
             assert!(key(w[0]) < key(w[1]), "{} {}", w[0], w[1]);
         }

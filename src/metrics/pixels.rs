@@ -36,19 +36,11 @@ pub fn reduce(map: &[f32], mask: &[bool], rows: usize, cols: usize) -> Result<Re
         ));
     }
     if let Some(i) = map.iter().position(|v| !v.is_finite()) {
-        return Err(format!(
-            "the map has a non-finite value ({}) at row {}, column {}",
-            map[i],
-            i / cols,
-            i % cols
-        ));
+        return Err(format!("the map has a non-finite value ({}) at row {}, column {}", map[i], i / cols, i % cols));
     }
     let n_pos = mask.iter().filter(|&&m| m).count();
-    let mut out = ReducedImage {
-        neg: Vec::with_capacity(map.len() - n_pos),
-        pos: Vec::with_capacity(n_pos),
-        areas: Vec::new(),
-    };
+    let mut out =
+        ReducedImage { neg: Vec::with_capacity(map.len() - n_pos), pos: Vec::with_capacity(n_pos), areas: Vec::new() };
     if n_pos == 0 {
         out.neg.extend(map.iter().map(|&v| keys::key(v)));
         return Ok(out);
@@ -87,11 +79,7 @@ pub struct PixelOptions {
 
 impl Default for PixelOptions {
     fn default() -> Self {
-        PixelOptions {
-            fpr_limit: 0.3,
-            num_thresholds: aupro::OFFICIAL_THRESHOLDS,
-            plots: false,
-        }
+        PixelOptions { fpr_limit: 0.3, num_thresholds: aupro::OFFICIAL_THRESHOLDS, plots: false }
     }
 }
 
@@ -145,11 +133,7 @@ impl PixelSet {
     pub fn evaluate(mut self, opts: &PixelOptions) -> PixelMetrics {
         let (neg, pos) = (&mut self.neg, &mut self.pos);
         rayon::join(|| keys::sort_u32(neg), || keys::sort_u64_by_high(pos));
-        let px = SortedPixels {
-            neg: &self.neg,
-            pos: &self.pos,
-            areas: &self.areas,
-        };
+        let px = SortedPixels { neg: &self.neg, pos: &self.pos, areas: &self.areas };
         let ((bin, official), exact) = rayon::join(
             || {
                 rayon::join(
@@ -182,14 +166,8 @@ fn binary_of(px: &SortedPixels, plots: bool) -> Result<BinaryMetrics<f32>, Strin
     if px.neg.is_empty() {
         return Err("no normal (GT-negative) pixels".to_string());
     }
-    let m = binary::from_sorted(
-        px.pos.len(),
-        |i| (px.pos[i] >> 32) as u32,
-        px.neg.len(),
-        |j| px.neg[j],
-        plots,
-    )
-    .ok_or("one pixel label only")?;
+    let m = binary::from_sorted(px.pos.len(), |i| (px.pos[i] >> 32) as u32, px.neg.len(), |j| px.neg[j], plots)
+        .ok_or("one pixel label only")?;
     Ok(BinaryMetrics {
         auroc: m.auroc,
         ap: m.ap,
@@ -213,10 +191,7 @@ mod tests {
     fn pixel_metrics_match_pair_metrics() {
         // Two 3x3 images; the binary metrics must equal those of the
         // flattened (score, label) pairs.
-        let maps = [
-            [0.1f32, 0.2, 0.9, 0.3, 0.8, 0.8, 0.0, 0.1, 0.5],
-            [0.4f32, 0.4, 0.4, 0.2, 0.7, 0.1, 0.3, 0.3, 0.6],
-        ];
+        let maps = [[0.1f32, 0.2, 0.9, 0.3, 0.8, 0.8, 0.0, 0.1, 0.5], [0.4f32, 0.4, 0.4, 0.2, 0.7, 0.1, 0.3, 0.3, 0.6]];
         let masks = [
             [false, false, true, false, true, true, false, false, false],
             [true, false, false, false, false, false, false, false, true],

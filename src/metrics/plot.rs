@@ -34,7 +34,13 @@ pub fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], diago
 /// area of the drawn points is the reported AUPRO to ~1e-7.
 pub fn pro_chart(title: &str, label: &str, points: &[(f64, f64)], fpr_limit: f64) -> String {
     let series = [Series { label, points }];
-    draw(title, "false positive rate", "per-region overlap", &series, &Style { x_max: fpr_limit, diagonal: false, shade: true })
+    draw(
+        title,
+        "false positive rate",
+        "per-region overlap",
+        &series,
+        &Style { x_max: fpr_limit, diagonal: false, shade: true },
+    )
 }
 
 /// How a chart differs from the unit-square line chart.
@@ -64,12 +70,7 @@ fn draw(title: &str, x_label: &str, y_label: &str, series: &[Series], style: &St
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
-        W / 2.0,
-        escape(title)
-    );
+    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
     for i in 0..=5 {
         let v = i as f64 / 5.0;
         let (x, y) = (sx(v * x_max), sy(v));
@@ -132,16 +133,10 @@ fn draw(title: &str, x_label: &str, y_label: &str, series: &[Series], style: &St
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            r#"<path class="curve" d="{path}" fill="none" stroke="{colour}" stroke-width="1.8"/>"#
-        );
+        let _ = writeln!(s, r#"<path class="curve" d="{path}" fill="none" stroke="{colour}" stroke-width="1.8"/>"#);
     }
     // The frame over the shading, the legend over the curves.
-    let _ = writeln!(
-        s,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-    );
+    let _ = writeln!(s, r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#);
     if !series.is_empty() {
         let lx = LEFT + pw - 196.0;
         let top = TOP + ph - 26.0 - 18.0 * (series.len() - 1) as f64;
@@ -172,10 +167,7 @@ fn draw(title: &str, x_label: &str, y_label: &str, series: &[Series], style: &St
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A file-name-safe form of a class name.
@@ -198,13 +190,7 @@ mod tests {
     #[test]
     fn chart_is_well_formed_svg() {
         let pts = [(0.0, 0.0), (0.5, 0.9), (1.0, 1.0)];
-        let svg = chart(
-            "bottle <ROC>",
-            "FPR",
-            "TPR",
-            &[Series { label: "image & pixel", points: &pts }],
-            true,
-        );
+        let svg = chart("bottle <ROC>", "FPR", "TPR", &[Series { label: "image & pixel", points: &pts }], true);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("bottle &lt;ROC&gt;") && svg.contains("image &amp; pixel"));
         assert!(svg.contains("M60.00,350.00 L260.00,71.00 L460.00,40.00"), "{svg}");

@@ -156,10 +156,7 @@ pub struct Report {
 
 /// Evaluates every class (pixel work in parallel across classes).
 pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
-    let pixel_opts = PixelOptions {
-        plots: opts.plots,
-        ..opts.pixel
-    };
+    let pixel_opts = PixelOptions { plots: opts.plots, ..opts.pixel };
     let mut warnings = Vec::new();
     let mut names = Vec::new();
     let mut image_sets = Vec::new();
@@ -173,9 +170,7 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
     }
     let pixel_results = pixels::evaluate_all(pixel_sets, &pixel_opts);
     let mut results = Vec::new();
-    for (((name, images), with_pixels), px) in
-        names.into_iter().zip(&image_sets).zip(has_pixels).zip(pixel_results)
-    {
+    for (((name, images), with_pixels), px) in names.into_iter().zip(&image_sets).zip(has_pixels).zip(pixel_results) {
         let anomalous = images.iter().filter(|p| p.1).count();
         let mut values = Vec::new();
         let image = binary::from_pairs(images, opts.plots);
@@ -191,9 +186,7 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
         let target = opts.target_fpr.and_then(|t| {
             let r = thresholds::at_target_fpr(images, t);
             if r.is_none() {
-                warnings.push(format!(
-                    "class '{name}': no target-FPR threshold: the class has no normal images"
-                ));
+                warnings.push(format!("class '{name}': no target-FPR threshold: the class has no normal images"));
             }
             r
         });
@@ -230,11 +223,8 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
                 (Metric::AuproExact, ok(&px.aupro_exact)),
             ]);
             result.pixel_f1_threshold = b.map(thresholds::f1_threshold_f32);
-            result.pixel_counts = Some(PixelCounts {
-                pixels: px.pixels,
-                anomalous: px.positive_pixels,
-                regions: px.regions,
-            });
+            result.pixel_counts =
+                Some(PixelCounts { pixels: px.pixels, anomalous: px.positive_pixels, regions: px.regions });
             result.pixel_curves = px.binary.ok().and_then(|m| m.curves);
             result.pro_curve = px.pro_curve;
         }
@@ -242,11 +232,8 @@ pub fn evaluate(classes: Vec<ClassInput>, opts: &Options) -> Report {
     }
     let mean = mean_over(&results, &mut warnings);
     let all: Vec<(f64, bool)> = image_sets.concat();
-    let overall_f1_threshold =
-        binary::from_pairs(&all, false).as_ref().map(thresholds::f1_threshold);
-    let overall_target = opts
-        .target_fpr
-        .and_then(|t| thresholds::at_target_fpr(&all, t));
+    let overall_f1_threshold = binary::from_pairs(&all, false).as_ref().map(thresholds::f1_threshold);
+    let overall_target = opts.target_fpr.and_then(|t| thresholds::at_target_fpr(&all, t));
     Report {
         classes: results,
         mean,
@@ -281,11 +268,7 @@ fn mean_over(classes: &[ClassResult], warnings: &mut Vec<String>) -> Vec<(Metric
         .values
         .iter()
         .map(|&(m, _)| {
-            let missing: Vec<&str> = classes
-                .iter()
-                .filter(|c| c.get(m).is_none())
-                .map(|c| c.name.as_str())
-                .collect();
+            let missing: Vec<&str> = classes.iter().filter(|c| c.get(m).is_none()).map(|c| c.name.as_str()).collect();
             if !missing.is_empty() {
                 let why = format!("undefined for {}", missing.join(", "));
                 match undefined.iter_mut().find(|u| u.1 == why) {
@@ -335,8 +318,7 @@ fn metrics_json(values: &[(Metric, Option<f64>)]) -> Value {
 }
 
 fn num(v: Option<f64>) -> Value {
-    v.and_then(serde_json::Number::from_f64)
-        .map_or(Value::Null, Value::Number)
+    v.and_then(serde_json::Number::from_f64).map_or(Value::Null, Value::Number)
 }
 
 fn target_json(t: &Option<FprThreshold>) -> Option<Value> {
@@ -443,12 +425,7 @@ impl Report {
         let cell = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
         let target_cells = |t: &Option<FprThreshold>| {
             let t = t.as_ref();
-            format!(
-                ",{},{},{}",
-                cell(t.map(|t| t.threshold)),
-                cell(t.map(|t| t.fpr)),
-                cell(t.and_then(|t| t.tpr))
-            )
+            format!(",{},{},{}", cell(t.map(|t| t.threshold)), cell(t.map(|t| t.fpr)), cell(t.and_then(|t| t.tpr)))
         };
         for c in &self.classes {
             out.push_str(&csv_field(&c.name));
@@ -479,12 +456,7 @@ impl Report {
     /// The paper's table: classes as rows, the mean last, percent with one
     /// decimal; the seven metrics (image ones only when image-only).
     pub fn to_markdown(&self) -> String {
-        let metrics: Vec<Metric> = self
-            .mean
-            .iter()
-            .map(|v| v.0)
-            .filter(|&m| m != Metric::AuproExact)
-            .collect();
+        let metrics: Vec<Metric> = self.mean.iter().map(|v| v.0).filter(|&m| m != Metric::AuproExact).collect();
         let mut out = String::from("| Class |");
         for m in &metrics {
             out.push_str(&format!(" {} |", m.title()));
@@ -555,20 +527,13 @@ mod tests {
             set.push(reduce(&map, &mask, 2, 5).unwrap()).unwrap();
             set
         });
-        ClassInput {
-            name: name.to_string(),
-            images: images.to_vec(),
-            pixels,
-        }
+        ClassInput { name: name.to_string(), images: images.to_vec(), pixels }
     }
 
     #[test]
     fn one_label_class_gives_null_and_warnings() {
         let report = evaluate(
-            vec![
-                class("a", &[(0.1, false), (0.9, true)], false),
-                class("b", &[(0.3, true), (0.4, true)], false),
-            ],
+            vec![class("a", &[(0.1, false), (0.9, true)], false), class("b", &[(0.3, true), (0.4, true)], false)],
             &Options::default(),
         );
         assert_eq!(report.classes[0].get(Metric::IAuroc), Some(1.0));
@@ -625,7 +590,10 @@ mod tests {
         assert_eq!(j["classes"][0]["thresholds"]["image_target_fpr"]["threshold"], 0.1);
         let csv = report.to_csv();
         let lines: Vec<&str> = csv.lines().collect();
-        assert!(lines[0].ends_with(",i_f1max,image_target_fpr_threshold,image_target_fpr_fpr,image_target_fpr_tpr"), "{csv}");
+        assert!(
+            lines[0].ends_with(",i_f1max,image_target_fpr_threshold,image_target_fpr_fpr,image_target_fpr_tpr"),
+            "{csv}"
+        );
         assert!(lines[1].ends_with(",0.1,0.5,1"), "{csv}");
         assert!(lines[2].ends_with(",,,"), "{csv}");
         // The mean row: the threshold over all images pooled.
@@ -642,10 +610,7 @@ mod tests {
     #[test]
     fn pixel_metrics_and_mean() {
         let report = evaluate(
-            vec![
-                class("a", &[(0.1, false), (0.9, true)], true),
-                class("b", &[(0.2, false), (0.8, true)], true),
-            ],
+            vec![class("a", &[(0.1, false), (0.9, true)], true), class("b", &[(0.2, false), (0.8, true)], true)],
             &Options::default(),
         );
         assert_eq!(report.mean.len(), 8);

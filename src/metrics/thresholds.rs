@@ -35,9 +35,7 @@ pub fn f1_threshold(m: &BinaryMetrics<f64>) -> f64 {
 
 /// The strict-rule threshold of a pixel F1-optimal point (float32 scores).
 pub fn f1_threshold_f32(m: &BinaryMetrics<f32>) -> f64 {
-    m.f1_below
-        .map(f64::from)
-        .unwrap_or_else(|| f64::from(next_down_f32(m.f1_score_at)))
+    m.f1_below.map(f64::from).unwrap_or_else(|| f64::from(next_down_f32(m.f1_score_at)))
 }
 
 /// The threshold with FPR <= `target` on the normal images of `pairs`
@@ -59,15 +57,9 @@ pub fn at_target_fpr(pairs: &[(f64, bool)], target: f64) -> Option<FprThreshold>
     let threshold = normal[m];
     let fp = normal.iter().filter(|&&s| s > threshold).count();
     let anomalous: Vec<f64> = pairs.iter().filter(|p| p.1).map(|p| p.0).collect();
-    let tpr = (!anomalous.is_empty()).then(|| {
-        anomalous.iter().filter(|&&s| s > threshold).count() as f64 / anomalous.len() as f64
-    });
-    Some(FprThreshold {
-        target_fpr: target,
-        threshold,
-        fpr: fp as f64 / n as f64,
-        tpr,
-    })
+    let tpr = (!anomalous.is_empty())
+        .then(|| anomalous.iter().filter(|&&s| s > threshold).count() as f64 / anomalous.len() as f64);
+    Some(FprThreshold { target_fpr: target, threshold, fpr: fp as f64 / n as f64, tpr })
 }
 
 /// The largest f64 below `x` (finite `x`).

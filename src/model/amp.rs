@@ -100,8 +100,7 @@ mod tests {
         let low = Amp::Bf16.linear(&x, &w, Some(&b));
         assert_eq!(exact.kind(), Kind::Float);
         assert_eq!(low.kind(), Kind::BFloat16);
-        let rel = (&exact - low.to_kind(Kind::Float)).norm().double_value(&[])
-            / exact.norm().double_value(&[]);
+        let rel = (&exact - low.to_kind(Kind::Float)).norm().double_value(&[]) / exact.norm().double_value(&[]);
         assert!(rel < 1e-2 && rel > 0.0, "relative error {rel}");
         low.to_kind(Kind::Float).sum(Kind::Float).backward();
         assert_eq!(w.grad().kind(), Kind::Float);

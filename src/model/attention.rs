@@ -52,9 +52,7 @@ impl Attention {
         }
         if let AttentionKind::Linear { eps: Some(eps) } = kind {
             if !(eps >= 0.0 && eps.is_finite()) {
-                return Err(crate::Error::config(format!(
-                    "linear-attention eps must be finite and >= 0, got {eps}"
-                )));
+                return Err(crate::Error::config(format!("linear-attention eps must be finite and >= 0, got {eps}")));
             }
         }
         Ok(Attention {
@@ -77,10 +75,7 @@ impl Attention {
         let h = self.num_heads;
         let expected = self.proj.weight.size()[0];
         if c != expected {
-            return Err(crate::Error::mismatch(
-                "attention input",
-                format!("width {c}, expected {expected}"),
-            ));
+            return Err(crate::Error::mismatch("attention input", format!("width {c}, expected {expected}")));
         }
         // (B, N, 3, h, d) → (3, B·h, N, d), the references' layout, copied
         // once into head-major order: every product below then reads
@@ -105,12 +100,7 @@ impl Attention {
             }
         };
         // (B·h, N, d) → (B, N, h·d).
-        Ok(self.proj.forward_amp(
-            &y.f_view([b, h, n, c / h])?
-                .f_transpose(1, 2)?
-                .f_reshape([b, n, c])?,
-            amp,
-        ))
+        Ok(self.proj.forward_amp(&y.f_view([b, h, n, c / h])?.f_transpose(1, 2)?.f_reshape([b, n, c])?, amp))
     }
 
     pub fn push_parameters(&self, out: &mut Vec<NamedTensor>) {
@@ -181,11 +171,7 @@ mod tests {
     #[test]
     fn linear_attention_equals_direct_formula() {
         tch::manual_seed(5);
-        let (q, k, v) = (
-            rand(&[2, 3, 17, 8]),
-            rand(&[2, 3, 17, 8]),
-            rand(&[2, 3, 17, 8]),
-        );
+        let (q, k, v) = (rand(&[2, 3, 17, 8]), rand(&[2, 3, 17, 8]), rand(&[2, 3, 17, 8]));
         let fast = linear_attention(&Tensor::stack(&[&q, &k], 0), &v, None, Amp::Off).unwrap();
         let (slow, a) = direct(&q, &k, &v, 0.0);
         let diff = (&fast - &slow).abs().max().double_value(&[]);
@@ -200,11 +186,7 @@ mod tests {
     #[test]
     fn linear_attention_eps_enters_the_denominator() {
         tch::manual_seed(6);
-        let (q, k, v) = (
-            rand(&[1, 2, 9, 4]),
-            rand(&[1, 2, 9, 4]),
-            rand(&[1, 2, 9, 4]),
-        );
+        let (q, k, v) = (rand(&[1, 2, 9, 4]), rand(&[1, 2, 9, 4]), rand(&[1, 2, 9, 4]));
         let fast = linear_attention(&Tensor::stack(&[&q, &k], 0), &v, Some(0.5), Amp::Off).unwrap();
         let (slow, _) = direct(&q, &k, &v, 0.5);
         let diff = (&fast - &slow).abs().max().double_value(&[]);
@@ -219,10 +201,7 @@ mod tests {
         let v = eye.expand([1, 2, 6, 6], false);
         // With v = I the output is the attention matrix itself.
         let a = softmax_attention(&q, &k, &v, Amp::Off);
-        let dev = (a.sum_dim_intlist(-1, false, None) - 1.0)
-            .abs()
-            .max()
-            .double_value(&[]);
+        let dev = (a.sum_dim_intlist(-1, false, None) - 1.0).abs().max().double_value(&[]);
         assert!(dev < 1e-12);
         let manual = (q.matmul(&k.transpose(-2, -1)) / 2.0).softmax(-1, None);
         assert!(a.allclose(&manual, 1e-12, 1e-12, false));
@@ -233,12 +212,8 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         assert!(Attention::new(&vs.root(), 10, 4, AttentionKind::OFFICIAL).is_err());
         let attn = Attention::new(&vs.root(), 8, 4, AttentionKind::OFFICIAL).unwrap();
-        assert!(attn
-            .forward(&Tensor::zeros([1, 3, 6], (Kind::Float, Device::Cpu)))
-            .is_err());
-        assert!(attn
-            .forward(&Tensor::zeros([3, 8], (Kind::Float, Device::Cpu)))
-            .is_err());
+        assert!(attn.forward(&Tensor::zeros([1, 3, 6], (Kind::Float, Device::Cpu))).is_err());
+        assert!(attn.forward(&Tensor::zeros([3, 8], (Kind::Float, Device::Cpu))).is_err());
         let bad = AttentionKind::Linear { eps: Some(-1.0) };
         assert!(Attention::new(&vs.root(), 8, 4, bad).is_err());
     }

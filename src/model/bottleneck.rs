@@ -24,14 +24,7 @@ impl Bottleneck {
     /// `path` is the bottleneck's own path (`bottleneck`); the MLP lives
     /// at `{path}.0`.
     pub fn new(path: &nn::Path, dim: i64, dropout: f64, bias: bool) -> Result<Self> {
-        let mlp = Mlp::new(
-            &(path / 0),
-            dim,
-            BOTTLENECK_RATIO * dim,
-            bias,
-            dropout,
-            true,
-        )?;
+        let mlp = Mlp::new(&(path / 0), dim, BOTTLENECK_RATIO * dim, bias, dropout, true)?;
         Ok(Bottleneck { mlp })
     }
 

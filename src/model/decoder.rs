@@ -29,13 +29,7 @@ pub struct Block {
 
 impl Block {
     /// `path` is the block's own path (`decoder.{i}`).
-    pub fn new(
-        path: &nn::Path,
-        dim: i64,
-        num_heads: i64,
-        attention: AttentionKind,
-        mlp_bias: bool,
-    ) -> Result<Self> {
+    pub fn new(path: &nn::Path, dim: i64, num_heads: i64, attention: AttentionKind, mlp_bias: bool) -> Result<Self> {
         Ok(Block {
             norm1: LayerNorm::new(&(path / "norm1"), dim, DECODER_LN_EPS)?,
             attn: Attention::new(&(path / "attn"), dim, num_heads, attention)?,
@@ -125,15 +119,7 @@ mod tests {
     #[test]
     fn block_keys_follow_the_official_module_order() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let dec = Decoder::new(
-            &(vs.root() / "decoder"),
-            8,
-            2,
-            2,
-            AttentionKind::OFFICIAL,
-            false,
-        )
-        .unwrap();
+        let dec = Decoder::new(&(vs.root() / "decoder"), 8, 2, 2, AttentionKind::OFFICIAL, false).unwrap();
         let mut p = Vec::new();
         dec.push_parameters(&mut p);
         let keys: Vec<_> = p.iter().map(|(k, _)| k.as_str()).collect();

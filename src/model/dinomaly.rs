@@ -67,10 +67,7 @@ impl DinomalyConfig {
 
     /// anomalib 2.7's setting: as official but without MLP biases.
     pub fn anomalib(embed_dim: i64, num_heads: i64, num_registers: i64, dropout: f64) -> Self {
-        DinomalyConfig {
-            mlp_bias: false,
-            ..DinomalyConfig::official(embed_dim, num_heads, num_registers, dropout)
-        }
+        DinomalyConfig { mlp_bias: false, ..DinomalyConfig::official(embed_dim, num_heads, num_registers, dropout) }
     }
 
     /// Replaces the groups by a preset for the configured layer count.
@@ -93,15 +90,10 @@ impl DinomalyConfig {
             )));
         }
         if self.num_registers < 0 {
-            return Err(Error::config(format!(
-                "register count must be >= 0, got {}",
-                self.num_registers
-            )));
+            return Err(Error::config(format!("register count must be >= 0, got {}", self.num_registers)));
         }
         if self.num_layers == 0 || self.depth_decoder == 0 {
-            return Err(Error::config(
-                "need at least one target layer and one decoder block",
-            ));
+            return Err(Error::config("need at least one target layer and one decoder block"));
         }
         // Groups index the encoder list and the reversed decoder list alike.
         fusion::check_groups(&self.groups, self.num_layers.min(self.depth_decoder))
@@ -141,12 +133,7 @@ impl Dinomaly {
     /// from libtorch's global generator (seed it with `tch::manual_seed`).
     pub fn new(path: &nn::Path, cfg: DinomalyConfig) -> Result<Self> {
         cfg.validate()?;
-        let bottleneck = Bottleneck::new(
-            &(path / "bottleneck"),
-            cfg.embed_dim,
-            cfg.dropout,
-            cfg.mlp_bias,
-        )?;
+        let bottleneck = Bottleneck::new(&(path / "bottleneck"), cfg.embed_dim, cfg.dropout, cfg.mlp_bias)?;
         let decoder = Decoder::new(
             &(path / "decoder"),
             cfg.embed_dim,
@@ -155,12 +142,7 @@ impl Dinomaly {
             cfg.attention,
             cfg.mlp_bias,
         )?;
-        Ok(Dinomaly {
-            cfg,
-            device: path.device(),
-            bottleneck,
-            decoder,
-        })
+        Ok(Dinomaly { cfg, device: path.device(), bottleneck, decoder })
     }
 
     pub fn config(&self) -> &DinomalyConfig {
@@ -198,11 +180,7 @@ impl Dinomaly {
 
     /// Bottleneck input and encoder groups (tokens) from target-layer
     /// outputs.
-    fn layer_inputs(
-        &self,
-        encoder_layers: &[Tensor],
-        grid: (i64, i64),
-    ) -> Result<(Tensor, Vec<Tensor>)> {
+    fn layer_inputs(&self, encoder_layers: &[Tensor], grid: (i64, i64)) -> Result<(Tensor, Vec<Tensor>)> {
         self.check_layers(encoder_layers, Some(grid))?;
         let all: Vec<usize> = (0..encoder_layers.len()).collect();
         let x = fusion::fuse(encoder_layers, &all)?;
@@ -248,10 +226,7 @@ impl Dinomaly {
         if size.len() != 4 || size[1] != g {
             return Err(Error::mismatch(
                 "encoder groups",
-                format!(
-                    "shape {size:?}, expected (batch, {g}, tokens, {})",
-                    self.cfg.embed_dim
-                ),
+                format!("shape {size:?}, expected (batch, {g}, tokens, {})", self.cfg.embed_dim),
             ));
         }
         let enc: Vec<Tensor> = (0..g).map(|i| groups.select(1, i)).collect();
@@ -278,11 +253,7 @@ impl Dinomaly {
     /// [`Dinomaly::forward_features_t`], for a caller that runs the
     /// bottleneck and decoder itself (the training step) and then calls
     /// [`Dinomaly::group_outputs`].
-    pub fn inputs(
-        &self,
-        features: Features<'_>,
-        grid: (i64, i64),
-    ) -> Result<(Tensor, Vec<Tensor>)> {
+    pub fn inputs(&self, features: Features<'_>, grid: (i64, i64)) -> Result<(Tensor, Vec<Tensor>)> {
         match features {
             Features::Layers(layers) => self.layer_inputs(layers, grid),
             Features::Groups(groups) => self.group_inputs(groups, grid),
@@ -315,21 +286,14 @@ impl Dinomaly {
         if blocks.len() != self.cfg.depth_decoder {
             return Err(Error::mismatch(
                 "decoder outputs",
-                format!(
-                    "{} block outputs, the model has {} blocks",
-                    blocks.len(),
-                    self.cfg.depth_decoder
-                ),
+                format!("{} block outputs, the model has {} blocks", blocks.len(), self.cfg.depth_decoder),
             ));
         }
         blocks.reverse();
         let dec_groups = fusion::fuse_groups(&blocks, &self.cfg.groups)?;
         let prefix = self.cfg.prefix_tokens();
-        let spatial = |v: Vec<Tensor>| -> Result<Vec<Tensor>> {
-            v.iter()
-                .map(|t| fusion::to_spatial(t, prefix, grid))
-                .collect()
-        };
+        let spatial =
+            |v: Vec<Tensor>| -> Result<Vec<Tensor>> { v.iter().map(|t| fusion::to_spatial(t, prefix, grid)).collect() };
         Ok((spatial(enc_groups)?, spatial(dec_groups)?))
     }
 
@@ -339,11 +303,7 @@ impl Dinomaly {
         if layers.len() != self.cfg.num_layers {
             return Err(Error::mismatch(
                 "encoder features",
-                format!(
-                    "{} layers given, the model was built for {}",
-                    layers.len(),
-                    self.cfg.num_layers
-                ),
+                format!("{} layers given, the model was built for {}", layers.len(), self.cfg.num_layers),
             ));
         }
         let first = self.check_tokens("encoder layer 0", &layers[0], grid)?;
@@ -365,10 +325,7 @@ impl Dinomaly {
         let size = t.size();
         let d = self.cfg.embed_dim;
         if size.len() != 3 || size[2] != d {
-            return Err(Error::mismatch(
-                what,
-                format!("shape {size:?}, expected (batch, tokens, {d})"),
-            ));
+            return Err(Error::mismatch(what, format!("shape {size:?}, expected (batch, tokens, {d})")));
         }
         if let Some((h, w)) = grid {
             let n = self.cfg.prefix_tokens() + h * w;
@@ -386,16 +343,10 @@ impl Dinomaly {
         // the whole model was cast for reduced-precision inference).
         let expected = self.bottleneck.mlp.fc1.weight.kind();
         if t.kind() != expected {
-            return Err(Error::mismatch(
-                what,
-                format!("dtype {:?}, expected {expected:?}", t.kind()),
-            ));
+            return Err(Error::mismatch(what, format!("dtype {:?}, expected {expected:?}", t.kind())));
         }
         if t.device() != self.device {
-            return Err(Error::mismatch(
-                what,
-                format!("on {:?}, the model is on {:?}", t.device(), self.device),
-            ));
+            return Err(Error::mismatch(what, format!("on {:?}, the model is on {:?}", t.device(), self.device)));
         }
         Ok(size)
     }
@@ -411,9 +362,7 @@ mod tests {
     }
 
     fn layers(b: i64, n: i64, d: i64) -> Vec<Tensor> {
-        (0..8)
-            .map(|_| Tensor::randn([b, n, d], (Kind::Float, Device::Cpu)))
-            .collect()
+        (0..8).map(|_| Tensor::randn([b, n, d], (Kind::Float, Device::Cpu))).collect()
     }
 
     #[test]
@@ -433,11 +382,7 @@ mod tests {
         for (d, millions) in [(384, 1538), (768, 6143), (1024, 10916)] {
             assert_eq!((expected(d) as f64 / 1e4).round() as i64, millions);
         }
-        let n: i64 = m
-            .named_parameters()
-            .iter()
-            .map(|(_, t)| t.numel() as i64)
-            .sum();
+        let n: i64 = m.named_parameters().iter().map(|(_, t)| t.numel() as i64).sum();
         assert_eq!(n, expected(8));
     }
 

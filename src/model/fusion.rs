@@ -66,9 +66,7 @@ impl FromStr for GroupPreset {
             "loose" => Ok(GroupPreset::Loose),
             "strict" => Ok(GroupPreset::Strict),
             "single" => Ok(GroupPreset::Single),
-            _ => Err(Error::config(format!(
-                "unknown layer grouping '{s}', expected loose, strict or single"
-            ))),
+            _ => Err(Error::config(format!("unknown layer grouping '{s}', expected loose, strict or single"))),
         }
     }
 }
@@ -83,9 +81,7 @@ pub fn check_groups(groups: &[Vec<usize>], n: usize) -> Result<()> {
             return Err(Error::config(format!("layer group {g} is empty")));
         }
         if let Some(bad) = idxs.iter().find(|&&i| i >= n) {
-            return Err(Error::config(format!(
-                "layer group {g} names layer {bad}, but there are only {n}"
-            )));
+            return Err(Error::config(format!("layer group {g} names layer {bad}, but there are only {n}")));
         }
     }
     Ok(())
@@ -117,10 +113,7 @@ pub fn is_equal_partition(groups: &[Vec<usize>], n: usize) -> bool {
 pub fn fuse(list: &[Tensor], idxs: &[usize]) -> Result<Tensor> {
     let picked = idxs
         .iter()
-        .map(|&i| {
-            list.get(i)
-                .ok_or_else(|| Error::config(format!("layer {i} requested, only {}", list.len())))
-        })
+        .map(|&i| list.get(i).ok_or_else(|| Error::config(format!("layer {i} requested, only {}", list.len()))))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::f_stack(&picked, 1)?.f_mean_dim(1, false, None)?)
 }
@@ -141,11 +134,7 @@ pub fn to_spatial(tokens: &Tensor, prefix: i64, grid: (i64, i64)) -> Result<Tens
             format!("{n} tokens, expected {prefix} prefix + {h}x{w} patches"),
         ));
     }
-    Ok(tokens
-        .f_narrow(1, prefix, h * w)?
-        .f_permute([0, 2, 1])?
-        .f_reshape([b, d, h, w])?
-        .f_contiguous()?)
+    Ok(tokens.f_narrow(1, prefix, h * w)?.f_permute([0, 2, 1])?.f_reshape([b, d, h, w])?.f_contiguous()?)
 }
 
 #[cfg(test)]
@@ -158,15 +147,9 @@ mod tests {
         let loose = GroupPreset::Loose.groups(8).unwrap();
         assert_eq!(loose, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]]);
         assert_eq!(GroupPreset::Strict.groups(8).unwrap().len(), 8);
-        assert_eq!(
-            GroupPreset::Single.groups(8).unwrap(),
-            vec![(0..8).collect::<Vec<_>>()]
-        );
+        assert_eq!(GroupPreset::Single.groups(8).unwrap(), vec![(0..8).collect::<Vec<_>>()]);
         assert!(GroupPreset::Loose.groups(7).is_err());
-        assert_eq!(
-            "strict".parse::<GroupPreset>().unwrap(),
-            GroupPreset::Strict
-        );
+        assert_eq!("strict".parse::<GroupPreset>().unwrap(), GroupPreset::Strict);
         assert!("tight".parse::<GroupPreset>().is_err());
     }
 
@@ -175,14 +158,8 @@ mod tests {
         for p in [GroupPreset::Loose, GroupPreset::Strict, GroupPreset::Single] {
             assert!(is_equal_partition(&p.groups(8).unwrap(), 8));
         }
-        assert!(!is_equal_partition(
-            &[vec![0, 1, 2], vec![3, 4, 5, 6, 7]],
-            8
-        ));
-        assert!(!is_equal_partition(
-            &[vec![0, 1, 2, 3], vec![3, 4, 5, 6]],
-            8
-        ));
+        assert!(!is_equal_partition(&[vec![0, 1, 2], vec![3, 4, 5, 6, 7]], 8));
+        assert!(!is_equal_partition(&[vec![0, 1, 2, 3], vec![3, 4, 5, 6]], 8));
         assert!(!is_equal_partition(&[vec![0, 1, 2, 3]], 8));
         assert!(check_groups(&[vec![0, 9]], 8).is_err());
         assert!(check_groups(&[vec![]], 8).is_err());

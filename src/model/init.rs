@@ -75,10 +75,7 @@ pub fn trunc_normal_(t: &Tensor, mean: f64, std: f64, a: f64, b: f64) -> Result<
 /// precision. Rust's std has no `erf`; libtorch's double `erf` is the C
 /// library's, the one Python's `math.erf` uses.
 fn norm_cdf(x: f64) -> Result<f64> {
-    let e = Tensor::from(x / std::f64::consts::SQRT_2)
-        .f_to_kind(Kind::Double)?
-        .f_erf()?
-        .f_double_value(&[])?;
+    let e = Tensor::from(x / std::f64::consts::SQRT_2).f_to_kind(Kind::Double)?.f_erf()?.f_double_value(&[])?;
     Ok((1.0 + e) / 2.0)
 }
 

@@ -23,23 +23,9 @@ impl Linear {
     /// bias 0 (the official init of every trainable Linear).
     pub fn new(path: &nn::Path, in_dim: i64, out_dim: i64, bias: bool) -> Result<Self> {
         let weight = path.f_zeros("weight", &[out_dim, in_dim])?;
-        trunc_normal_(
-            &weight,
-            0.0,
-            LINEAR_INIT_STD,
-            -LINEAR_INIT_CUT,
-            LINEAR_INIT_CUT,
-        )?;
-        let bias = if bias {
-            Some(path.f_zeros("bias", &[out_dim])?)
-        } else {
-            None
-        };
-        Ok(Linear {
-            weight,
-            bias,
-            keys: (path.path("weight"), path.path("bias")),
-        })
+        trunc_normal_(&weight, 0.0, LINEAR_INIT_STD, -LINEAR_INIT_CUT, LINEAR_INIT_CUT)?;
+        let bias = if bias { Some(path.f_zeros("bias", &[out_dim])?) } else { None };
+        Ok(Linear { weight, bias, keys: (path.path("weight"), path.path("bias")) })
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {

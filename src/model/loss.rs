@@ -38,11 +38,7 @@ pub struct HardMining {
 
 impl Default for HardMining {
     fn default() -> Self {
-        HardMining {
-            p_final: 0.9,
-            ramp_iters: 1000,
-            factor: 0.1,
-        }
+        HardMining { p_final: 0.9, ramp_iters: 1000, factor: 0.1 }
     }
 }
 
@@ -93,12 +89,7 @@ pub fn hard_mining_k(points: i64, p: f64) -> i64 {
 }
 
 /// The loose loss with hard mining at share `p` and gradient `factor`.
-pub fn global_cosine_hm_percent(
-    enc: &[Tensor],
-    dec: &[Tensor],
-    p: f64,
-    factor: f64,
-) -> Result<Tensor> {
+pub fn global_cosine_hm_percent(enc: &[Tensor], dec: &[Tensor], p: f64, factor: f64) -> Result<Tensor> {
     if !(0.0..=1.0).contains(&p) || !factor.is_finite() {
         return Err(Error::config(format!(
             "hard mining needs 0 <= p <= 1 and a finite factor, got p {p}, factor {factor}"
@@ -154,12 +145,7 @@ pub fn point_distance(e: &Tensor, d: &Tensor) -> Result<Tensor> {
 /// `mean_b(1 − cos(flatten(e_b), flatten(d_b)))`.
 fn image_cosine_loss(e: &Tensor, d: &Tensor) -> Result<Tensor> {
     let b = e.size()[0];
-    let cos = Tensor::f_cosine_similarity(
-        &e.f_reshape([b, -1])?,
-        &d.f_reshape([b, -1])?,
-        1,
-        COSINE_EPS,
-    )?;
+    let cos = Tensor::f_cosine_similarity(&e.f_reshape([b, -1])?, &d.f_reshape([b, -1])?, 1, COSINE_EPS)?;
     Ok((1f64 - cos).f_mean(None::<Kind>)?)
 }
 
@@ -172,22 +158,14 @@ fn check_pairs(enc: &[Tensor], dec: &[Tensor]) -> Result<()> {
     if enc.len() != dec.len() || enc.is_empty() {
         return Err(Error::mismatch(
             "loss inputs",
-            format!(
-                "{} encoder groups and {} decoder groups",
-                enc.len(),
-                dec.len()
-            ),
+            format!("{} encoder groups and {} decoder groups", enc.len(), dec.len()),
         ));
     }
     for (g, (e, d)) in enc.iter().zip(dec).enumerate() {
         if e.size() != d.size() || e.dim() != 4 {
             return Err(Error::mismatch(
                 format!("loss group {g}"),
-                format!(
-                    "encoder {:?} and decoder {:?}, expected equal (B, C, H, W)",
-                    e.size(),
-                    d.size()
-                ),
+                format!("encoder {:?} and decoder {:?}, expected equal (B, C, H, W)", e.size(), d.size()),
             ));
         }
     }
@@ -218,8 +196,7 @@ mod tests {
     fn pair(seed: i64) -> (Tensor, Tensor) {
         tch::manual_seed(seed);
         let e = Tensor::randn([3, 5, 4, 6], (Kind::Float, Device::Cpu));
-        let d = (&e + Tensor::randn([3, 5, 4, 6], (Kind::Float, Device::Cpu)) * 0.8)
-            .set_requires_grad(true);
+        let d = (&e + Tensor::randn([3, 5, 4, 6], (Kind::Float, Device::Cpu)) * 0.8).set_requires_grad(true);
         (e, d)
     }
 
@@ -231,8 +208,7 @@ mod tests {
     #[test]
     fn easy_points_get_exactly_a_tenth_of_the_gradient() {
         let (e, d) = pair(1);
-        let shaped =
-            global_cosine_hm_percent(&[e.shallow_clone()], &[d.shallow_clone()], 0.9, 0.1).unwrap();
+        let shaped = global_cosine_hm_percent(&[e.shallow_clone()], &[d.shallow_clone()], 0.9, 0.1).unwrap();
         let plain = global_cosine(&[e.shallow_clone()], &[d.shallow_clone()]).unwrap();
         // Same forward value.
         assert_eq!(shaped.double_value(&[]), plain.double_value(&[]));
@@ -245,9 +221,7 @@ mod tests {
         let easy = pd.lt_tensor(&tau).expand_as(&gs);
         let hard = easy.logical_not();
         // Easy points: exactly 0.1x (the same float32 product the hook makes).
-        assert!(gs
-            .masked_select(&easy)
-            .equal(&(gp.masked_select(&easy) * 0.1)));
+        assert!(gs.masked_select(&easy).equal(&(gp.masked_select(&easy) * 0.1)));
         // Hard points (pd >= tau): untouched.
         assert!(gs.masked_select(&hard).equal(&gp.masked_select(&hard)));
         assert_eq!(hard.sum(Kind::Int64).int64_value(&[]), k * 5);
@@ -256,8 +230,7 @@ mod tests {
     #[test]
     fn p_zero_changes_nothing() {
         let (e, d) = pair(2);
-        let shaped =
-            global_cosine_hm_percent(&[e.shallow_clone()], &[d.shallow_clone()], 0.0, 0.1).unwrap();
+        let shaped = global_cosine_hm_percent(&[e.shallow_clone()], &[d.shallow_clone()], 0.0, 0.1).unwrap();
         let plain = global_cosine(&[e], &[d.shallow_clone()]).unwrap();
         assert!(grad_of(shaped, &d).equal(&grad_of(plain, &d)));
     }
@@ -281,9 +254,7 @@ mod tests {
         assert!(global_cosine(&[], &[]).is_err());
         let small = Tensor::zeros([3, 5, 4, 5], (Kind::Float, Device::Cpu));
         assert!(global_cosine(&[e.shallow_clone()], &[small]).is_err());
-        assert!(
-            global_cosine_hm_percent(&[e.shallow_clone()], &[d.shallow_clone()], 1.5, 0.1).is_err()
-        );
+        assert!(global_cosine_hm_percent(&[e.shallow_clone()], &[d.shallow_clone()], 1.5, 0.1).is_err());
         assert!(global_cosine_hm_percent(&[e], &[d], 0.5, f64::NAN).is_err());
     }
 }

@@ -22,18 +22,9 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(
-        path: &nn::Path,
-        dim: i64,
-        hidden: i64,
-        bias: bool,
-        dropout: f64,
-        input_dropout: bool,
-    ) -> Result<Self> {
+    pub fn new(path: &nn::Path, dim: i64, hidden: i64, bias: bool, dropout: f64, input_dropout: bool) -> Result<Self> {
         if !(0.0..1.0).contains(&dropout) {
-            return Err(crate::Error::config(format!(
-                "dropout must be in [0, 1), got {dropout}"
-            )));
+            return Err(crate::Error::config(format!("dropout must be in [0, 1), got {dropout}")));
         }
         Ok(Mlp {
             fc1: Linear::new(&(path / "fc1"), dim, hidden, bias)?,
@@ -51,11 +42,7 @@ impl Mlp {
     /// [`Amp::Bf16`] the hidden activations (and their dropout) and the
     /// output are bfloat16.
     pub fn forward_amp(&self, x: &Tensor, train: bool, amp: Amp) -> Result<Tensor> {
-        let x = if self.input_dropout {
-            self.drop(x, train)?
-        } else {
-            x.shallow_clone()
-        };
+        let x = if self.input_dropout { self.drop(x, train)? } else { x.shallow_clone() };
         // Exact GELU (`approximate = "none"`), as nn.GELU() in both references.
         let h = self.fc1.forward_amp(&x, amp).gelu("none");
         let h = self.drop(&h, train)?;

@@ -39,21 +39,12 @@ impl StableAdamWConfig {
     /// Official multi-class setting: betas (0.9, 0.999), eps 1e-10,
     /// weight decay 1e-4, amsgrad, clip threshold 1.
     pub fn unified() -> Self {
-        StableAdamWConfig {
-            betas: (0.9, 0.999),
-            eps: 1e-10,
-            weight_decay: 1e-4,
-            amsgrad: true,
-            clip_threshold: 1.0,
-        }
+        StableAdamWConfig { betas: (0.9, 0.999), eps: 1e-10, weight_decay: 1e-4, amsgrad: true, clip_threshold: 1.0 }
     }
 
     /// Official class-separated setting (and anomalib's): eps 1e-8.
     pub fn separated() -> Self {
-        StableAdamWConfig {
-            eps: 1e-8,
-            ..StableAdamWConfig::unified()
-        }
+        StableAdamWConfig { eps: 1e-8, ..StableAdamWConfig::unified() }
     }
 
     fn validate(&self) -> Result<()> {
@@ -66,9 +57,7 @@ impl StableAdamWConfig {
         if ok {
             Ok(())
         } else {
-            Err(Error::config(format!(
-                "invalid StableAdamW settings {self:?}"
-            )))
+            Err(Error::config(format!("invalid StableAdamW settings {self:?}")))
         }
     }
 }
@@ -169,9 +158,7 @@ impl Slot {
         let _ = self.exp_avg.f_add_(&grad.f_mul_scalar(1.0 - b1)?)?;
         let _ = self.exp_avg_sq.f_mul_scalar_(b2)?;
         // addcmul_(g, g, value) computes (value·g)·g.
-        let _ = self
-            .exp_avg_sq
-            .f_add_(&grad.f_mul_scalar(1.0 - b2)?.f_mul(grad)?)?;
+        let _ = self.exp_avg_sq.f_add_(&grad.f_mul_scalar(1.0 - b2)?.f_mul(grad)?)?;
         let second = match &mut self.max_exp_avg_sq {
             Some(vmax) => {
                 let m = vmax.f_maximum(&self.exp_avg_sq)?;
@@ -262,9 +249,7 @@ impl StableAdamW {
     /// is left alone).
     pub fn step_with(&mut self, lr: f64, grads: &[Tensor]) -> Result<StepReport> {
         if !(lr >= 0.0 && lr.is_finite()) {
-            return Err(Error::config(format!(
-                "learning rate must be finite and >= 0, got {lr}"
-            )));
+            return Err(Error::config(format!("learning rate must be finite and >= 0, got {lr}")));
         }
         if grads.len() != self.slots.len() {
             return Err(Error::mismatch(
@@ -304,10 +289,7 @@ impl StableAdamW {
         let mut out = Vec::with_capacity(self.slots.len() * 4);
         for s in &self.slots {
             out.push((format!("{}.exp_avg", s.name), s.exp_avg.shallow_clone()));
-            out.push((
-                format!("{}.exp_avg_sq", s.name),
-                s.exp_avg_sq.shallow_clone(),
-            ));
+            out.push((format!("{}.exp_avg_sq", s.name), s.exp_avg_sq.shallow_clone()));
             if let Some(v) = &s.max_exp_avg_sq {
                 out.push((format!("{}.max_exp_avg_sq", s.name), v.shallow_clone()));
             }
@@ -321,11 +303,8 @@ impl StableAdamW {
     /// only changed if all of them are.
     pub fn load_state_tensors(&mut self, named: &[NamedTensor]) -> Result<()> {
         let find = |key: &str| named.iter().find(|(k, _)| k == key).map(|(_, t)| t);
-        let missing = |key: &str| Error::MissingKey {
-            path: "optimizer state".into(),
-            key: key.to_string(),
-            hint: String::new(),
-        };
+        let missing =
+            |key: &str| Error::MissingKey { path: "optimizer state".into(), key: key.to_string(), hint: String::new() };
         let mut staged = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
             let shape = s.param.size();
@@ -344,18 +323,11 @@ impl StableAdamW {
             };
             let m = moment(STATE_FIELDS[0])?;
             let v = moment(STATE_FIELDS[1])?;
-            let vmax = if self.cfg.amsgrad {
-                Some(moment(STATE_FIELDS[2])?)
-            } else {
-                None
-            };
+            let vmax = if self.cfg.amsgrad { Some(moment(STATE_FIELDS[2])?) } else { None };
             let key = format!("{}.{}", s.name, STATE_FIELDS[3]);
             let step_t = find(&key).ok_or_else(|| missing(&key))?;
             if step_t.numel() != 1 {
-                return Err(Error::mismatch(
-                    key,
-                    "the step counter must be a single number",
-                ));
+                return Err(Error::mismatch(key, "the step counter must be a single number"));
             }
             let step = step_t.f_int64_value(&[])?;
             if step < 0 {
@@ -381,11 +353,7 @@ impl StableAdamW {
 /// `clip_grad_norm_`), as a float32 scalar tensor. Undefined tensors are
 /// left out; `None` if all are.
 fn total_norm(grads: &[Tensor]) -> Result<Option<Tensor>> {
-    let norms = grads
-        .iter()
-        .filter(|g| g.defined())
-        .map(|g| g.f_norm())
-        .collect::<Result<Vec<_>, _>>()?;
+    let norms = grads.iter().filter(|g| g.defined()).map(|g| g.f_norm()).collect::<Result<Vec<_>, _>>()?;
     if norms.is_empty() {
         return Ok(None);
     }
@@ -443,11 +411,7 @@ mod tests {
     #[test]
     fn first_step_matches_the_formula() {
         let p = param(&[0.5, -1.0, 2.0]);
-        let mut opt = StableAdamW::new(
-            vec![("w".into(), p.shallow_clone())],
-            StableAdamWConfig::separated(),
-        )
-        .unwrap();
+        let mut opt = StableAdamW::new(vec![("w".into(), p.shallow_clone())], StableAdamWConfig::separated()).unwrap();
         set_grad(&p, &[0.1, -0.2, 0.0]);
         let lr = 0.01;
         opt.step(lr).unwrap();
@@ -458,11 +422,7 @@ mod tests {
         };
         for (i, (p0, g)) in [(0.5, 0.1), (-1.0, -0.2), (2.0, 0.0)].iter().enumerate() {
             let got = p.double_value(&[i as i64]);
-            assert!(
-                (got - expect(*p0, *g)).abs() < 1e-6,
-                "{i}: {got} vs {}",
-                expect(*p0, *g)
-            );
+            assert!((got - expect(*p0, *g)).abs() < 1e-6, "{i}: {got} vs {}", expect(*p0, *g));
         }
     }
 
@@ -470,10 +430,7 @@ mod tests {
     fn rms_clip_scales_the_step() {
         // Second step with a much larger gradient: g/denom ≫ 1, so r > 1.
         let p = param(&[1.0, 1.0]);
-        let cfg = StableAdamWConfig {
-            weight_decay: 0.0,
-            ..StableAdamWConfig::separated()
-        };
+        let cfg = StableAdamWConfig { weight_decay: 0.0, ..StableAdamWConfig::separated() };
         let mut opt = StableAdamW::new(vec![("w".into(), p.shallow_clone())], cfg).unwrap();
         set_grad(&p, &[1e-3, 1e-3]);
         assert!(opt.step(0.0).unwrap().rms_clipped.is_empty());
@@ -499,11 +456,7 @@ mod tests {
     #[test]
     fn lr_zero_still_advances_moments() {
         let p = param(&[0.3]);
-        let mut opt = StableAdamW::new(
-            vec![("w".into(), p.shallow_clone())],
-            StableAdamWConfig::unified(),
-        )
-        .unwrap();
+        let mut opt = StableAdamW::new(vec![("w".into(), p.shallow_clone())], StableAdamWConfig::unified()).unwrap();
         set_grad(&p, &[0.5]);
         opt.step(0.0).unwrap();
         assert_eq!(p.double_value(&[0]), 0.3f32 as f64);
@@ -517,25 +470,13 @@ mod tests {
     #[test]
     fn state_round_trip_and_errors() {
         let p = param(&[0.3, 0.1]);
-        let mut a = StableAdamW::new(
-            vec![("w".into(), p.shallow_clone())],
-            StableAdamWConfig::unified(),
-        )
-        .unwrap();
+        let mut a = StableAdamW::new(vec![("w".into(), p.shallow_clone())], StableAdamWConfig::unified()).unwrap();
         set_grad(&p, &[0.5, -0.1]);
         a.step(0.01).unwrap();
-        let saved: Vec<NamedTensor> = a
-            .state_tensors()
-            .into_iter()
-            .map(|(k, t)| (k, t.copy()))
-            .collect();
+        let saved: Vec<NamedTensor> = a.state_tensors().into_iter().map(|(k, t)| (k, t.copy())).collect();
         assert_eq!(saved.len(), 4);
         let q = param(&[0.3, 0.1]);
-        let mut b = StableAdamW::new(
-            vec![("w".into(), q.shallow_clone())],
-            StableAdamWConfig::unified(),
-        )
-        .unwrap();
+        let mut b = StableAdamW::new(vec![("w".into(), q.shallow_clone())], StableAdamWConfig::unified()).unwrap();
         b.load_state_tensors(&saved).unwrap();
         for ((ka, ta), (kb, tb)) in a.state_tensors().iter().zip(b.state_tensors().iter()) {
             assert_eq!(ka, kb);
@@ -550,11 +491,8 @@ mod tests {
         for ((_, x), (_, y)) in before.iter().zip(b.state_tensors().iter()) {
             assert!(x.equal(y));
         }
-        assert!(StableAdamW::new(
-            vec![("w".into(), p.shallow_clone()), ("w".into(), q)],
-            StableAdamWConfig::unified()
-        )
-        .is_err());
+        assert!(StableAdamW::new(vec![("w".into(), p.shallow_clone()), ("w".into(), q)], StableAdamWConfig::unified())
+            .is_err());
         assert!(a.step(f64::NAN).is_err());
     }
 
@@ -583,16 +521,15 @@ mod tests {
     /// larger than one fused chunk.
     #[test]
     fn fused_update_equals_the_operations() {
-        for cfg in [StableAdamWConfig::unified(), StableAdamWConfig { amsgrad: false, ..StableAdamWConfig::separated() }] {
+        for cfg in
+            [StableAdamWConfig::unified(), StableAdamWConfig { amsgrad: false, ..StableAdamWConfig::separated() }]
+        {
             tch::manual_seed(21);
             let shapes: [&[i64]; 3] = [&[300, 257], &[768], &[1]];
             let init: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu))).collect();
             let make = |fused: bool| {
-                let params: Vec<NamedTensor> = init
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (format!("p{i}"), t.copy().set_requires_grad(true)))
-                    .collect();
+                let params: Vec<NamedTensor> =
+                    init.iter().enumerate().map(|(i, t)| (format!("p{i}"), t.copy().set_requires_grad(true))).collect();
                 let mut opt = StableAdamW::new(params, cfg).unwrap();
                 opt.fused = fused;
                 opt
@@ -602,10 +539,8 @@ mod tests {
             for step in 0..6 {
                 // Small gradients first, then large ones: the RMS clip acts.
                 let scale = if step < 3 { 1e-3 } else { 10.0 };
-                let grads: Vec<Tensor> = shapes
-                    .iter()
-                    .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)) * scale)
-                    .collect();
+                let grads: Vec<Tensor> =
+                    shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)) * scale).collect();
                 let ra = a.step_with(0.01, &grads).unwrap();
                 let rb = b.step_with(0.01, &grads).unwrap();
                 assert_eq!(ra, rb, "step {step}");

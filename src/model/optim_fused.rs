@@ -170,11 +170,7 @@ pub fn update_params(b: &mut Buffers<'_>, c: &Coefficients, decay: f32, step: f3
 /// Whether `t` is a contiguous float32 CPU tensor of `numel` elements, i.e.
 /// one whose memory [`slice_mut`] may view.
 pub fn fusable(t: &Tensor, numel: usize) -> bool {
-    t.defined()
-        && t.device() == Device::Cpu
-        && t.kind() == Kind::Float
-        && t.is_contiguous()
-        && t.numel() == numel
+    t.defined() && t.device() == Device::Cpu && t.kind() == Kind::Float && t.is_contiguous() && t.numel() == numel
 }
 
 /// The memory of a [`fusable`] tensor as a slice.

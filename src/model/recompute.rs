@@ -72,12 +72,7 @@ impl<'a> Checkpointed<'a> {
             }
             Ok(())
         })?;
-        Ok(Checkpointed {
-            blocks,
-            amp,
-            inputs,
-            outputs,
-        })
+        Ok(Checkpointed { blocks, amp, inputs, outputs })
     }
 
     /// The block outputs (block 0 first) as leaves requiring grad, to
@@ -91,12 +86,7 @@ impl<'a> Checkpointed<'a> {
     /// parameter gradients, and returns the gradient with respect to the
     /// decoder input (`None` when no output reached the loss).
     pub fn backward(self) -> Result<Option<Tensor>> {
-        let Checkpointed {
-            blocks,
-            amp,
-            inputs,
-            outputs,
-        } = self;
+        let Checkpointed { blocks, amp, inputs, outputs } = self;
         let mut carried: Option<Tensor> = None;
         // Owned, so each block's saved input, output and its gradient are
         // freed as soon as the block is done.
@@ -135,20 +125,14 @@ mod tests {
         let dec = Decoder::new(&vs.root(), 8, 2, 3, AttentionKind::OFFICIAL, true).unwrap();
         vs.set_kind(Kind::Double);
         let x0 = Tensor::randn([2, 5, 8], (Kind::Double, Device::Cpu));
-        let weights: Vec<Tensor> = (0..3)
-            .map(|_| Tensor::randn([2, 5, 8], (Kind::Double, Device::Cpu)))
-            .collect();
+        let weights: Vec<Tensor> = (0..3).map(|_| Tensor::randn([2, 5, 8], (Kind::Double, Device::Cpu))).collect();
         let objective = |outs: &[Tensor]| -> Tensor {
             // Block 1's output is left out: its gradient comes only from
             // block 2.
             (&outs[0] * &weights[0]).sum(Kind::Double) + (&outs[2] * &weights[2]).sum(Kind::Double)
         };
-        let grads = |vs: &nn::VarStore| -> Vec<Tensor> {
-            vs.trainable_variables()
-                .iter()
-                .map(|t| t.grad().copy())
-                .collect()
-        };
+        let grads =
+            |vs: &nn::VarStore| -> Vec<Tensor> { vs.trainable_variables().iter().map(|t| t.grad().copy()).collect() };
 
         let x = x0.copy().set_requires_grad(true);
         objective(&dec.forward(&x).unwrap()).backward();
@@ -163,9 +147,7 @@ mod tests {
         objective(&ck.outputs()).backward();
         let gx = ck.backward().unwrap().unwrap();
         (&x * &gx).sum(Kind::Double).backward();
-        let rel = |a: &Tensor, b: &Tensor| {
-            (a - b).norm().double_value(&[]) / a.norm().double_value(&[]).max(1e-300)
-        };
+        let rel = |a: &Tensor, b: &Tensor| (a - b).norm().double_value(&[]) / a.norm().double_value(&[]).max(1e-300);
         let after = grads(&vs);
         assert_eq!(plain.len(), after.len());
         for (a, b) in plain.iter().zip(&after) {

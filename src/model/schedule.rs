@@ -23,13 +23,7 @@ impl WarmCosine {
     /// A schedule from 0 to `base` over `warmup_iters`, then down to
     /// `final_lr` at `total_iters`.
     pub fn new(base: f64, final_lr: f64, total_iters: u64, warmup_iters: u64) -> Result<Self> {
-        let s = WarmCosine {
-            base,
-            final_lr,
-            total_iters,
-            warmup_iters,
-            start_warmup: 0.0,
-        };
+        let s = WarmCosine { base, final_lr, total_iters, warmup_iters, start_warmup: 0.0 };
         if !(base.is_finite() && final_lr.is_finite() && base >= 0.0 && final_lr >= 0.0) {
             return Err(Error::config(format!(
                 "learning rates must be finite and >= 0, got base {base}, final {final_lr}"

@@ -130,14 +130,8 @@ pub fn loss_and_gradients(
     let (enc, dec) = model.group_outputs(enc_tokens, blocks, grid)?;
     let (loss, p) = settings.loss.compute(&enc, &dec, it)?;
     let loss_value = loss.f_double_value(&[])?;
-    let mut outcome = StepOutcome {
-        loss: loss_value,
-        grad_norm: f64::NAN,
-        lr,
-        p,
-        rms_clipped: Vec::new(),
-        skipped: None,
-    };
+    let mut outcome =
+        StepOutcome { loss: loss_value, grad_norm: f64::NAN, lr, p, rms_clipped: Vec::new(), skipped: None };
     if !loss_value.is_finite() {
         outcome.skipped = Some(SkipReason::NonFiniteLoss);
         return Ok((outcome, None));
@@ -176,12 +170,7 @@ fn backward_checkpointed(ck: Checkpointed<'_>, bottleneck: &Tensor) -> Result<()
 
 /// Gradient clipping and the optimizer step on `grads` (one per
 /// parameter, in order), skipped when the gradient norm is not finite.
-fn clip_and_step(
-    opt: &mut StableAdamW,
-    grads: &[Tensor],
-    max_grad_norm: f64,
-    outcome: &mut StepOutcome,
-) -> Result<()> {
+fn clip_and_step(opt: &mut StableAdamW, grads: &[Tensor], max_grad_norm: f64, outcome: &mut StepOutcome) -> Result<()> {
     outcome.grad_norm = clip_grads_(grads, max_grad_norm)?;
     if !outcome.grad_norm.is_finite() {
         outcome.skipped = Some(SkipReason::NonFiniteGradient);
@@ -221,19 +210,9 @@ mod tests {
     fn a_step_changes_weights() {
         let (_vs, m, mut opt) = setup();
         let settings = TrainSettings::official(10).unwrap();
-        let layers: Vec<_> = (0..8)
-            .map(|_| Tensor::randn([2, 2 + 4, 8], (Kind::Float, Device::Cpu)))
-            .collect();
+        let layers: Vec<_> = (0..8).map(|_| Tensor::randn([2, 2 + 4, 8], (Kind::Float, Device::Cpu))).collect();
         let before = snapshot(&m, &opt);
-        let out = train_step(
-            &m,
-            &mut opt,
-            &settings,
-            Features::Layers(&layers),
-            (2, 2),
-            3,
-        )
-        .unwrap();
+        let out = train_step(&m, &mut opt, &settings, Features::Layers(&layers), (2, 2), 3).unwrap();
         assert!(out.skipped.is_none());
         assert!(out.loss.is_finite() && out.grad_norm > 0.0);
         assert_eq!(out.lr, settings.schedule.lr(3));
@@ -265,30 +244,15 @@ mod tests {
 
     impl Case {
         fn new(attention: AttentionKind, preset: GroupPreset, kind: Kind, steps: usize) -> Self {
-            let mut cfg = DinomalyConfig::official(16, 2, 2, 0.0)
-                .with_groups(preset)
-                .unwrap();
+            let mut cfg = DinomalyConfig::official(16, 2, 2, 0.0).with_groups(preset).unwrap();
             cfg.attention = attention;
             let vs = nn::VarStore::new(Device::Cpu);
             let m = Dinomaly::new(&vs.root(), cfg.clone()).unwrap();
-            let weights = m
-                .named_parameters()
-                .into_iter()
-                .map(|(_, t)| t.detach().to_kind(kind))
-                .collect();
+            let weights = m.named_parameters().into_iter().map(|(_, t)| t.detach().to_kind(kind)).collect();
             let batches = (0..steps)
-                .map(|_| {
-                    (0..8)
-                        .map(|_| Tensor::randn([3, 3 + 9, 16], (kind, Device::Cpu)))
-                        .collect()
-                })
+                .map(|_| (0..8).map(|_| Tensor::randn([3, 3 + 9, 16], (kind, Device::Cpu))).collect())
                 .collect();
-            Case {
-                cfg,
-                kind,
-                weights,
-                batches,
-            }
+            Case { cfg, kind, weights, batches }
         }
 
         /// A model with the case's initial weights (and the store that
@@ -307,21 +271,14 @@ mod tests {
 
         /// Runs one step per batch (or `steps` on the first batch) from the
         /// initial weights; returns the losses and the final parameters.
-        fn run(
-            &self,
-            settings: &TrainSettings,
-            steps: Option<u64>,
-        ) -> (Vec<f64>, Vec<(String, Tensor)>) {
+        fn run(&self, settings: &TrainSettings, steps: Option<u64>) -> (Vec<f64>, Vec<(String, Tensor)>) {
             let (_vs, m) = self.model();
-            let mut opt =
-                StableAdamW::new(m.named_parameters(), StableAdamWConfig::unified()).unwrap();
+            let mut opt = StableAdamW::new(m.named_parameters(), StableAdamWConfig::unified()).unwrap();
             let n = steps.unwrap_or(self.batches.len() as u64);
             let mut losses = Vec::new();
             for it in 0..n {
                 let batch = &self.batches[if steps.is_some() { 0 } else { it as usize }];
-                let out =
-                    train_step(&m, &mut opt, settings, Features::Layers(batch), (3, 3), it)
-                        .unwrap();
+                let out = train_step(&m, &mut opt, settings, Features::Layers(batch), (3, 3), it).unwrap();
                 assert!(out.skipped.is_none());
                 losses.push(out.loss);
             }
@@ -344,10 +301,7 @@ mod tests {
             // No warm-up, so every step moves the weights.
             schedule: WarmCosine::new(2e-3, 2e-4, 100, 0).unwrap(),
             // Hard mining at its final share from the first step.
-            loss: LossKind::HardMining(crate::model::HardMining {
-                ramp_iters: 0,
-                ..Default::default()
-            }),
+            loss: LossKind::HardMining(crate::model::HardMining { ramp_iters: 0, ..Default::default() }),
             ..TrainSettings::official(100).unwrap()
         }
     }
@@ -369,10 +323,7 @@ mod tests {
             for preset in PRESETS {
                 let case = Case::new(attention, preset, Kind::Double, 3);
                 let plain = small_settings();
-                let ck = TrainSettings {
-                    grad_checkpointing: true,
-                    ..plain
-                };
+                let ck = TrainSettings { grad_checkpointing: true, ..plain };
                 let (l1, p1) = case.run(&plain, None);
                 let (l2, p2) = case.run(&ck, None);
                 // The first forward is the same computation.
@@ -436,11 +387,7 @@ mod tests {
             let case = Case::new(attention, GroupPreset::Loose, Kind::Float, 1);
             let fp32 = small_settings();
             for checkpointing in [false, true] {
-                let bf16 = TrainSettings {
-                    precision: Precision::Bf16,
-                    grad_checkpointing: checkpointing,
-                    ..fp32
-                };
+                let bf16 = TrainSettings { precision: Precision::Bf16, grad_checkpointing: checkpointing, ..fp32 };
                 let (l32, p32) = case.run(&fp32, Some(1));
                 let (l16, p16) = case.run(&bf16, Some(1));
                 let rel = (l16[0] - l32[0]).abs() / l32[0].abs();
@@ -456,15 +403,9 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let m = Dinomaly::new(&vs.root(), DinomalyConfig::official(16, 2, 2, 0.2)).unwrap();
         let mut opt = StableAdamW::new(m.named_parameters(), StableAdamWConfig::unified()).unwrap();
-        let layers: Vec<_> = (0..8)
-            .map(|_| Tensor::randn([2, 3 + 4, 16], (Kind::Float, Device::Cpu)))
-            .collect();
-        let settings = TrainSettings {
-            precision: Precision::Bf16,
-            ..small_settings()
-        };
-        let out =
-            train_step(&m, &mut opt, &settings, Features::Layers(&layers), (2, 2), 0).unwrap();
+        let layers: Vec<_> = (0..8).map(|_| Tensor::randn([2, 3 + 4, 16], (Kind::Float, Device::Cpu))).collect();
+        let settings = TrainSettings { precision: Precision::Bf16, ..small_settings() };
+        let out = train_step(&m, &mut opt, &settings, Features::Layers(&layers), (2, 2), 0).unwrap();
         assert!(out.skipped.is_none() && out.grad_norm > 0.0);
         for (k, t) in opt.state_tensors() {
             // The step counters are integers.
@@ -478,11 +419,7 @@ mod tests {
     #[test]
     fn bf16_training_lowers_the_loss() {
         let case = Case::new(AttentionKind::OFFICIAL, GroupPreset::Loose, Kind::Float, 1);
-        let settings = TrainSettings {
-            precision: Precision::Bf16,
-            grad_checkpointing: true,
-            ..small_settings()
-        };
+        let settings = TrainSettings { precision: Precision::Bf16, grad_checkpointing: true, ..small_settings() };
         let (losses, _) = case.run(&settings, Some(15));
         let (first, last) = (losses[0], losses[losses.len() - 1]);
         assert!(last < 0.9 * first, "losses {losses:?}");
@@ -492,20 +429,10 @@ mod tests {
     fn non_finite_loss_touches_nothing() {
         let (_vs, m, mut opt) = setup();
         let settings = TrainSettings::official(10).unwrap();
-        let layers: Vec<_> = (0..8)
-            .map(|_| Tensor::randn([2, 2 + 4, 8], (Kind::Float, Device::Cpu)))
-            .collect();
+        let layers: Vec<_> = (0..8).map(|_| Tensor::randn([2, 2 + 4, 8], (Kind::Float, Device::Cpu))).collect();
         let _ = layers[2].get(0).get(3).fill_(f64::NAN);
         let before = snapshot(&m, &opt);
-        let out = train_step(
-            &m,
-            &mut opt,
-            &settings,
-            Features::Layers(&layers),
-            (2, 2),
-            5,
-        )
-        .unwrap();
+        let out = train_step(&m, &mut opt, &settings, Features::Layers(&layers), (2, 2), 5).unwrap();
         assert_eq!(out.skipped, Some(SkipReason::NonFiniteLoss));
         let after = snapshot(&m, &opt);
         assert!(before.iter().zip(&after).all(|(a, b)| a.equal(b)));
@@ -514,9 +441,7 @@ mod tests {
     #[test]
     fn non_finite_gradient_touches_nothing() {
         let (_vs, m, mut opt) = setup();
-        let layers: Vec<_> = (0..8)
-            .map(|_| Tensor::randn([2, 2 + 4, 8], (Kind::Float, Device::Cpu)))
-            .collect();
+        let layers: Vec<_> = (0..8).map(|_| Tensor::randn([2, 2 + 4, 8], (Kind::Float, Device::Cpu))).collect();
         let (enc, dec) = m.forward_t(&layers, (2, 2), true).unwrap();
         let (loss, _) = LossKind::default().compute(&enc, &dec, 0).unwrap();
         loss.backward();
@@ -524,14 +449,8 @@ mod tests {
         let g = m.decoder.blocks[4].attn.qkv.weight.grad();
         let _ = g.get(1).get(2).fill_(f64::INFINITY);
         let before = snapshot(&m, &opt);
-        let mut out = StepOutcome {
-            loss: 0.0,
-            grad_norm: f64::NAN,
-            lr: 0.01,
-            p: 0.0,
-            rms_clipped: Vec::new(),
-            skipped: None,
-        };
+        let mut out =
+            StepOutcome { loss: 0.0, grad_norm: f64::NAN, lr: 0.01, p: 0.0, rms_clipped: Vec::new(), skipped: None };
         let grads = grads_of(&opt.params());
         clip_and_step(&mut opt, &grads, 0.1, &mut out).unwrap();
         assert_eq!(out.skipped, Some(SkipReason::NonFiniteGradient));

@@ -69,11 +69,7 @@ impl PostProcess {
     /// as the map; score from the map resized to 256x256, blurred (5x5,
     /// sigma 4, reflect padding), top 1 % mean.
     pub fn anomalib() -> Self {
-        PostProcess {
-            padding: Padding::Reflect,
-            raw_map: true,
-            ..PostProcess::official()
-        }
+        PostProcess { padding: Padding::Reflect, raw_map: true, ..PostProcess::official() }
     }
 
     /// The same settings for another crop.
@@ -106,9 +102,7 @@ impl PostProcess {
     pub fn validate(&self) -> Result<()> {
         for (name, (h, w)) in [("crop", self.crop), ("map size", self.map_size)] {
             if h < 1 || w < 1 {
-                return Err(Error::config(format!(
-                    "{name} must be at least 1x1, got {h}x{w}"
-                )));
+                return Err(Error::config(format!("{name} must be at least 1x1, got {h}x{w}")));
             }
         }
         check_kernel(self.kernel_size, self.sigma)?;
@@ -153,11 +147,7 @@ impl PostProcessor {
     pub fn new(config: PostProcess, device: Device) -> Result<Self> {
         config.validate()?;
         let kernel = gaussian_kernel(config.kernel_size, config.sigma)?.f_to_device(device)?;
-        Ok(PostProcessor {
-            config,
-            kernel,
-            device,
-        })
+        Ok(PostProcessor { config, kernel, device })
     }
 
     /// The settings.
@@ -175,10 +165,7 @@ impl PostProcessor {
         if device != self.device {
             return Err(Error::mismatch(
                 "fused groups",
-                format!(
-                    "they are on {device:?} but the post-processing was set up on {:?}",
-                    self.device
-                ),
+                format!("they are on {device:?} but the post-processing was set up on {:?}", self.device),
             ));
         }
         let fused = fused_map(encoder, decoder, self.config.crop)?;
@@ -186,10 +173,7 @@ impl PostProcessor {
         let smoothed = smooth(&resized, &self.kernel, self.config.padding)?;
         let scores = top_ratio_mean(&smoothed, self.config.max_ratio)?;
         let maps = if self.config.raw_map { fused } else { smoothed };
-        Ok(ScoredBatch {
-            maps: maps.f_squeeze_dim(1)?,
-            scores,
-        })
+        Ok(ScoredBatch { maps: maps.f_squeeze_dim(1)?, scores })
     }
 }
 
@@ -212,10 +196,7 @@ fn check_groups(encoder: &[Tensor], decoder: &[Tensor]) -> Result<()> {
     for (g, (e, d)) in encoder.iter().zip(decoder).enumerate() {
         let (es, ds) = (e.size(), d.size());
         if es.len() != 4 || es.iter().any(|&n| n < 1) {
-            return Err(Error::mismatch(
-                what,
-                format!("encoder group {g} has shape {es:?}, expected (B, C, h, w)"),
-            ));
+            return Err(Error::mismatch(what, format!("encoder group {g} has shape {es:?}, expected (B, C, h, w)")));
         }
         if ds != es {
             return Err(Error::mismatch(
@@ -226,26 +207,17 @@ fn check_groups(encoder: &[Tensor], decoder: &[Tensor]) -> Result<()> {
         if es[0] != first[0] || es[2..] != first[2..] {
             return Err(Error::mismatch(
                 what,
-                format!(
-                    "group {g} has shape {es:?} but group 0 has {first:?}; batch and grid must agree"
-                ),
+                format!("group {g} has shape {es:?} but group 0 has {first:?}; batch and grid must agree"),
             ));
         }
         if !e.is_floating_point() || !d.is_floating_point() {
             return Err(Error::mismatch(
                 what,
-                format!(
-                    "group {g} is {:?}/{:?}, expected floating point",
-                    e.kind(),
-                    d.kind()
-                ),
+                format!("group {g} is {:?}/{:?}, expected floating point", e.kind(), d.kind()),
             ));
         }
         if e.device() != encoder[0].device() || d.device() != encoder[0].device() {
-            return Err(Error::mismatch(
-                what,
-                format!("group {g} is on another device"),
-            ));
+            return Err(Error::mismatch(what, format!("group {g} is on another device")));
         }
     }
     Ok(())
@@ -288,9 +260,7 @@ pub fn resize_map(maps: &Tensor, size: (i64, i64)) -> Result<Tensor> {
 /// [0, 1] and ratios that select no pixel.
 pub fn top_count(pixels: i64, max_ratio: f64) -> Result<i64> {
     if !(0.0..=1.0).contains(&max_ratio) {
-        return Err(Error::config(format!(
-            "max ratio must be between 0 and 1, got {max_ratio}"
-        )));
+        return Err(Error::config(format!("max ratio must be between 0 and 1, got {max_ratio}")));
     }
     if max_ratio == 0.0 {
         return Ok(1);
@@ -347,8 +317,7 @@ mod tests {
     #[test]
     fn top_mean_with_ties_and_plain_max() {
         // 10 pixels: three tied at 5, then 4, ..., k = int(10 * 0.3) = 3.
-        let map =
-            Tensor::from_slice(&[1f32, 5., 2., 5., 0., 4., 5., 3., 1., 2.]).view([1, 1, 2, 5]);
+        let map = Tensor::from_slice(&[1f32, 5., 2., 5., 0., 4., 5., 3., 1., 2.]).view([1, 1, 2, 5]);
         let s = values(&top_ratio_mean(&map, 0.3).unwrap());
         assert_eq!(s, vec![5.0]);
         // k = 4 takes the three tied values and the 4.
@@ -358,10 +327,7 @@ mod tests {
         assert_eq!(s, vec![5.0]);
         // All pixels tied.
         let flat = Tensor::full([2, 1, 16, 16], 0.25, cpu());
-        assert_eq!(
-            values(&top_ratio_mean(&flat, 0.01).unwrap()),
-            vec![0.25, 0.25]
-        );
+        assert_eq!(values(&top_ratio_mean(&flat, 0.01).unwrap()), vec![0.25, 0.25]);
     }
 
     #[test]
@@ -374,9 +340,7 @@ mod tests {
         assert!(values(&d).iter().all(|v| (v - 2.0).abs() < 1e-6));
         // Zero vectors: norms clamped to eps, cosine 0, distance 1 (no NaN).
         let z = Tensor::zeros([1, 8, 2, 2], cpu());
-        assert!(values(&group_distance(&z, &z).unwrap())
-            .iter()
-            .all(|v| (v - 1.0).abs() < 1e-6));
+        assert!(values(&group_distance(&z, &z).unwrap()).iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 
     #[test]
@@ -395,41 +359,18 @@ mod tests {
         let o = PostProcess::official();
         assert!(o.with_crop((0, 392)).validate().is_err());
         assert!(o.with_map_size((256, -1)).validate().is_err());
-        assert!(PostProcess {
-            kernel_size: 4,
-            ..o
-        }
-        .validate()
-        .is_err());
+        assert!(PostProcess { kernel_size: 4, ..o }.validate().is_err());
         assert!(PostProcess { sigma: -1.0, ..o }.validate().is_err());
-        assert!(PostProcess {
-            max_ratio: 2.0,
-            ..o
-        }
-        .validate()
-        .is_err());
-        assert!(
-            o.with_map_size((8, 8)).validate().is_err(),
-            "int(64*0.01) = 0 pixels"
-        );
-        assert!(PostProcess {
-            max_ratio: 0.0,
-            ..o
-        }
-        .with_map_size((8, 8))
-        .validate()
-        .is_ok());
-        assert!(PostProcess::anomalib()
-            .with_map_size((2, 64))
-            .validate()
-            .is_err());
+        assert!(PostProcess { max_ratio: 2.0, ..o }.validate().is_err());
+        assert!(o.with_map_size((8, 8)).validate().is_err(), "int(64*0.01) = 0 pixels");
+        assert!(PostProcess { max_ratio: 0.0, ..o }.with_map_size((8, 8)).validate().is_ok());
+        assert!(PostProcess::anomalib().with_map_size((2, 64)).validate().is_err());
         assert!(PostProcessor::new(o.with_crop((0, 0)), Device::Cpu).is_err());
     }
 
     #[test]
     fn mismatched_groups_are_refused() {
-        let p =
-            PostProcessor::new(PostProcess::official().with_crop((28, 28)), Device::Cpu).unwrap();
+        let p = PostProcessor::new(PostProcess::official().with_crop((28, 28)), Device::Cpu).unwrap();
         let a = Tensor::randn([2, 4, 2, 2], cpu());
         let b = Tensor::randn([2, 4, 2, 3], cpu());
         let c = Tensor::randn([3, 4, 2, 2], cpu());
@@ -446,20 +387,11 @@ mod tests {
 
     #[test]
     fn batch_equals_single_images_and_shapes_follow_the_config() {
-        let enc: Vec<Tensor> = (0..2)
-            .map(|_| Tensor::randn([3, 16, 4, 6], cpu()))
-            .collect();
-        let dec: Vec<Tensor> = enc
-            .iter()
-            .map(|e| e * 0.8 + Tensor::randn_like(e) * 0.5)
-            .collect();
+        let enc: Vec<Tensor> = (0..2).map(|_| Tensor::randn([3, 16, 4, 6], cpu())).collect();
+        let dec: Vec<Tensor> = enc.iter().map(|e| e * 0.8 + Tensor::randn_like(e) * 0.5).collect();
         for config in [
-            PostProcess::official()
-                .with_crop((56, 84))
-                .with_map_size((32, 48)),
-            PostProcess::anomalib()
-                .with_crop((56, 84))
-                .with_map_size((32, 48)),
+            PostProcess::official().with_crop((56, 84)).with_map_size((32, 48)),
+            PostProcess::anomalib().with_crop((56, 84)).with_map_size((32, 48)),
         ] {
             let p = PostProcessor::new(config, Device::Cpu).unwrap();
             let batch = p.apply(&enc, &dec).unwrap();
@@ -470,13 +402,8 @@ mod tests {
             for i in 0..3 {
                 let one = |g: &[Tensor]| g.iter().map(|t| t.narrow(0, i, 1)).collect::<Vec<_>>();
                 let single = p.apply(&one(&enc), &one(&dec)).unwrap();
-                let dm = (single.maps.get(0) - batch.maps.get(i))
-                    .abs()
-                    .max()
-                    .double_value(&[]);
-                let ds = (single.scores.get(0) - batch.scores.get(i))
-                    .abs()
-                    .double_value(&[]);
+                let dm = (single.maps.get(0) - batch.maps.get(i)).abs().max().double_value(&[]);
+                let ds = (single.scores.get(0) - batch.scores.get(i)).abs().double_value(&[]);
                 assert!(dm <= 1e-7 && ds <= 1e-7, "image {i}: map {dm}, score {ds}");
             }
         }

@@ -45,7 +45,12 @@ mod tests {
     fn round_trips_and_refuses_malformed_values() {
         let g = MapGeometry { resize: (300, 400), crop: (280, 392) };
         assert_eq!(MapGeometry::from_json(&g.to_json()).unwrap(), g);
-        for bad in [json!({}), json!({"resize": [448], "crop": [392, 392]}), json!({"resize": [448, 0], "crop": [392, 392]}), json!({"resize": [448, 448], "crop": "392"})] {
+        for bad in [
+            json!({}),
+            json!({"resize": [448], "crop": [392, 392]}),
+            json!({"resize": [448, 0], "crop": [392, 392]}),
+            json!({"resize": [448, 448], "crop": "392"}),
+        ] {
             let err = MapGeometry::from_json(&bad).unwrap_err();
             assert!(err.contains("map_geometry"), "{err}");
         }

@@ -44,10 +44,7 @@ pub struct Overlay {
 impl Default for Overlay {
     /// Per-image min-max, half heatmap, half image.
     fn default() -> Self {
-        Overlay {
-            scale: Scale::MinMax,
-            alpha: 0.5,
-        }
+        Overlay { scale: Scale::MinMax, alpha: 0.5 }
     }
 }
 
@@ -73,12 +70,9 @@ pub fn jet(t: f32) -> Rgb<u8> {
 pub fn normalise(map: MapView<'_>, scale: Scale) -> Result<Vec<f32>> {
     check_map(map)?;
     let (low, high) = match scale {
-        Scale::MinMax => map
-            .values
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            }),
+        Scale::MinMax => {
+            map.values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        }
         Scale::Fixed { low, high } => {
             if !(low.is_finite() && high.is_finite() && low < high) {
                 return Err(Error::config(format!(
@@ -89,36 +83,22 @@ pub fn normalise(map: MapView<'_>, scale: Scale) -> Result<Vec<f32>> {
         }
     };
     let span = high - low;
-    Ok(map
-        .values
-        .iter()
-        .map(|&v| {
-            if span > 0.0 {
-                ((v - low) / span).clamp(0.0, 1.0)
-            } else {
-                0.0
-            }
-        })
-        .collect())
+    Ok(map.values.iter().map(|&v| if span > 0.0 { ((v - low) / span).clamp(0.0, 1.0) } else { 0.0 }).collect())
 }
 
 /// The overlay of `map` on `image` (the crop the model saw), at the image's
 /// size.
 pub fn render(image: &RgbImage, map: MapView<'_>, overlay: &Overlay) -> Result<RgbImage> {
     if !(0.0..=1.0).contains(&overlay.alpha) {
-        return Err(Error::config(format!(
-            "overlay alpha must be between 0 and 1, got {}",
-            overlay.alpha
-        )));
+        return Err(Error::config(format!("overlay alpha must be between 0 and 1, got {}", overlay.alpha)));
     }
     let (width, height) = image.dimensions();
     if width == 0 || height == 0 {
         return Err(Error::config("overlay image is empty"));
     }
     let unit = normalise(map, overlay.scale)?;
-    let grey: ImageBuffer<Luma<f32>, Vec<f32>> =
-        ImageBuffer::from_raw(map.width as u32, map.height as u32, unit)
-            .ok_or_else(|| Error::config("overlay map buffer does not match its size"))?;
+    let grey: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_raw(map.width as u32, map.height as u32, unit)
+        .ok_or_else(|| Error::config("overlay map buffer does not match its size"))?;
     // Resize the normalised values, not the colours, so interpolation stays
     // on the colormap's path. Triangle = bilinear.
     let grey = imageops::resize(&grey, width, height, FilterType::Triangle);
@@ -126,9 +106,7 @@ pub fn render(image: &RgbImage, map: MapView<'_>, overlay: &Overlay) -> Result<R
     Ok(RgbImage::from_fn(width, height, |x, y| {
         let heat = jet(grey.get_pixel(x, y)[0]);
         let base = image.get_pixel(x, y);
-        Rgb(std::array::from_fn(|c| {
-            ((1.0 - alpha) * base[c] as f32 + alpha * heat[c] as f32).round() as u8
-        }))
+        Rgb(std::array::from_fn(|c| ((1.0 - alpha) * base[c] as f32 + alpha * heat[c] as f32).round() as u8))
     }))
 }
 
@@ -136,23 +114,13 @@ pub fn render(image: &RgbImage, map: MapView<'_>, overlay: &Overlay) -> Result<R
 pub fn write_png(dest: &Path, image: &RgbImage) -> Result<()> {
     let mut file = AtomicFile::create(dest)?;
     PngEncoder::new(&mut file)
-        .write_image(
-            image.as_raw(),
-            image.width(),
-            image.height(),
-            ExtendedColorType::Rgb8,
-        )
+        .write_image(image.as_raw(), image.width(), image.height(), ExtendedColorType::Rgb8)
         .map_err(|e| Error::format(dest, format!("cannot encode png: {e}")))?;
     file.commit()
 }
 
 /// Renders the overlay and writes it to `dest` as PNG.
-pub fn write_overlay(
-    dest: &Path,
-    image: &RgbImage,
-    map: MapView<'_>,
-    overlay: &Overlay,
-) -> Result<()> {
+pub fn write_overlay(dest: &Path, image: &RgbImage, map: MapView<'_>, overlay: &Overlay) -> Result<()> {
     write_png(dest, &render(image, map, overlay)?)
 }
 
@@ -176,11 +144,7 @@ mod tests {
     use super::*;
 
     fn view(values: &[f32], height: usize, width: usize) -> MapView<'_> {
-        MapView {
-            values,
-            height,
-            width,
-        }
+        MapView { values, height, width }
     }
 
     #[test]
@@ -195,26 +159,11 @@ mod tests {
     #[test]
     fn normalisation_min_max_fixed_and_constant() {
         let m = [1.0, 2.0, 3.0, 5.0];
-        assert_eq!(
-            normalise(view(&m, 2, 2), Scale::MinMax).unwrap(),
-            vec![0.0, 0.25, 0.5, 1.0]
-        );
-        let fixed = Scale::Fixed {
-            low: 2.0,
-            high: 4.0,
-        };
-        assert_eq!(
-            normalise(view(&m, 2, 2), fixed).unwrap(),
-            vec![0.0, 0.0, 0.5, 1.0]
-        );
-        assert_eq!(
-            normalise(view(&[7.0; 4], 2, 2), Scale::MinMax).unwrap(),
-            vec![0.0; 4]
-        );
-        let bad = Scale::Fixed {
-            low: 1.0,
-            high: 1.0,
-        };
+        assert_eq!(normalise(view(&m, 2, 2), Scale::MinMax).unwrap(), vec![0.0, 0.25, 0.5, 1.0]);
+        let fixed = Scale::Fixed { low: 2.0, high: 4.0 };
+        assert_eq!(normalise(view(&m, 2, 2), fixed).unwrap(), vec![0.0, 0.0, 0.5, 1.0]);
+        assert_eq!(normalise(view(&[7.0; 4], 2, 2), Scale::MinMax).unwrap(), vec![0.0; 4]);
+        let bad = Scale::Fixed { low: 1.0, high: 1.0 };
         assert!(normalise(view(&m, 2, 2), bad).is_err());
         assert!(normalise(view(&m, 3, 2), Scale::MinMax).is_err());
         assert!(normalise(view(&[0.0, f32::NAN], 1, 2), Scale::MinMax).is_err());
@@ -229,18 +178,9 @@ mod tests {
         // Left edge is the map's minimum (dark blue), right edge its maximum.
         assert_eq!(*out.get_pixel(0, 0), Rgb([100, 50, 64]));
         assert_eq!(*out.get_pixel(5, 3), Rgb([164, 50, 0]));
-        let only_image = Overlay {
-            alpha: 0.0,
-            ..Overlay::default()
-        };
-        assert_eq!(
-            render(&image, view(&map, 1, 2), &only_image).unwrap(),
-            image
-        );
-        let bad = Overlay {
-            alpha: 1.5,
-            ..Overlay::default()
-        };
+        let only_image = Overlay { alpha: 0.0, ..Overlay::default() };
+        assert_eq!(render(&image, view(&map, 1, 2), &only_image).unwrap(), image);
+        let bad = Overlay { alpha: 1.5, ..Overlay::default() };
         assert!(render(&image, view(&map, 1, 2), &bad).is_err());
     }
 
@@ -252,10 +192,7 @@ mod tests {
         let map: Vec<f32> = (0..15).map(|v| v as f32).collect();
         write_overlay(&dest, &image, view(&map, 3, 5), &Overlay::default()).unwrap();
         let back = image::open(&dest).unwrap().to_rgb8();
-        assert_eq!(
-            back,
-            render(&image, view(&map, 3, 5), &Overlay::default()).unwrap()
-        );
+        assert_eq!(back, render(&image, view(&map, 3, 5), &Overlay::default()).unwrap());
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary left behind");
         assert!(write_png(&dir.path().join("missing/x.png"), &image).is_err());

@@ -117,10 +117,8 @@ impl Scorer {
     /// not depend on the other images or on B (see [`Scorer::run_alone`]);
     /// `batch` is the fixed batch shape of devices that run a batch at once.
     pub fn score_images(&self, images: &Tensor, batch: usize) -> Result<ScoredBatch> {
-        let encoder = self
-            .encoder
-            .as_ref()
-            .ok_or_else(|| Error::config("this scorer was opened for feature stores only"))?;
+        let encoder =
+            self.encoder.as_ref().ok_or_else(|| Error::config("this scorer was opened for feature stores only"))?;
         let size = images.size();
         if size.len() != 4 {
             return Err(Error::config(format!("images must be (B, 3, H, W), got {size:?}")));
@@ -167,7 +165,12 @@ impl Scorer {
     /// - on other devices (CUDA), in batches of exactly `batch` inputs, the
     ///   last one padded with copies of its last input, so that every call
     ///   has one shape and the kernels one plan. Not verified on a GPU.
-    fn run_alone(&self, inputs: &Tensor, batch: usize, run: impl Fn(&Tensor) -> Result<ScoredBatch>) -> Result<ScoredBatch> {
+    fn run_alone(
+        &self,
+        inputs: &Tensor,
+        batch: usize,
+        run: impl Fn(&Tensor) -> Result<ScoredBatch>,
+    ) -> Result<ScoredBatch> {
         let n = inputs.size().first().copied().unwrap_or(0);
         if n == 0 {
             return run(inputs);
@@ -198,10 +201,7 @@ impl Scorer {
             maps.push(scored.maps.f_narrow(0, 0, len)?);
             scores.push(scored.scores.f_narrow(0, 0, len)?);
         }
-        Ok(ScoredBatch {
-            maps: Tensor::f_cat(&maps, 0)?,
-            scores: Tensor::f_cat(&scores, 0)?,
-        })
+        Ok(ScoredBatch { maps: Tensor::f_cat(&maps, 0)?, scores: Tensor::f_cat(&scores, 0)? })
     }
 }
 
@@ -217,14 +217,16 @@ pub fn detect_kind(path: &Path) -> Result<CheckpointKind> {
             if format.as_deref() == Some(checkpoint::FORMAT) {
                 Ok(CheckpointKind::Dinomaly)
             } else {
-                foreign_kind(meta.tensors().keys().map(String::as_str))
-                    .ok_or_else(|| Error::format(path, "not a Dinomaly checkpoint (no dinomaly metadata, no encoder/decoder keys)"))
+                foreign_kind(meta.tensors().keys().map(String::as_str)).ok_or_else(|| {
+                    Error::format(path, "not a Dinomaly checkpoint (no dinomaly metadata, no encoder/decoder keys)")
+                })
             }
         }
         FileKind::TorchZip => {
             let sd = read_state_dict(path, None)?;
-            foreign_kind(sd.tensors.iter().map(|(k, _)| k.as_str()))
-                .ok_or_else(|| Error::format(path, "a torch checkpoint without Dinomaly keys (encoder.*, bottleneck.0.*, decoder.*)"))
+            foreign_kind(sd.tensors.iter().map(|(k, _)| k.as_str())).ok_or_else(|| {
+                Error::format(path, "a torch checkpoint without Dinomaly keys (encoder.*, bottleneck.0.*, decoder.*)")
+            })
         }
         FileKind::TorchLegacy => Err(Error::format(path, sniff::legacy_message())),
         _ => Err(Error::format(path, "not a checkpoint (neither safetensors nor a torch.save file)")),
@@ -319,7 +321,9 @@ fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
 fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Result<Scorer> {
     let path = &req.checkpoint;
     let all = match sniff::file_kind(path)? {
-        FileKind::Safetensors => crate::io::safetensors_load::read_safetensors(path, crate::io::safetensors_load::FloatKind::F32)?,
+        FileKind::Safetensors => {
+            crate::io::safetensors_load::read_safetensors(path, crate::io::safetensors_load::FloatKind::F32)?
+        }
         // Lightning checkpoints keep the weights under "state_dict" (found).
         _ => read_state_dict(path, None)?.tensors,
     };
@@ -380,14 +384,10 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
         })
         .collect();
     let arch = weights.arch;
-    let layers = if req.layers.is_empty() {
-        crate::backbone::open::default_layers(&arch, None)?
-    } else {
-        req.layers.clone()
-    };
-    let depth_decoder = (0..)
-        .take_while(|i| trainable.iter().any(|(k, _)| k.starts_with(&format!("decoder.{i}."))))
-        .count();
+    let layers =
+        if req.layers.is_empty() { crate::backbone::open::default_layers(&arch, None)? } else { req.layers.clone() };
+    let depth_decoder =
+        (0..).take_while(|i| trainable.iter().any(|(k, _)| k.starts_with(&format!("decoder.{i}.")))).count();
     let mlp_bias = trainable.iter().any(|(k, _)| k == "bottleneck.0.fc1.bias");
     let (pos_interp, backend, post) = match kind {
         CheckpointKind::Anomalib => (PosInterp::Exact, ResizeBackend::Tensor, PostProcess::anomalib()),
@@ -488,7 +488,11 @@ fn finish(
 pub fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<()> {
     let mut differences = Vec::new();
     if store.weights_sha256 != model.weights_sha256 {
-        differences.push(format!("encoder weights (sha256 {} vs {})", short(&store.weights_sha256), short(&model.weights_sha256)));
+        differences.push(format!(
+            "encoder weights (sha256 {} vs {})",
+            short(&store.weights_sha256),
+            short(&model.weights_sha256)
+        ));
     }
     if store.layers != model.layers {
         differences.push(format!("layers ({:?} vs {:?})", store.layers, model.layers));
@@ -508,10 +512,7 @@ pub fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<(
     if differences.is_empty() {
         Ok(())
     } else {
-        Err(Error::mismatch(
-            "feature store and checkpoint",
-            format!("made differently: {}", differences.join(", ")),
-        ))
+        Err(Error::mismatch("feature store and checkpoint", format!("made differently: {}", differences.join(", "))))
     }
 }
 
@@ -531,13 +532,23 @@ mod tests {
     #[test]
     fn foreign_kinds_follow_the_encoder_keys() {
         let kind = |keys: &[&str]| foreign_kind(keys.iter().copied());
-        assert_eq!(kind(&["encoder.feature_extractor.cls_token", "bottleneck.0.fc1.weight"]), Some(CheckpointKind::Anomalib));
-        // Lightning: everything under "model.", plus aliases and buffers.
         assert_eq!(
-            kind(&["post_processor.image_min", "model.encoder.feature_extractor.pos_embed", "trainable_modules.0.0.fc1.weight"]),
+            kind(&["encoder.feature_extractor.cls_token", "bottleneck.0.fc1.weight"]),
             Some(CheckpointKind::Anomalib)
         );
-        assert_eq!(kind(&["encoder.cls_token", "encoder.blocks.0.norm1.weight", "decoder.0.norm1.weight"]), Some(CheckpointKind::Official));
+        // Lightning: everything under "model.", plus aliases and buffers.
+        assert_eq!(
+            kind(&[
+                "post_processor.image_min",
+                "model.encoder.feature_extractor.pos_embed",
+                "trainable_modules.0.0.fc1.weight"
+            ]),
+            Some(CheckpointKind::Anomalib)
+        );
+        assert_eq!(
+            kind(&["encoder.cls_token", "encoder.blocks.0.norm1.weight", "decoder.0.norm1.weight"]),
+            Some(CheckpointKind::Official)
+        );
         assert_eq!(kind(&["bottleneck.0.fc1.weight", "decoder.0.norm1.weight"]), None);
         assert_eq!(kind(&[]), None);
     }

@@ -36,19 +36,11 @@ pub fn gaussian_kernel(size: i64, sigma: f64) -> Result<Tensor> {
     let opts = (Kind::Float, Device::Cpu);
     let centre = (size - 1) as f64 / 2.0;
     let variance = sigma * sigma;
-    let offsets = Tensor::f_arange(size, opts)?
-        .f_sub_scalar(centre)?
-        .f_pow_tensor_scalar(2.0)?;
+    let offsets = Tensor::f_arange(size, opts)?.f_sub_scalar(centre)?.f_pow_tensor_scalar(2.0)?;
     // Column offsets along x plus row offsets along y: element (i, j) is
     // (j - c)^2 + (i - c)^2, the sum over the official (x, y) grid.
-    let squared = offsets
-        .f_view([1, size])?
-        .f_add(&offsets.f_view([size, 1])?)?;
-    let kernel = squared
-        .f_neg()?
-        .f_div_scalar(2.0 * variance)?
-        .f_exp()?
-        .f_mul_scalar(1.0 / (2.0 * PI * variance))?;
+    let squared = offsets.f_view([1, size])?.f_add(&offsets.f_view([size, 1])?)?;
+    let kernel = squared.f_neg()?.f_div_scalar(2.0 * variance)?.f_exp()?.f_mul_scalar(1.0 / (2.0 * PI * variance))?;
     let total = kernel.f_sum(Kind::Float)?;
     Ok(kernel.f_div(&total)?)
 }
@@ -57,14 +49,10 @@ pub fn gaussian_kernel(size: i64, sigma: f64) -> Result<Tensor> {
 /// is not a positive number.
 pub fn check_kernel(size: i64, sigma: f64) -> Result<()> {
     if size < 1 || size % 2 == 0 {
-        return Err(Error::config(format!(
-            "gaussian kernel size must be a positive odd number, got {size}"
-        )));
+        return Err(Error::config(format!("gaussian kernel size must be a positive odd number, got {size}")));
     }
     if !(sigma.is_finite() && sigma > 0.0) {
-        return Err(Error::config(format!(
-            "gaussian sigma must be a positive number, got {sigma}"
-        )));
+        return Err(Error::config(format!("gaussian sigma must be a positive number, got {sigma}")));
     }
     Ok(())
 }
@@ -87,17 +75,19 @@ pub fn smooth(maps: &Tensor, kernel: &Tensor, padding: Padding) -> Result<Tensor
             "reflect padding of {pad_h}x{pad_w} needs a map larger than that, got {height}x{width}"
         )));
     }
-    let weight = kernel
-        .f_to_kind(Kind::Double)?
-        .f_to_device(maps.device())?
-        .f_view([1, 1, kh, kw])?;
+    let weight = kernel.f_to_kind(Kind::Double)?.f_to_device(maps.device())?.f_view([1, 1, kh, kw])?;
     let input = maps.f_to_kind(Kind::Double)?;
     let no_bias: Option<Tensor> = None;
     let out = match padding {
         Padding::Zero => input.f_conv2d(&weight, no_bias, [1, 1], [pad_h, pad_w], [1, 1], 1)?,
-        Padding::Reflect => input
-            .f_reflection_pad2d([pad_w, pad_w, pad_h, pad_h])?
-            .f_conv2d(&weight, no_bias, [1, 1], [0, 0], [1, 1], 1)?,
+        Padding::Reflect => input.f_reflection_pad2d([pad_w, pad_w, pad_h, pad_h])?.f_conv2d(
+            &weight,
+            no_bias,
+            [1, 1],
+            [0, 0],
+            [1, 1],
+            1,
+        )?,
     };
     Ok(out.f_to_kind(maps.kind())?)
 }

@@ -71,14 +71,11 @@ impl TrainLog {
         let (file, continued) = match (regular, resume_at) {
             (true, Some(at)) => continue_log(path, at)?,
             (true, None) => (File::create(path).map_err(|e| Error::io(path, e))?, Continued::Fresh),
-            (false, _) => (OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?, Continued::Fresh),
+            (false, _) => {
+                (OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e))?, Continued::Fresh)
+            }
         };
-        let log = TrainLog {
-            path: path.to_path_buf(),
-            file: Some(file),
-            regular,
-            failure: None,
-        };
+        let log = TrainLog { path: path.to_path_buf(), file: Some(file), regular, failure: None };
         Ok((log, continued))
     }
 

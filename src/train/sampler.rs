@@ -55,21 +55,9 @@ impl BatchSampler {
         names.dedup();
         let by_class = names
             .iter()
-            .map(|name| {
-                rows.iter()
-                    .zip(classes)
-                    .filter(|(_, c)| c == name)
-                    .map(|(&r, _)| r)
-                    .collect()
-            })
+            .map(|name| rows.iter().zip(classes).filter(|(_, c)| c == name).map(|(&r, _)| r).collect())
             .collect();
-        Ok(BatchSampler {
-            rows,
-            by_class,
-            batch,
-            seed,
-            sampling,
-        })
+        Ok(BatchSampler { rows, by_class, batch, seed, sampling })
     }
 
     /// Full batches per epoch in shuffle mode.

@@ -101,11 +101,7 @@ impl ImageSource {
     /// Rows `samples` (in order), encoded by `extractor`. Check the images
     /// first with [`unreadable`].
     pub fn new(extractor: Extractor, samples: Vec<Sample>) -> Self {
-        ImageSource {
-            extractor,
-            samples: Arc::new(samples),
-            ahead: None,
-        }
+        ImageSource { extractor, samples: Arc::new(samples), ahead: None }
     }
 
     /// The encoder and its metadata.
@@ -136,10 +132,8 @@ impl ImageSource {
             }
         }
         let mut ahead = self.start(sampler.clone(), it);
-        let (_, got_rows, images) = ahead
-            .batches
-            .recv()
-            .map_err(|_| Error::config("the image decoding thread stopped"))?;
+        let (_, got_rows, images) =
+            ahead.batches.recv().map_err(|_| Error::config("the image decoding thread stopped"))?;
         debug_assert_eq!(got_rows, rows);
         ahead.next = it + 1;
         self.ahead = Some(ahead);

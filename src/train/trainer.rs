@@ -19,7 +19,9 @@ use super::sampler::BatchSampler;
 use super::source::BatchSource;
 use crate::io::checkpoint::{self, CheckpointMeta, ModelMeta};
 use crate::io::features::FeatureMeta;
-use crate::model::{train_step, Dinomaly, DinomalyConfig, Features, StableAdamW, StableAdamWConfig, StepOutcome, TrainSettings};
+use crate::model::{
+    train_step, Dinomaly, DinomalyConfig, Features, StableAdamW, StableAdamWConfig, StepOutcome, TrainSettings,
+};
 use crate::{Error, Result};
 
 /// How store rows become model input.
@@ -177,9 +179,8 @@ impl Trainer {
         let mut settings = self.settings;
         settings.loss_ceiling = self.loss_ceiling();
         let (model, opt) = (&self.model, &mut self.opt);
-        let outcome = self
-            .input
-            .with_features(&batch, |features| train_step(model, opt, &settings, features, grid, it))?;
+        let outcome =
+            self.input.with_features(&batch, |features| train_step(model, opt, &settings, features, grid, it))?;
         self.record(&outcome);
         Ok(outcome)
     }
@@ -223,12 +224,15 @@ impl Trainer {
 
     /// Writes the model checkpoint to `path` and, with `with_state`, the
     /// optimizer state and progress to [`state_path`]`(path)`.
-    pub fn save(&self, path: &Path, encoder: &FeatureMeta, training: serde_json::Value, with_state: bool) -> Result<()> {
-        let meta = CheckpointMeta {
-            encoder: encoder.clone(),
-            model: ModelMeta::from_config(self.model.config()),
-            training,
-        };
+    pub fn save(
+        &self,
+        path: &Path,
+        encoder: &FeatureMeta,
+        training: serde_json::Value,
+        with_state: bool,
+    ) -> Result<()> {
+        let meta =
+            CheckpointMeta { encoder: encoder.clone(), model: ModelMeta::from_config(self.model.config()), training };
         if with_state {
             // The state carries its own copy of the weights, so that it is
             // complete by itself: a run killed between the two writes below
@@ -236,10 +240,8 @@ impl Trainer {
             // the state alone still continues exactly.
             let mut named = self.opt.state_tensors();
             named.extend(self.weights().into_iter().map(|(k, t)| (format!("{STATE_WEIGHTS}{k}"), t)));
-            named.push((
-                "progress.iterations_done".into(),
-                Tensor::from_slice(&[self.progress.iterations_done as i64]),
-            ));
+            named
+                .push(("progress.iterations_done".into(), Tensor::from_slice(&[self.progress.iterations_done as i64])));
             let mut kv = std::collections::HashMap::new();
             kv.insert("format".to_string(), "dinomaly-train-state".to_string());
             kv.insert(
@@ -265,16 +267,19 @@ impl Trainer {
         if meta.model != model_meta {
             return Err(Error::mismatch(
                 path.display().to_string(),
-                format!(
-                    "the checkpoint's model settings {:?} differ from this run's {:?}",
-                    meta.model, model_meta
-                ),
+                format!("the checkpoint's model settings {:?} differ from this run's {:?}", meta.model, model_meta),
             ));
         }
         let state = state_path(path);
         // The header only: the tensors are read once, below.
         let file = std::fs::File::open(&state).map_err(|e| {
-            Error::io(&state, std::io::Error::new(e.kind(), format!("no training state to resume from ({e}); it is written with --save-every")))
+            Error::io(
+                &state,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("no training state to resume from ({e}); it is written with --save-every"),
+                ),
+            )
         })?;
         // SAFETY: read-only map of a file the tools only ever replace by
         // renaming, never modify in place.
@@ -287,15 +292,14 @@ impl Trainer {
         }
         let progress: Progress = serde_json::from_str(kv.get("progress").map(String::as_str).unwrap_or(""))
             .map_err(|e| Error::format(&state, format!("bad progress metadata: {e}")))?;
-        let named = Tensor::read_safetensors(&state).map_err(|e| Error::format(&state, format!("corrupt or truncated training state: {e}")))?;
+        let named = Tensor::read_safetensors(&state)
+            .map_err(|e| Error::format(&state, format!("corrupt or truncated training state: {e}")))?;
         let (weights, named): (Vec<(String, Tensor)>, Vec<(String, Tensor)>) = named
             .into_iter()
             .filter(|(k, _)| !k.starts_with("progress."))
             .partition(|(k, _)| k.starts_with(STATE_WEIGHTS));
-        let weights: Vec<(String, Tensor)> = weights
-            .into_iter()
-            .map(|(k, t)| (k[STATE_WEIGHTS.len()..].to_string(), t))
-            .collect();
+        let weights: Vec<(String, Tensor)> =
+            weights.into_iter().map(|(k, t)| (k[STATE_WEIGHTS.len()..].to_string(), t)).collect();
         crate::io::varstore::load_into(&self.vs, &weights, &state, |_| false)?;
         self.opt.load_state_tensors(&named)?;
         self.progress = progress;

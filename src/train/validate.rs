@@ -81,11 +81,7 @@ pub struct Validation {
 impl Validation {
     /// The mean of `metric` over classes, if defined.
     pub fn mean(&self, metric: ValMetric) -> Option<f64> {
-        self.report
-            .mean
-            .iter()
-            .find(|(m, _)| *m == metric.metric())
-            .and_then(|(_, v)| *v)
+        self.report.mean.iter().find(|(m, _)| *m == metric.metric()).and_then(|(_, v)| *v)
     }
 
     fn has_pixels(&self) -> bool {
@@ -121,12 +117,8 @@ impl Validation {
             map
         };
         let mut json = values(&|m| self.mean(m));
-        let classes: serde_json::Map<String, serde_json::Value> = self
-            .report
-            .classes
-            .iter()
-            .map(|c| (c.name.clone(), values(&|m| c.get(m.metric())).into()))
-            .collect();
+        let classes: serde_json::Map<String, serde_json::Value> =
+            self.report.classes.iter().map(|c| (c.name.clone(), values(&|m| c.get(m.metric())).into())).collect();
         json.insert("classes".into(), classes.into());
         json.into()
     }
@@ -191,20 +183,12 @@ impl Validator {
                 _ => None,
             });
         }
-        Ok(Validator {
-            store,
-            path: path.to_path_buf(),
-            post,
-            masks,
-            map_size,
-        })
+        Ok(Validator { store, path: path.to_path_buf(), post, masks, map_size })
     }
 
     /// The store's rows of `classes`.
     fn rows(&self, classes: &[String]) -> Vec<usize> {
-        (0..self.store.len())
-            .filter(|&i| classes.iter().any(|c| c == self.store.records()[i].class_name()))
-            .collect()
+        (0..self.store.len()).filter(|&i| classes.iter().any(|c| c == self.store.records()[i].class_name())).collect()
     }
 
     /// Images of `classes` validated: (count, anomalous).
@@ -217,7 +201,8 @@ impl Validator {
     /// Pixel metrics apply to rows `rows` when there is an anomalous image
     /// and every anomalous image has a mask.
     fn pixels_apply(&self, rows: &[usize]) -> bool {
-        let anomalous: Vec<usize> = rows.iter().copied().filter(|&i| self.store.records()[i].label == Some(1)).collect();
+        let anomalous: Vec<usize> =
+            rows.iter().copied().filter(|&i| self.store.records()[i].label == Some(1)).collect();
         !anomalous.is_empty() && anomalous.iter().all(|&i| self.masks[i].is_some())
     }
 
@@ -229,9 +214,7 @@ impl Validator {
         let rows = self.rows(classes);
         let mut reasons = Vec::new();
         if metric == ValMetric::PAuroc && !self.pixels_apply(&rows) {
-            let missing = rows
-                .iter()
-                .find(|&&i| self.store.records()[i].label == Some(1) && self.masks[i].is_none());
+            let missing = rows.iter().find(|&&i| self.store.records()[i].label == Some(1) && self.masks[i].is_none());
             reasons.push(match missing {
                 Some(&i) => format!(
                     "P-AUROC needs a mask for every anomalous image and {} has none",
@@ -242,7 +225,8 @@ impl Validator {
             return reasons;
         }
         for class in classes {
-            let mine: Vec<usize> = rows.iter().copied().filter(|&i| self.store.records()[i].class_name() == class).collect();
+            let mine: Vec<usize> =
+                rows.iter().copied().filter(|&i| self.store.records()[i].class_name() == class).collect();
             let anomalous = mine.iter().filter(|&&i| self.store.records()[i].label == Some(1)).count();
             match metric {
                 ValMetric::IAuroc if anomalous == 0 || anomalous == mine.len() => reasons.push(format!(
@@ -312,10 +296,7 @@ impl Validator {
         let mut by_class: BTreeMap<String, Vec<(f64, bool)>> = Default::default();
         for (&row, &s) in rows.iter().zip(&scores) {
             let r = &self.store.records()[row];
-            by_class
-                .entry(r.class_name().to_string())
-                .or_default()
-                .push((f64::from(s), r.label == Some(1)));
+            by_class.entry(r.class_name().to_string()).or_default().push((f64::from(s), r.label == Some(1)));
         }
         let classes = by_class
             .into_iter()
@@ -324,8 +305,6 @@ impl Validator {
                 ClassInput { name, images, pixels }
             })
             .collect();
-        Ok(Validation {
-            report: evaluate(classes, &Options::default()),
-        })
+        Ok(Validation { report: evaluate(classes, &Options::default()) })
     }
 }
