@@ -57,6 +57,9 @@ fn cli_train_loss_decreases_on_real_images() {
         }
         assert!(line["skipped"].is_null(), "{line}");
     }
+    // Seconds from a monotonic clock: positive and increasing line by line.
+    let elapsed: Vec<f64> = lines.iter().map(|l| l["elapsed_s"].as_f64().unwrap()).collect();
+    assert!(elapsed[0] > 0.0 && elapsed.windows(2).all(|w| w[1] > w[0]), "{elapsed:?}");
     let losses: Vec<f64> = lines.iter().map(|l| l["loss"].as_f64().unwrap()).collect();
     let (first, last) = (mean(&losses[..5]), mean(&losses[25..]));
     assert!(last < 0.7 * first, "loss did not go down: first five {first:.4}, last five {last:.4}");

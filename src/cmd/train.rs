@@ -238,7 +238,8 @@ pub struct Args {
     pub classes: Vec<String>,
 
     /// Write one JSON line per iteration (it, loss, lr, p, grad_norm,
-    /// skipped) and per validation (validation: iterations done, i_auroc,
+    /// skipped, elapsed_s: seconds since this run's first iteration began,
+    /// from a monotonic clock) and per validation (validation: iterations done, i_auroc,
     /// p_auroc, classes) to this file as training goes (a FIFO works). A
     /// resumed run continues the log of the run it resumes. When the log
     /// cannot be written (its reader went away, disk full), training goes
@@ -771,6 +772,9 @@ fn train_one(
         let line = serde_json::json!({
             "class": class, "it": it, "loss": outcome.loss, "lr": outcome.lr, "p": outcome.p,
             "grad_norm": outcome.grad_norm, "skipped": outcome.skipped.map(|r| format!("{r:?}")),
+            // Timing from inside the process: a rate taken from it leaves
+            // out start-up, whatever the machine (scripts/gpu-check.sh).
+            "elapsed_s": started.elapsed().as_secs_f64(),
         });
         log_line(log, &line, || format!("iteration {it}"), &bar);
         let done = trainer.progress.iterations_done;
