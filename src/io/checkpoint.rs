@@ -36,6 +36,9 @@ pub struct CheckpointMeta {
     /// Training settings and progress (iterations done, seed, skipped steps,
     /// mode, class for separated models, loss history).
     pub training: serde_json::Value,
+    /// Decision thresholds (`dinomaly-calibrate`); absent until calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::io::calibration::Calibration>,
 }
 
 /// The hyper-parameters that shape the trainable modules.

@@ -3,6 +3,7 @@
 //! checkpoints through a pickle reader that runs nothing, safetensors).
 
 pub mod atomic;
+pub mod calibration;
 pub mod checkpoint;
 pub mod features;
 pub mod hash;

@@ -231,8 +231,12 @@ impl Trainer {
         training: serde_json::Value,
         with_state: bool,
     ) -> Result<()> {
-        let meta =
-            CheckpointMeta { encoder: encoder.clone(), model: ModelMeta::from_config(self.model.config()), training };
+        let meta = CheckpointMeta {
+            encoder: encoder.clone(),
+            model: ModelMeta::from_config(self.model.config()),
+            training,
+            calibration: None,
+        };
         if with_state {
             // The state carries its own copy of the weights, so that it is
             // complete by itself: a run killed between the two writes below
