@@ -21,6 +21,7 @@ use crate::io::features::{FeatureMeta, FeatureStore, StoreDtype};
 use crate::model::{
     AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine,
 };
+use crate::train::init::InitCheckpoint;
 use crate::train::log::{Continued, TrainLog};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
@@ -55,7 +56,7 @@ const TOOL: &str = "dinomaly-train";
         .multiple(true)
         .requires("images")
         .conflicts_with("features")
-        .args(["input", "dataset", "backbone", "weights", "weights_sha256", "layers", "resize", "crop", "pos_interp", "preprocess", "on_error"])
+        .args(["input", "dataset", "backbone", "weights_sha256", "layers", "resize", "crop", "pos_interp", "preprocess", "on_error"])
 ))]
 pub struct Args {
     /// Feature store from dinomaly-extract (the training split); - reads
@@ -207,6 +208,19 @@ pub struct Args {
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
 
+    /// Start from the bottleneck and decoder of this trained checkpoint
+    /// (dinomaly-train's, the official repository's or anomalib's) instead
+    /// of the random initialisation, with a fresh optimizer and schedule:
+    /// fine-tuning. Its encoder must be the store's: a dinomaly checkpoint's
+    /// record is compared; an official or anomalib checkpoint's encoder
+    /// tensors are compared with the weights the store was made with (found
+    /// by the store's backbone name in the cache, or given with --weights),
+    /// and the store must have been extracted with its reference's
+    /// pre-processing. Its model (MLP biases, decoder depth, groups,
+    /// attention) must be the one the flags build (--variant, --groups).
+    #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+
     /// Validate against this labelled feature store (a test or held-out
     /// split extracted with the same settings): image AUROC per class and
     /// mean, pixel AUROC when masks are there, over the classes a model is
@@ -354,6 +368,12 @@ impl Args {
                 plan.iterations
             );
         }
+        if self.encoder.weights.is_some() && !self.images && self.init.is_none() {
+            bail!(
+                "--weights applies to --images (the encoder that runs) and to --init (the weights an official or \
+                 anomalib checkpoint's encoder is checked against); a store already holds the encoder's outputs"
+            );
+        }
         if self.resume.is_some() && plan.mode == Mode::Separated {
             bail!("--resume works with one checkpoint: resume separated training class by class with --classes");
         }
@@ -392,6 +412,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("-o", Some(&args.output), "a checkpoint is written to a file (a folder with --mode separated)"),
         ("--resume", args.resume.as_deref(), "resuming reads a checkpoint file and the .state file beside it"),
         ("--val", args.val.as_deref(), "the validation store is read from a file"),
+        ("--init", args.init.as_deref(), "the checkpoint to start from is read from a file"),
         ("--log", args.log.as_deref(), "the log is written to a file"),
         ("--weights", args.encoder.weights.as_deref(), "encoder weights are read from a file or folder"),
     ])?;
@@ -518,10 +539,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
         );
     }
+    let init = match &args.init {
+        Some(path) => Some(open_init(&args, &plan, path, source.meta())?),
+        None => None,
+    };
     // Opened when the first model starts training (after a resume's checks).
     let mut log: Option<TrainLog> = None;
     for job in &jobs {
-        train_one(&args, &plan, &mut source, job, device, &mut log, validator.as_ref())?;
+        train_one(&args, &plan, &mut source, job, device, &mut log, validator.as_ref(), init.as_ref())?;
     }
     if let Some(log) = log.as_mut() {
         if let Some(warning) = log.finish() {
@@ -542,6 +567,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads and checks the checkpoint of --init against the features and the
+/// model this run trains, before any step.
+fn open_init(args: &Args, plan: &Plan, path: &Path, meta: &FeatureMeta) -> anyhow::Result<InitCheckpoint> {
+    let init = crate::train::init::read(path).with_context(|| format!("--init {}", path.display()))?;
+    if args.encoder.weights.is_some() && !args.images && !init.needs_store_encoder() {
+        bail!(
+            "--weights is not used with --init {}: a dinomaly checkpoint records the encoder it was trained with",
+            path.display()
+        );
+    }
+    let cfg = model_config(args, plan, meta)?;
+    let store_encoder = || {
+        let req = EncoderRequest {
+            backbone: meta.backbone.clone(),
+            weights: args.encoder.weights.clone(),
+            weights_sha256: None,
+            layers: meta.layers.clone(),
+            pos_interp: crate::backbone::pos_embed::PosInterp::parse(&meta.pos_interp)
+                .unwrap_or(crate::backbone::pos_embed::PosInterp::Official),
+            quiet: args.quiet.quiet,
+            tool: TOOL.to_string(),
+        };
+        let by = format!("the feature store (--init {} checks its encoder against them)", path.display());
+        crate::backbone::open::encoder_weights_expecting(
+            &req,
+            Some(crate::backbone::open::Expected { sha256: &meta.weights_sha256, by: &by }),
+        )
+        .map(|(weights, _)| weights)
+    };
+    init.check(meta, &cfg, store_encoder)?;
+    progress::note(
+        args.quiet.quiet,
+        TOOL,
+        &format!(
+            "starting from {} ({} checkpoint), fresh optimizer and schedule",
+            path.display(),
+            format!("{:?}", init.kind).to_lowercase()
+        ),
+    );
+    Ok(init)
+}
+
+/// The model the flags build for features described by `meta`.
+fn model_config(args: &Args, plan: &Plan, meta: &FeatureMeta) -> anyhow::Result<DinomalyConfig> {
+    let attention = match args.attention {
+        Attention::Linear => AttentionKind::Linear { eps: args.attention_eps },
+        Attention::Softmax => AttentionKind::Softmax,
+    };
+    let mut cfg = DinomalyConfig::official(meta.embed_dim, meta.num_heads, meta.num_registers, plan.dropout);
+    cfg.num_layers = meta.layers.len();
+    cfg.attention = attention;
+    cfg.mlp_bias = args.variant == Variant::Official;
+    Ok(cfg.with_groups(match args.groups {
+        Groups::Loose => GroupPreset::Loose,
+        Groups::Strict => GroupPreset::Strict,
+        Groups::Single => GroupPreset::Single,
+    })?)
 }
 
 /// Refuses --keep-best when its metric is undefined for a model's
@@ -660,23 +744,12 @@ fn train_one(
     device: tch::Device,
     log: &mut Option<TrainLog>,
     validator: Option<&Validator>,
+    init: Option<&InitCheckpoint>,
 ) -> anyhow::Result<()> {
     let quiet = args.quiet.quiet;
     let meta = &source.meta().clone();
     let class = job.class.as_deref();
-    let attention = match args.attention {
-        Attention::Linear => AttentionKind::Linear { eps: args.attention_eps },
-        Attention::Softmax => AttentionKind::Softmax,
-    };
-    let mut cfg = DinomalyConfig::official(meta.embed_dim, meta.num_heads, meta.num_registers, plan.dropout);
-    cfg.num_layers = meta.layers.len();
-    cfg.attention = attention;
-    cfg.mlp_bias = args.variant == Variant::Official;
-    let cfg = cfg.with_groups(match args.groups {
-        Groups::Loose => GroupPreset::Loose,
-        Groups::Strict => GroupPreset::Strict,
-        Groups::Single => GroupPreset::Single,
-    })?;
+    let cfg = model_config(args, plan, meta)?;
     let input = StoreInput::for_store(meta, &cfg.groups).with_context(|| source_name(args))?;
     let settings = TrainSettings {
         schedule: WarmCosine::new(args.lr, args.final_lr, plan.iterations, plan.warmup)?,
@@ -692,6 +765,9 @@ fn train_one(
     let opt_cfg = StableAdamWConfig { eps: plan.eps, weight_decay: args.weight_decay, ..StableAdamWConfig::unified() };
     let spike = (args.spike_factor > 0.0).then_some(args.spike_factor);
     let mut trainer = Trainer::new(cfg, opt_cfg, settings, input, args.seed, spike, device)?;
+    if let Some(init) = init {
+        trainer.start_from(&init.tensors, &init.path)?;
+    }
     let shaping = shaping_settings(args, plan, job);
     let val_store =
         args.val.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string());
@@ -747,6 +823,7 @@ fn train_one(
             "loss_history": p.loss_history,
             "features": args.features.as_ref().map(|p| p.display().to_string()),
             "images": args.images,
+            "init": init.map(|i| serde_json::json!({"path": i.path.display().to_string(), "kind": format!("{:?}", i.kind).to_lowercase()})),
             "val": val_store,
             "keep_best": args.keep_best.map(|m| m.name()),
             "best": p.best,

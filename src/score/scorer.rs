@@ -318,8 +318,23 @@ fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
     finish(req, CheckpointKind::Dinomaly, meta, encoder, cfg, &ckpt.tensors, prep, post, device)
 }
 
-fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Result<Scorer> {
-    let path = &req.checkpoint;
+/// An official or anomalib checkpoint, read and converted: its encoder in
+/// the canonical layout and its trainable half under dinomaly key names.
+pub struct ForeignCheckpoint {
+    pub kind: CheckpointKind,
+    /// The encoder; `sha256` is the checkpoint file's.
+    pub weights: crate::backbone::weights::EncoderWeights,
+    /// `bottleneck.*` and `decoder.*` tensors, float32.
+    pub trainable: Vec<(String, Tensor)>,
+    /// Decoder blocks found.
+    pub depth_decoder: usize,
+    /// Whether the bottleneck/decoder MLPs have biases (official yes, anomalib no).
+    pub mlp_bias: bool,
+}
+
+/// Reads an official or anomalib checkpoint (`kind`, as detected or given):
+/// what scoring and `dinomaly-train --init` start from.
+pub fn read_foreign(path: &Path, kind: CheckpointKind) -> Result<ForeignCheckpoint> {
     let all = match sniff::file_kind(path)? {
         FileKind::Safetensors => {
             crate::io::safetensors_load::read_safetensors(path, crate::io::safetensors_load::FloatKind::F32)?
@@ -343,27 +358,13 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
             ));
         }
     }
-    // A flag either works or is refused: these would be silently ignored
-    // (after the check above, which says what the file really is).
-    if req.weights.is_some() {
-        return Err(Error::config(format!(
-            "--weights applies to dinomaly checkpoints; an {} checkpoint holds its own encoder weights",
-            kind_name(kind)
-        )));
-    }
-    if kind == CheckpointKind::Anomalib && req.map_size.is_some() {
-        return Err(Error::config(
-            "--map-size applies to dinomaly and official checkpoints; an anomalib checkpoint's map is \
-             anomalib's raw map at the crop size and its score is taken at 256x256, as anomalib does",
-        ));
-    }
     // The decoder side is found by its first key; its prefix ("" or
     // "model.") is also the prefix of the encoder.
     let anchor = all
         .iter()
         .find_map(|(k, _)| k.strip_suffix("bottleneck.0.fc1.weight").map(str::to_string))
         .ok_or_else(|| Error::MissingKey {
-            path: path.clone(),
+            path: path.to_path_buf(),
             key: "bottleneck.0.fc1.weight".into(),
             hint: " (not a Dinomaly checkpoint?)".into(),
         })?;
@@ -383,16 +384,45 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
             (k.starts_with("bottleneck.") || k.starts_with("decoder.")).then(|| (k, t.to_kind(Kind::Float)))
         })
         .collect();
-    let arch = weights.arch;
-    let layers =
-        if req.layers.is_empty() { crate::backbone::open::default_layers(&arch, None)? } else { req.layers.clone() };
     let depth_decoder =
         (0..).take_while(|i| trainable.iter().any(|(k, _)| k.starts_with(&format!("decoder.{i}.")))).count();
     let mlp_bias = trainable.iter().any(|(k, _)| k == "bottleneck.0.fc1.bias");
-    let (pos_interp, backend, post) = match kind {
+    weights.sha256 = hashing.finish()?;
+    Ok(ForeignCheckpoint { kind, weights, trainable, depth_decoder, mlp_bias })
+}
+
+/// The pre-processing a foreign kind's model was trained under: the
+/// official code's PIL resize and DINOv2 pos-embed interpolation, or
+/// anomalib's tensor resize and exact pos-embed resize.
+pub fn foreign_pipeline(kind: CheckpointKind) -> (PosInterp, ResizeBackend, PostProcess) {
+    match kind {
         CheckpointKind::Anomalib => (PosInterp::Exact, ResizeBackend::Tensor, PostProcess::anomalib()),
         _ => (PosInterp::Official, ResizeBackend::Pil, PostProcess::official()),
-    };
+    }
+}
+
+fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Result<Scorer> {
+    let path = &req.checkpoint;
+    let foreign = read_foreign(path, kind)?;
+    // A flag either works or is refused: these would be silently ignored
+    // (after the check above, which says what the file really is).
+    if req.weights.is_some() {
+        return Err(Error::config(format!(
+            "--weights applies to dinomaly checkpoints; an {} checkpoint holds its own encoder weights",
+            kind_name(kind)
+        )));
+    }
+    if kind == CheckpointKind::Anomalib && req.map_size.is_some() {
+        return Err(Error::config(
+            "--map-size applies to dinomaly and official checkpoints; an anomalib checkpoint's map is \
+             anomalib's raw map at the crop size and its score is taken at 256x256, as anomalib does",
+        ));
+    }
+    let ForeignCheckpoint { weights, trainable, depth_decoder, mlp_bias, .. } = foreign;
+    let arch = weights.arch;
+    let layers =
+        if req.layers.is_empty() { crate::backbone::open::default_layers(&arch, None)? } else { req.layers.clone() };
+    let (pos_interp, backend, post) = foreign_pipeline(kind);
     let vit_cfg = weights.vit_config();
     let encoder = if req.features_only {
         None
@@ -402,7 +432,6 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
     let prep = Preprocess::default_with_backend(backend);
     let (crop_h, crop_w) = prep.crop();
     let n = layers.len();
-    weights.sha256 = hashing.finish()?;
     let meta = FeatureMeta {
         backbone: format!("{} ({:?} checkpoint)", arch.name(), kind).to_lowercase(),
         weights_sha256: weights.sha256.clone(),

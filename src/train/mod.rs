@@ -2,6 +2,7 @@
 //! batches come from, the iteration loop, checkpoints and resume,
 //! validation and the training log.
 
+pub mod init;
 pub mod log;
 pub mod sampler;
 pub mod source;

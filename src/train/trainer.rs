@@ -217,6 +217,15 @@ impl Trainer {
         }
     }
 
+    /// Replaces the initial weights by `tensors` (`dinomaly-train --init`,
+    /// read from `path`): every parameter must be there with its shape; the
+    /// optimizer state and the progress stay those of a fresh run. The
+    /// tensors are copied, so that the same ones can start several models.
+    pub fn start_from(&mut self, tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+        let copies: Vec<(String, Tensor)> = tensors.iter().map(|(k, t)| (k.clone(), t.copy())).collect();
+        crate::io::varstore::load_into(&self.vs, &copies, path, |_| false)
+    }
+
     /// The model's tensors by checkpoint key.
     pub fn weights(&self) -> Vec<(String, Tensor)> {
         self.model.named_parameters()
