@@ -3,7 +3,7 @@
 # registry's torch==2.11.0 wheel, unpacked into the ignored folder .libtorch.
 #   make demo   the main job: extract -> train -> score -> metrics on real images
 #   make demo-smoke  the same on a handful of images (under a minute)
-#   make test   the test suite
+#   make test   the test suite, after make lint (cargo fmt --check, clippy -D warnings)
 #   make bench  speed against anomalib 2.7 / timm / the official evaluation on
 #               this machine, outputs compared (bench/results.md; BENCH_METRICS=0
 #               skips the ~8-minute metrics part)
@@ -23,7 +23,7 @@ CUDA_MIN  := nvidia-cuda-runtime==13.0.96.* nvidia-cuda-cupti==13.0.85.*
 CUDA_ONLY_LIBS := libtorch_cuda.so libtorch_cuda_linalg.so libtorch_python.so \
                   libtorch_nvshmem.so libc10_cuda.so libcaffe2_nvrtc.so
 
-.PHONY: all build test demo demo-smoke libtorch clean-libtorch man bench fixtures gpu-bundle
+.PHONY: all build test lint demo demo-smoke libtorch clean-libtorch man bench fixtures gpu-bundle
 
 all: build
 
@@ -43,9 +43,18 @@ endif
 build: libtorch
 	$(CARGO) build --release --locked
 
-test: libtorch
+test: libtorch lint
 	$(CARGO) build --release --locked --bins --example demo-data
 	$(CARGO) test --release --locked
+
+# Formatting (rustfmt.toml) and clippy with every warning an error, on all
+# targets; the components come with rustup's default profile, and are added
+# when missing.
+lint: libtorch
+	@$(CARGO) fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 
 demo: build
 	$(CARGO) build --release --locked --example demo-data

@@ -452,7 +452,7 @@ fn write_plots(report: &Report, dir: &Path, fpr_limit: f64) -> anyhow::Result<()
                 curve,
                 fpr_limit,
             );
-            atomic::write_bytes(&dir.join(format!("{stem}-pro.svg")), svg.as_bytes())
+            atomic::write_bytes(dir.join(format!("{stem}-pro.svg")), svg.as_bytes())
                 .with_context(|| "writing plots")?;
         }
         let mut roc = Vec::new();

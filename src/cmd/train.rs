@@ -736,6 +736,7 @@ fn image_source(
     Ok(ImageSource::new(extractor, samples))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_one(
     args: &Args,
     plan: &Plan,

@@ -263,7 +263,7 @@ mod tests {
             vs.set_kind(self.kind);
             tch::no_grad(|| {
                 for ((_, p), w) in m.named_parameters().iter().zip(&self.weights) {
-                    let _ = p.shallow_clone().copy_(w);
+                    p.shallow_clone().copy_(w);
                 }
             });
             (vs, m)

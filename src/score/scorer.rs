@@ -497,7 +497,7 @@ fn finish(
     if let Some(ratio) = req.max_ratio {
         post.max_ratio = ratio;
     }
-    let processor = PostProcessor::new(post.clone(), device)?;
+    let processor = PostProcessor::new(post, device)?;
     Ok(Scorer {
         encoder_meta: meta,
         kind,

@@ -307,7 +307,7 @@ impl Trainer {
             .map_err(|e| Error::format(&state, format!("bad progress metadata: {e}")))?;
         let named = Tensor::read_safetensors(&state)
             .map_err(|e| Error::format(&state, format!("corrupt or truncated training state: {e}")))?;
-        let (weights, named): (Vec<(String, Tensor)>, Vec<(String, Tensor)>) = named
+        let (weights, named): (Named, Named) = named
             .into_iter()
             .filter(|(k, _)| !k.starts_with("progress."))
             .partition(|(k, _)| k.starts_with(STATE_WEIGHTS));
@@ -319,6 +319,9 @@ impl Trainer {
         Ok(())
     }
 }
+
+/// Tensors by name.
+type Named = Vec<(String, Tensor)>;
 
 /// Prefix of the model weights' names in a training state file.
 const STATE_WEIGHTS: &str = "model.";
