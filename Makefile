@@ -7,6 +7,7 @@
 #   make bench  speed against anomalib 2.7 / timm / the official evaluation on
 #               this machine, outputs compared (bench/results.md; BENCH_METRICS=0
 #               skips the ~8-minute metrics part)
+#   make fixtures    regenerate the golden fixtures (tests/fixtures/gen/, pinned packages)
 #   make gpu-bundle  binaries + images for scripts/gpu-check.sh on a GPU machine
 #   CUDA=1 make ...  also install the CUDA libraries (2.7 GB) for GPU runs
 
@@ -75,6 +76,22 @@ BENCH_PYTHON ?= $(CURDIR)/.venv-ref/bin/python
 $(CURDIR)/.venv-ref/bin/python:
 	$(PYTHON) -m venv $(CURDIR)/.venv-ref
 	$(CURDIR)/.venv-ref/bin/pip install -q --disable-pip-version-check -r tests/fixtures/gen/requirements.txt
+
+# Every golden fixture regenerated from its generator in tests/fixtures/gen/
+# with the pinned reference packages (CPU, no network, about a minute);
+# `git status` then shows what changed. Run on another machine than the one
+# that made them, the reference's own float32 kernels round differently:
+# measured 2026-12-05 on this project's AVX-512 CPU, every fixture changed
+# by at most 4.2e-6 relative (encoder cases; model 7.3e-7, score 3.2e-7),
+# inside the tests' 1e-5. Commit a regeneration only with a reason.
+FIXTURE_GENERATORS := encoder maps metrics model preprocess score weights
+
+fixtures: $(BENCH_PYTHON)
+	@for g in $(FIXTURE_GENERATORS); do \
+	  echo "tests/fixtures/gen/$$g.py"; \
+	  HF_HUB_OFFLINE=1 $(BENCH_PYTHON) tests/fixtures/gen/$$g.py || exit 1; \
+	done
+	git status --short tests/fixtures
 
 bench: build $(BENCH_PYTHON)
 	$(CARGO) build --release --locked --example bench_encoder
