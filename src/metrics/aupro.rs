@@ -1,7 +1,7 @@
 //! AUPRO: the area under the per-region-overlap curve up to a false
 //! positive rate limit, in two definitions.
 //!
-//! **Official** (`compute_pro` of the Dinomaly code, spec section 7):
+//! **Official** (`compute_pro` of the Dinomaly code, docs/sources.md):
 //! 1. thresholds `numpy.arange(min, max, delta)` with `delta = (max - min) /
 //!    200` over the class's maps, reproduced to the bit: `min`, `max` and
 //!    `delta` are float32 (the maps are float32 tensors), the length is

@@ -1,4 +1,4 @@
-//! Layer groups (spec §4.1): lists of layer outputs are averaged within
+//! Layer groups (official `models/uad.py` `ViTill.fuse_feature`, paper §3.4; docs/sources.md): lists of layer outputs are averaged within
 //! groups (`torch.stack(list, 1).mean(1)`), then the 1 + R prefix tokens
 //! (cls, registers) are dropped and the patch tokens laid out as an image
 //! `(B, N, D) → (B, D, H, W)` (permute, then reshape; patch index h·W + w).

@@ -1,4 +1,4 @@
-//! One training iteration in the official order (spec §5):
+//! One training iteration in the official order (the loop of official `dinomaly_mvtec_uni.py`; docs/sources.md):
 //! forward → loss(p(it)) → backward → clip (total norm 0.1) → StableAdamW
 //! step at lr(it). Advancing `it` (and with it the scheduler)
 //! is the caller's job.
