@@ -250,9 +250,20 @@ fn cli_score_bad_input_lines_and_maps_dir() {
     let shared = fx::shared();
     let dir = Dir::new("cli_score_bad_input");
     let good = json!({"image": fx::images()[0]}).to_string();
-    let out = util::run(&mut fx::score(&shared.ckpt, &shared.weights), &format!("{good}\n{{\"image\": \n{good}\n"));
-    assert_error(&out, &["stdin:2", "JSON"]);
+    let input = format!("{good}\n{{\"image\": \n{good}\n");
+    // A file is read whole first: nothing is scored.
+    let lists = Dir::new("cli_score_bad_input_list");
+    let list = lists.write("list.jsonl", &input);
+    let out = util::run(fx::score(&shared.ckpt, &shared.weights).arg("-i").arg(&list), "");
+    assert_error(&out, &["list.jsonl:2", "JSON"]);
     assert!(out.stdout.is_empty(), "lines scored before the input was checked");
+    // A pipe is live input: the line before the bad one is scored and
+    // written, then the run stops at it (as at an unreadable image).
+    let out = util::run(&mut fx::score(&shared.ckpt, &shared.weights), &input);
+    assert_error(&out, &["stdin:2", "JSON"]);
+    let lines = parse_lines(&util::stdout(&out));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0]["score"].is_number());
     // The maps folder is checked before anything else: even the missing
     // checkpoint is not reached.
     let file = dir.write("plain-file", b"x");

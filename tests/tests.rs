@@ -10,6 +10,7 @@ mod cli_fixture;
 mod cli_flags;
 mod cli_init;
 mod cli_score;
+mod cli_score_live;
 mod cli_score_ux;
 mod cli_train;
 mod cli_train_images;

@@ -16,7 +16,7 @@ use crate::cli::args::{DeviceArgs, OnError, QuietArgs, SampleArgs};
 use crate::cli::output::DataOut;
 use crate::cli::progress;
 use crate::cli::ranges;
-use crate::data::batches::decode_in_background;
+use crate::data::batches::{decode_in_background, Batch};
 use crate::data::preprocess::load_image;
 use crate::data::record::Sample;
 use crate::io::features::FeatureStore;
@@ -31,7 +31,18 @@ const TOOL: &str = "dinomaly-score";
 /// Input samples as for dinomaly-extract (JSON lines or paths on stdin,
 /// --input FILE, or --dataset), or the rows of a feature store (--features).
 /// Output: the input record with "score" added (and "anomalous" with
-/// --threshold, "map" with --maps-dir), in input order, flushed per batch.
+/// --threshold, "map" with --maps-dir), in input order, each line flushed
+/// as soon as its image is scored (on a GPU: its batch).
+///
+/// Live input: samples from a pipe, a FIFO (-i FIFO) or a terminal are
+/// scored as their lines arrive, without waiting for the end of the input
+/// (`inotifywait -m -e close_write --format '%w%f' DIR | dinomaly-score -c
+/// M`); a partial batch goes after --batch-wait without a new line, and the
+/// end of the input ends the run. A bad input line then stops the run at
+/// that line, after the lines before it were scored and written. A regular
+/// file (--input FILE, `< FILE`) and --dataset are read whole first (a bad
+/// line stops the run before anything is scored), and so is any input with
+/// --shard, which needs the number of inputs.
 /// Exit status: 0 ok, 1 when --fail-above is exceeded, 2 on errors.
 #[derive(Debug, clap::Parser)]
 #[command(name = "dinomaly-score", version, allow_negative_numbers = true)]
@@ -106,12 +117,23 @@ pub struct Args {
 
     /// Score only shard I of N (1-based): a contiguous block of the inputs,
     /// so the outputs of shards 1..N concatenated equal a single run's.
+    /// Reads all input first (it needs the number of inputs), also from a
+    /// pipe.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
 
     /// Images (or store rows) per batch.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = ranges::at_least::<usize>(1), allow_hyphen_values = true)]
     pub batch: usize,
+
+    /// Live input: milliseconds a partial batch waits for another line
+    /// before it is scored (0: score what has arrived at once). The
+    /// default, 50, keeps a burst of lines (a camera's images written
+    /// together) in one batch and adds little to an image's latency next to
+    /// scoring it (README: measured latencies). Ignored for input read
+    /// whole.
+    #[arg(long, default_value_t = 50, value_name = "MS", value_parser = ranges::at_least::<u16>(0), allow_hyphen_values = true)]
+    pub batch_wait: u16,
 
     /// Precision of the encoder and decoder: fp32 (the references') or
     /// bf16 (faster on CUDA; maps within ~1e-2 of fp32).
@@ -190,10 +212,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => Some(crate::cli::stdio::open_store(path)?),
         None => None,
     };
+    // Lines that may still be arriving are scored as they come (unless
+    // --shard needs them all first); everything else is read whole here.
+    let live =
+        (store.is_none() && args.shard.is_none() && crate::cli::samples::arrives_over_time(&args.samples.source))
+            .then(|| crate::cli::samples::read_live(&args.samples.source));
     // Inputs with their store row (when scoring a store).
-    let mut inputs: Vec<(Sample, Option<usize>)> = match &store {
-        Some(store) => store.records().iter().cloned().enumerate().map(|(i, s)| (s, Some(i))).collect(),
-        None => crate::cli::samples::read(&args.samples)?.into_iter().map(|s| (s, None)).collect(),
+    let mut inputs: Vec<(Sample, Option<usize>)> = match (&store, &live) {
+        (_, Some(_)) => Vec::new(),
+        (Some(store), None) => store.records().iter().cloned().enumerate().map(|(i, s)| (s, Some(i))).collect(),
+        (None, None) => crate::cli::samples::read(&args.samples)?.into_iter().map(|s| (s, None)).collect(),
     };
     if let Some(shard) = args.shard {
         let range = shard.range(inputs.len());
@@ -229,23 +257,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         device,
     )
     .with_context(|| format!("cannot use checkpoint {}", args.checkpoint.display()))?;
-    let mut already = Vec::new();
-    if skipped > 0 {
-        already.push(format!("{skipped} already scored"));
-    }
-    if skipped_failed > 0 {
-        already.push(format!("{skipped_failed} that failed before: --retry-errors tries them again"));
-    }
-    progress::note(
-        quiet,
-        TOOL,
-        &format!(
-            "scoring {} inputs on {}{}",
-            inputs.len(),
-            crate::device::describe(device),
-            if already.is_empty() { String::new() } else { format!(" (skipped: {})", already.join("; ")) }
-        ),
-    );
     let total = inputs.len();
     let mut out = DataOut::stdout();
     if args.fail_above.is_some() {
@@ -253,30 +264,94 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut state =
         Output { out, args: &args, scorer: &scorer, exceeded: false, failed: 0, written: 0, above: Above::default() };
-    let bar = progress::bar(inputs.len() as u64, "score", quiet);
-    let result = match &store {
-        Some(store) => score_store(&mut state, store, inputs, &bar),
-        None => score_images(&mut state, inputs, &bar),
+    let prep = scorer.preprocess();
+    let decode = move |s: &Sample| load_image(&s.image, &prep);
+    let (bar, result, live_skips) = match live {
+        Some((lines, name)) => {
+            progress::note(
+                quiet,
+                TOOL,
+                &format!(
+                    "scoring inputs from {name} as they arrive on {} (a partial batch waits {} ms for more)",
+                    crate::device::describe(device),
+                    args.batch_wait
+                ),
+            );
+            let skips = LiveSkips::default();
+            let gather = crate::data::stream::Gather::new(
+                lines,
+                args.batch,
+                std::time::Duration::from_millis(args.batch_wait.into()),
+            )
+            .keep(skips.filter(done, args.retry_errors));
+            let batches = crate::data::batches::decode_stream_in_background(gather, 2, decode);
+            // No total to show; each result is on stdout when it is done.
+            let bar = indicatif::ProgressBar::hidden();
+            let result = score_images(&mut state, batches.into_iter().map(|b| b.map_err(anyhow::Error::from)), &bar);
+            (bar, result, Some(skips))
+        }
+        None => {
+            let mut already = Vec::new();
+            if skipped > 0 {
+                already.push(format!("{skipped} already scored"));
+            }
+            if skipped_failed > 0 {
+                already.push(format!("{skipped_failed} that failed before: --retry-errors tries them again"));
+            }
+            progress::note(
+                quiet,
+                TOOL,
+                &format!(
+                    "scoring {} inputs on {}{}",
+                    inputs.len(),
+                    crate::device::describe(device),
+                    if already.is_empty() { String::new() } else { format!(" (skipped: {})", already.join("; ")) }
+                ),
+            );
+            let bar = progress::bar(inputs.len() as u64, "score", quiet);
+            let result = match &store {
+                Some(store) => score_store(&mut state, store, inputs, &bar),
+                None => {
+                    let samples: Vec<Sample> = inputs.into_iter().map(|(s, _)| s).collect();
+                    let batches = decode_in_background(samples, args.batch, 2, decode);
+                    score_images(&mut state, batches.into_iter().map(Ok), &bar)
+                }
+            };
+            (bar, result, None)
+        }
     };
     bar.finish_and_clear();
     // Whatever was scored before an error is on stdout.
     state.out.flush()?;
-    match result {
+    let stopped_early = match result {
         // The reader left after a score above --fail-above: the outcome is
         // known, the rest was not scored (emit stops there).
-        Err(e) if crate::cli::exit::is_broken_pipe(&e) && state.exceeded => {}
-        other => other?,
+        Err(e) if crate::cli::exit::is_broken_pipe(&e) && state.exceeded => true,
+        other => {
+            other?;
+            false
+        }
+    };
+    if let Some(skips) = &live_skips {
+        if let Some(text) = skips.summary() {
+            progress::note(quiet, TOOL, &format!("skipped {text}"));
+        }
     }
     if state.failed > 0 {
         progress::note(quiet, TOOL, &format!("{} inputs could not be scored (lines with \"error\")", state.failed));
     }
     if let (Some(t), true) = (args.fail_above, state.exceeded) {
         // The reason for exit 1, printed even with --quiet (as errors are).
-        let unscored = total - state.written;
-        let stopped = if state.out.closed() && unscored > 0 {
-            format!("; stdout was closed, so the last {unscored} inputs were not scored")
-        } else {
-            String::new()
+        let unscored = total.saturating_sub(state.written);
+        let stopped = match (stopped_early, live_skips.is_some()) {
+            // A live input has no known end: the rest was not read.
+            (true, true) => {
+                format!("; stdout was closed, so the last inputs (after the first {}) were not scored", state.written)
+            }
+            (true, false) if unscored > 0 => {
+                format!("; stdout was closed, so the last {unscored} inputs were not scored")
+            }
+            _ => String::new(),
         };
         eprintln!("{TOOL}: {}{stopped}", state.above.summary(t, state.written - state.failed));
     }
@@ -388,22 +463,40 @@ impl Output<'_> {
     }
 }
 
-/// Scores decoded images in batches while the next batch is decoded. The
-/// batches are for decoding and output; the scorer makes each image's
-/// result independent of its batch (one at a time on the CPU, a fixed
-/// batch shape elsewhere), so shards and reruns give the same bytes.
+/// Scores decoded images in batches while the next batch is decoded, and
+/// writes each line as soon as its image is scored: on the CPU, which
+/// scores one image at a time anyway, image by image (a live input's line
+/// gets its result without waiting for the rest of its batch); elsewhere a
+/// batch at once. The batches are for decoding and output; the scorer makes
+/// each image's result independent of its batch (one at a time on the CPU,
+/// a fixed batch shape elsewhere), so shards and reruns give the same
+/// bytes. An error among the batches (a bad live input line) stops the run
+/// after the lines before it.
 fn score_images(
     state: &mut Output,
-    inputs: Vec<(Sample, Option<usize>)>,
+    batches: impl Iterator<Item = anyhow::Result<Batch>>,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
-    let prep = state.scorer.preprocess();
-    let samples: Vec<Sample> = inputs.into_iter().map(|(s, _)| s).collect();
-    let batches = decode_in_background(samples, state.args.batch, 2, move |s| load_image(&s.image, &prep));
     for batch in batches {
-        let good: Vec<usize> = batch.images.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
-        let mut results: Vec<Result<(f32, Vec<f32>), String>> = batch
-            .images
+        let batch = batch?;
+        let step = match state.scorer.device() {
+            Device::Cpu => 1,
+            _ => batch.samples.len().max(1),
+        };
+        for (samples, images) in batch.samples.chunks(step).zip(batch.images.chunks(step)) {
+            score_decoded(state, samples, images)?;
+            bar.inc(samples.len() as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Scores decoded `images` (or their decoding errors) of `samples` and
+/// writes their lines.
+fn score_decoded(state: &mut Output, samples: &[Sample], images: &[crate::Result<Tensor>]) -> anyhow::Result<()> {
+    {
+        let good: Vec<usize> = images.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
+        let mut results: Vec<Result<(f32, Vec<f32>), String>> = images
             .iter()
             .map(|r| match r {
                 Ok(_) => Ok((0.0, Vec::new())),
@@ -416,7 +509,7 @@ fn score_images(
             let stacked = Tensor::f_stack(
                 &good
                     .iter()
-                    .map(|&i| batch.images[i].as_ref().map(|t| t.shallow_clone()))
+                    .map(|&i| images[i].as_ref().map(|t| t.shallow_clone()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
                 0,
@@ -430,8 +523,7 @@ fn score_images(
                 results[*slot] = value;
             }
         }
-        state.emit(&batch.samples, results, map_hw)?;
-        bar.inc(batch.samples.len() as u64);
+        state.emit(samples, results, map_hw)?;
     }
     Ok(())
 }
@@ -504,6 +596,49 @@ fn write_overlay(scorer: &Scorer, image: &Path, dest: &Path, map: &[f32], hw: (u
     let visible = scorer.preprocess().visible_crop(&rgb);
     overlay::write_overlay(dest, &visible, MapView { values: map, height: hw.0, width: hw.1 }, &Overlay::default())?;
     Ok(())
+}
+
+/// What --skip-existing left out of a live input, counted as the lines
+/// arrive (on the batching thread).
+#[derive(Debug, Default, Clone)]
+struct LiveSkips {
+    scored: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LiveSkips {
+    /// The filter that keeps the inputs to score and counts the others,
+    /// as the whole-input path's `retain` does.
+    fn filter(&self, done: DoneImages, retry_errors: bool) -> impl FnMut(&Sample) -> bool + Send + 'static {
+        let counts = self.clone();
+        move |sample| {
+            use std::sync::atomic::Ordering::Relaxed;
+            let image = sample.image.to_string_lossy();
+            if done.scored.contains(image.as_ref()) {
+                counts.scored.fetch_add(1, Relaxed);
+                false
+            } else if !retry_errors && done.failed.contains(image.as_ref()) {
+                counts.failed.fetch_add(1, Relaxed);
+                false
+            } else {
+                true
+            }
+        }
+    }
+
+    /// "3 already scored; 1 that failed before: ...", or none.
+    fn summary(&self) -> Option<String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut parts = Vec::new();
+        let (scored, failed) = (self.scored.load(Relaxed), self.failed.load(Relaxed));
+        if scored > 0 {
+            parts.push(format!("{scored} already scored"));
+        }
+        if failed > 0 {
+            parts.push(format!("{failed} that failed before: --retry-errors tries them again"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
 }
 
 /// The images of a results file: those with a scored line, and those with

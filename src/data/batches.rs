@@ -76,3 +76,33 @@ where
     });
     rx
 }
+
+/// Decodes batches as they come from `batches` (e.g. a
+/// [`crate::data::stream::Gather`] over a live input), each in parallel
+/// with `decode`, on a producer thread; at most `ahead` decoded batches
+/// wait. An error of the input (a bad line) is passed on in its place in
+/// the order, after the batches before it, and ends the stream.
+pub fn decode_stream_in_background<I, F>(batches: I, ahead: usize, decode: F) -> mpsc::Receiver<Result<Batch>>
+where
+    I: Iterator<Item = Result<Vec<Sample>>> + Send + 'static,
+    F: Fn(&Sample) -> Result<Tensor> + Send + Sync + 'static,
+{
+    use rayon::prelude::*;
+    let (tx, rx) = mpsc::sync_channel(ahead.max(1));
+    thread::spawn(move || {
+        let mut start = 0;
+        for chunk in batches {
+            let item = chunk.map(|samples| {
+                let images: Vec<Result<Tensor>> = samples.par_iter().map(&decode).collect();
+                let batch = Batch { start, samples, images };
+                start += batch.samples.len();
+                batch
+            });
+            let stop = item.is_err();
+            if tx.send(item).is_err() || stop {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -10,3 +10,4 @@ pub mod mask;
 pub mod preprocess;
 pub mod record;
 pub mod resample;
+pub mod stream;
