@@ -9,6 +9,7 @@ mod cli_files;
 mod cli_fixture;
 mod cli_flags;
 mod cli_init;
+mod cli_scale_out;
 mod cli_score;
 mod cli_score_live;
 mod cli_score_ux;

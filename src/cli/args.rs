@@ -181,3 +181,52 @@ impl Precision {
         }
     }
 }
+
+/// `--shard I/N` of dinomaly-score and dinomaly-extract: the I-th of N
+/// contiguous blocks of the inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based shard number.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a shard: use I/N with 1 <= I <= N");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// The contiguous block of `len` inputs this shard owns.
+    pub fn range(&self, len: usize) -> std::ops::Range<usize> {
+        let start = (self.index - 1) * len / self.count;
+        let end = self.index * len / self.count;
+        start..end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_contiguously() {
+        let shards: Vec<Shard> = (1..=3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        let ranges: Vec<_> = shards.iter().map(|s| s.range(10)).collect();
+        assert_eq!(ranges, vec![0..3, 3..6, 6..10]);
+        assert!("0/3".parse::<Shard>().is_err());
+        assert!("4/3".parse::<Shard>().is_err());
+        assert!("x".parse::<Shard>().is_err());
+    }
+}

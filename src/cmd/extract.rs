@@ -53,6 +53,16 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "f16")]
     pub dtype: StoreDtype,
 
+    /// Encode only shard I of N (1-based): a contiguous block of the inputs
+    /// (all input is read first), so that N machines (a Slurm array, GNU
+    /// parallel) each write a part and `dinomaly-train PART1 ... PARTN`
+    /// trains on their rows in input order. Rows equal a single run's bit
+    /// for bit with --batch 1 (each image encoded alone); with larger
+    /// batches the encoder's kernels may round the last bit differently by
+    /// batch (README).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<crate::cli::args::Shard>,
+
     /// Images per encoder batch.
     #[arg(long, default_value_t = 8, value_name = "N", value_parser = ranges::at_least::<usize>(1), allow_hyphen_values = true)]
     pub batch: usize,
@@ -95,9 +105,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         crate::io::atomic::check_writable(&args.output)?;
     }
     let shown = if to_stdout { "stdout".to_string() } else { args.output.display().to_string() };
-    let samples = crate::cli::samples::read(&args.samples)?;
+    let mut samples = crate::cli::samples::read(&args.samples)?;
     if samples.is_empty() {
         bail!("no samples to encode (empty input)");
+    }
+    if let Some(shard) = args.shard {
+        let all = samples.len();
+        samples = samples.drain(shard.range(all)).collect();
+        if samples.is_empty() {
+            bail!(
+                "--shard {}/{}: no samples in this shard ({all} inputs in {} shards); use at most {all} shards",
+                shard.index,
+                shard.count,
+                shard.count
+            );
+        }
     }
     let prep = args.encoder.preprocess()?;
     let device = args.device.device.resolve()?;

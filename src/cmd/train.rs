@@ -61,8 +61,12 @@ const TOOL: &str = "dinomaly-train";
 pub struct Args {
     /// Feature store from dinomaly-extract (the training split); - reads
     /// it from stdin (held in a temporary file in $TMPDIR while training).
+    /// Several stores (the parts of `dinomaly-extract --shard I/N`) train
+    /// as one: rows concatenated in the given order, every store checked to
+    /// have the first one's encoder, weights, layers, groups, resize, crop,
+    /// pre-processing and dtype; - at most once.
     #[arg(value_name = "FEATURES", required_unless_present = "images", conflicts_with = "images")]
-    pub features: Option<PathBuf>,
+    pub features: Vec<PathBuf>,
 
     /// Train from images instead of a feature store: samples from stdin,
     /// --input or --dataset, encoded every iteration by the encoder that
@@ -416,15 +420,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("--log", args.log.as_deref(), "the log is written to a file"),
         ("--weights", args.encoder.weights.as_deref(), "encoder weights are read from a file or folder"),
     ])?;
-    let store = match &args.features {
-        Some(path) => {
-            let store = crate::cli::stdio::open_store(path)?;
+    let store = match args.features.as_slice() {
+        [] => None,
+        paths => {
+            let store = open_stores(paths)?;
             if store.is_empty() {
                 bail!("{}: the feature store has no images", store.path().display());
             }
             Some(store)
         }
-        None => None,
     };
     // Samples first: a bad input fails before the encoder is loaded.
     let samples = match &store {
@@ -669,13 +673,34 @@ fn held_copy(store: &FeatureStore, device: tch::Device) -> crate::Result<tch::Te
     store.all(kind, device)
 }
 
-/// The store, or what the samples of --images were read from, for messages.
+/// The stores of FEATURES as one (rows in the given order; see
+/// [`FeatureStore::concat`]); `-` (stdin) may be one of them, once.
+fn open_stores(paths: &[PathBuf]) -> anyhow::Result<FeatureStore> {
+    let dashes = paths.iter().filter(|p| crate::cli::stdio::is_dash(p)).count();
+    if dashes > 1 {
+        bail!("- is given {dashes} times as a feature store: stdin holds one store");
+    }
+    let stores = paths.iter().map(|p| crate::cli::stdio::open_store(p)).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(FeatureStore::concat(stores)?)
+}
+
+/// The name of one store path in messages.
+fn store_name(path: &Path) -> String {
+    if crate::cli::stdio::is_dash(path) {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    }
+}
+
+/// The store(s), or what the samples of --images were read from, for messages.
 fn source_name(args: &Args) -> String {
-    match (&args.features, &args.samples.dataset, &args.samples.input) {
-        (Some(store), _, _) if crate::cli::stdio::is_dash(store) => "stdin".to_string(),
-        (Some(store), _, _) => store.display().to_string(),
-        (None, Some(root), _) => root.display().to_string(),
-        (None, None, Some(file)) if file.as_os_str() != "-" => file.display().to_string(),
+    if !args.features.is_empty() {
+        return args.features.iter().map(|p| store_name(p)).collect::<Vec<_>>().join(", ");
+    }
+    match (&args.samples.dataset, &args.samples.input) {
+        (Some(root), _) => root.display().to_string(),
+        (None, Some(file)) if file.as_os_str() != "-" => file.display().to_string(),
         _ => "stdin".to_string(),
     }
 }
@@ -822,7 +847,12 @@ fn train_one(
             "resumed_at": record.resumed_at,
             "skipped_steps": p.skipped_steps,
             "loss_history": p.loss_history,
-            "features": args.features.as_ref().map(|p| p.display().to_string()),
+            // One store: its path, as before; several: the list, in order.
+            "features": match args.features.as_slice() {
+                [] => serde_json::Value::Null,
+                [one] => serde_json::json!(one.display().to_string()),
+                many => serde_json::json!(many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()),
+            },
             "images": args.images,
             "init": init.map(|i| serde_json::json!({"path": i.path.display().to_string(), "kind": format!("{:?}", i.kind).to_lowercase()})),
             "val": val_store,

@@ -20,6 +20,11 @@
 //! rows are in. A store piped in on stdin is spooled to an unnamed file in
 //! `$TMPDIR` before it is opened ([`FeatureStore::from_file`]): reading
 //! memory-maps the store, which needs a file.
+//!
+//! Several stores of the same encoder settings (the shards of one data set,
+//! from `dinomaly-extract --shard I/N` on several machines) open as one
+//! with [`FeatureStore::concat`]: their rows in the given order, each read
+//! from its own memory map, nothing copied.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -260,15 +265,24 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::config(format!("cannot encode metadata: {e}")))
 }
 
-/// A feature store opened for reading, memory-mapped.
+/// A feature store opened for reading, memory-mapped: one file, or the
+/// files of [`FeatureStore::concat`] one after the other.
 pub struct FeatureStore {
     path: PathBuf,
-    map: memmap2::Mmap,
+    parts: Vec<Part>,
     meta: FeatureMeta,
     records: Vec<Sample>,
     len: usize,
-    data_start: usize,
     row_bytes: usize,
+}
+
+/// One file's rows.
+struct Part {
+    map: memmap2::Mmap,
+    /// Offset of the first row in the file.
+    data_start: usize,
+    /// Index of the part's first row in the whole store.
+    first_row: usize,
 }
 
 impl FeatureStore {
@@ -326,7 +340,47 @@ impl FeatureStore {
                 map.len().saturating_sub(data_start)
             )));
         }
-        Ok(FeatureStore { path: path.to_path_buf(), map, meta, records, len: n, data_start, row_bytes })
+        let parts = vec![Part { map, data_start, first_row: 0 }];
+        Ok(FeatureStore { path: path.to_path_buf(), parts, meta, records, len: n, row_bytes })
+    }
+
+    /// The rows of `stores` one after the other, as one store (nothing is
+    /// copied). Every store must have the first one's metadata (encoder and
+    /// its weights, layers, groups, resize, crop, pre-processing, dtype,
+    /// ...): the error names the first store that differs and the field.
+    /// The combined store is named by its files joined with ", ".
+    pub fn concat(stores: Vec<FeatureStore>) -> Result<Self> {
+        let mut stores = stores.into_iter();
+        let Some(mut all) = stores.next() else {
+            return Err(Error::config("no feature stores to concatenate"));
+        };
+        let first = serde_json::to_value(&all.meta).map_err(|e| Error::config(e.to_string()))?;
+        let mut names = vec![all.path.display().to_string()];
+        for store in stores {
+            let meta = serde_json::to_value(&store.meta).map_err(|e| Error::config(e.to_string()))?;
+            if let (Some(a), Some(b)) = (first.as_object(), meta.as_object()) {
+                if let Some((field, want)) = a.iter().find(|(k, v)| b.get(k.as_str()) != Some(v)) {
+                    let got = b.get(field.as_str()).cloned().unwrap_or(serde_json::Value::Null);
+                    return Err(Error::format(
+                        &store.path,
+                        format!(
+                            "its {field} {got} differs from {want} in {}: stores trained together must come \
+                             from the same encoder and settings",
+                            names[0]
+                        ),
+                    ));
+                }
+            }
+            names.push(store.path.display().to_string());
+            for mut part in store.parts {
+                part.first_row += all.len;
+                all.parts.push(part);
+            }
+            all.records.extend(store.records);
+            all.len += store.len;
+        }
+        all.path = PathBuf::from(names.join(", "));
+        Ok(all)
     }
 
     /// Metadata.
@@ -366,8 +420,10 @@ impl FeatureStore {
                     self.len
                 )));
             }
-            let start = self.data_start + i * self.row_bytes;
-            bytes.extend_from_slice(&self.map[start..start + self.row_bytes]);
+            // The last part whose first row is at or before i.
+            let part = &self.parts[self.parts.partition_point(|p| p.first_row <= i) - 1];
+            let start = part.data_start + (i - part.first_row) * self.row_bytes;
+            bytes.extend_from_slice(&part.map[start..start + self.row_bytes]);
         }
         let shape = [indices.len() as i64, g, t, d];
         let host = Tensor::f_from_data_size(&bytes, &shape, self.meta.dtype.kind())?;
@@ -395,5 +451,62 @@ impl FeatureStore {
             all.f_narrow(0, start as i64, rows.len() as i64)?.f_copy_(&chunk)?;
         }
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(crop: u32) -> FeatureMeta {
+        FeatureMeta {
+            backbone: "test".into(),
+            weights_sha256: "0".into(),
+            embed_dim: 4,
+            num_heads: 1,
+            num_registers: 0,
+            patch_size: 14,
+            layers: vec![0, 1],
+            groups: vec![vec![0, 1]],
+            all_layers: false,
+            resize: (14, 14),
+            crop: (crop, crop),
+            preprocess: "pil".into(),
+            pos_interp: "bicubic".into(),
+            grid: (1, 1),
+            dtype: StoreDtype::F32,
+        }
+    }
+
+    /// A store of `n` rows (1, 2, 4) filled with `first`, `first + 1`, ...
+    fn write(path: &Path, meta: FeatureMeta, first: usize, n: usize) {
+        let values: Vec<f32> = (first..first + n).flat_map(|r| [r as f32; 8]).collect();
+        let rows = Tensor::from_slice(&values).reshape([n as i64, 1, 2, 4]);
+        let samples: Vec<Sample> = (first..first + n).map(|r| Sample::from_path(format!("{r}.png"))).collect();
+        let mut writer = FeatureWriter::create(path, meta).unwrap();
+        writer.push(&samples, &rows).unwrap();
+        writer.finish().unwrap();
+    }
+
+    #[test]
+    fn stores_concatenate_in_order_and_must_share_their_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..4).map(|i| dir.path().join(format!("{i}.st"))).collect();
+        write(&paths[0], meta(14), 0, 2);
+        write(&paths[1], meta(14), 2, 1);
+        write(&paths[2], meta(14), 3, 3);
+        write(&paths[3], meta(28), 6, 1);
+        let open = |which: &[usize]| which.iter().map(|&i| FeatureStore::open(&paths[i]).unwrap()).collect();
+        let all = FeatureStore::concat(open(&[0, 1, 2])).unwrap();
+        assert_eq!(all.len(), 6);
+        let names: Vec<String> = all.records().iter().map(|r| r.image.display().to_string()).collect();
+        assert_eq!(names, ["0.png", "1.png", "2.png", "3.png", "4.png", "5.png"]);
+        let rows = all.batch(&[5, 0, 2, 3, 1], Kind::Float, Device::Cpu).unwrap();
+        let firsts: Vec<f32> = Vec::try_from(rows.select(2, 0).select(2, 0).reshape([-1])).unwrap();
+        assert_eq!(firsts, [5.0, 0.0, 2.0, 3.0, 1.0]);
+        assert!(all.batch(&[6], Kind::Float, Device::Cpu).is_err());
+        // The store that differs and the field are named.
+        let e = FeatureStore::concat(open(&[0, 1, 3])).err().unwrap().to_string();
+        assert!(e.contains("3.st") && e.contains("its crop [28,28] differs from [14,14] in "), "{e}");
     }
 }
