@@ -102,3 +102,56 @@ fn cli_scale_out_refuses_mismatched_stores_dashes_and_empty_shards() {
     assert_error(&out, &["--shard 1/9", "no samples in this shard", "8 inputs"]);
     assert!(entries(dir.path()).is_empty(), "a refused run wrote {:?}", entries(dir.path()));
 }
+
+#[test]
+fn examples_slurm_extract_trains_on_the_parts_as_on_one_store() {
+    let shared = fx::shared();
+    let dir = Dir::new("examples_slurm_extract");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/slurm-extract.sbatch");
+    let bin = Path::new(env!("CARGO_BIN_EXE_dinomaly-extract")).parent().unwrap().to_path_buf();
+    let work = dir.join("work");
+    let bash = |args: &[&std::ffi::OsStr], task: Option<u32>| {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(&script).args(args).env("DINOMALY_BIN", &bin).env("DINOMALY_NO_CUDA", "1").env("OMP_NUM_THREADS", "1");
+        if let Some(task) = task {
+            cmd.env("SLURM_ARRAY_TASK_ID", task.to_string())
+                .env("SLURM_ARRAY_TASK_MIN", "1")
+                .env("SLURM_ARRAY_TASK_MAX", "3")
+                .env("SLURM_ARRAY_TASK_COUNT", "3");
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    };
+    let tiny = [
+        "--",
+        "-q",
+        "--backbone",
+        "tiny",
+        "--layers",
+        "0,1,2,3",
+        "--resize",
+        "112",
+        "--crop",
+        "112",
+        "--batch",
+        "1",
+        "--weights",
+    ];
+    // Tasks in any order, as Slurm may run them.
+    for task in [3, 1, 2] {
+        let mut args: Vec<&std::ffi::OsStr> = vec![shared.input.as_os_str(), work.as_os_str()];
+        args.extend(tiny.iter().map(std::ffi::OsStr::new));
+        args.push(shared.weights.as_os_str());
+        assert_code(&bash(&args, Some(task)), 0);
+    }
+    let model = dir.join("model.safetensors");
+    let train = ["--", "-q", "--warmup", "5", "--iterations", "6", "--batch", "4"];
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--train".as_ref(), work.as_os_str(), model.as_os_str()];
+    args.extend(train.iter().map(std::ffi::OsStr::new));
+    assert_code(&bash(&args, None), 0);
+    // The same model as from one store of the whole list.
+    let whole = dir.join("whole.st");
+    assert_code(&extract(&whole, &[]), 0);
+    let from_one = dir.join("one.safetensors");
+    assert_code(&util::run(&mut fx::train(&whole, &from_one, 6, 4), ""), 0);
+    assert_same_tensors(&from_one, &model);
+}
