@@ -23,7 +23,7 @@ _dinomaly__extract() {
 
     case "${cmd}" in
         dinomaly__extract)
-            opts="-i -o -q -h -V --input --dataset --layout --split --classes --output --backbone --weights --weights-sha256 --layers --resize --crop --pos-interp --preprocess --groups --all-layers --dtype --batch --on-error --device --quiet --help --version"
+            opts="-i -o -q -h -V --input --dataset --layout --split --classes --output --backbone --weights --weights-sha256 --layers --resize --crop --pos-interp --preprocess --groups --all-layers --dtype --shard --batch --on-error --device --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -99,6 +99,10 @@ _dinomaly__extract() {
                     ;;
                 --dtype)
                     COMPREPLY=($(compgen -W "f16 f32" -- "${cur}"))
+                    return 0
+                    ;;
+                --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --batch)

@@ -23,6 +23,7 @@ complete -c dinomaly-extract -l groups -d 'Layer groups stored per image: loose 
 single\t'One group of all layers'"
 complete -c dinomaly-extract -l dtype -d 'Storage precision' -r -f -a "f16\t'Half precision: half the disk and memory, ~1e-3 relative rounding'
 f32\t'Full precision, bit-exact encoder outputs'"
+complete -c dinomaly-extract -l shard -d 'Encode only shard I of N (1-based): a contiguous block of the inputs (all input is read first), so that N machines (a Slurm array, GNU parallel) each write a part and `dinomaly-train PART1 ... PARTN` trains on their rows in input order. Rows equal a single run\'s bit for bit with --batch 1 (each image encoded alone); with larger batches the encoder\'s kernels may round the last bit differently by batch (README)' -r
 complete -c dinomaly-extract -l batch -d 'Images per encoder batch' -r
 complete -c dinomaly-extract -l on-error -d 'What to do with an image that cannot be read: stop (exit 2 at the first one, no feature store written) or skip (name it on stderr, leave it out of the store and go on)' -r -f -a "stop\t'Stop at the first one, with exit status 2'
 skip\t'Report it and go on'"

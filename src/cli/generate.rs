@@ -87,6 +87,10 @@ pub fn examples(tool: &str) -> &'static [Example] {
                 what: "Encode the images listed on stdin with ViT-S/14 with registers:",
                 command: "find parts/ -name '*.png' | dinomaly-extract -o parts.safetensors --backbone dinov2_vits14_reg4",
             },
+            Example {
+                what: "Encode shard 2 of 4 of a long list (one part per machine; dinomaly-train takes the parts):",
+                command: "dinomaly-extract -i list.jsonl --shard 2/4 --batch 1 -o part2.safetensors",
+            },
         ],
         "dinomaly-train" => &[
             Example {
@@ -96,6 +100,10 @@ pub fn examples(tool: &str) -> &'static [Example] {
             Example {
                 what: "Train one model per class, written into models/:",
                 command: "dinomaly-train train.safetensors -o models/ --preset separated",
+            },
+            Example {
+                what: "Train on the parts of a sharded extraction, rows in the given order (settings checked):",
+                command: "dinomaly-train part1.safetensors part2.safetensors part3.safetensors part4.safetensors -o model.safetensors",
             },
             Example {
                 what: "Validate every 1,000 iterations, keep the best image AUROC, stop after three \
@@ -127,6 +135,10 @@ pub fn examples(tool: &str) -> &'static [Example] {
             Example {
                 what: "Four machines or GPUs share one list; the shards' outputs concatenated equal one run:",
                 command: "dinomaly-score -c model.safetensors --shard 2/4 -i list.jsonl > part2.jsonl",
+            },
+            Example {
+                what: "Live inspection: score each image as soon as it is written into a folder:",
+                command: "inotifywait -m -e close_write --format '%w%f' /incoming | dinomaly-score -c model.safetensors",
             },
         ],
         "dinomaly-metrics" => &[
