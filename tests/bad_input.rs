@@ -299,6 +299,13 @@ fn bad_input_score_reads_a_bom_and_names_a_line_that_is_not_utf8() {
     assert_eq!(lines[0]["class"], records[0]["class"], "the first record read as a record");
     let out = run_bytes(&mut fx::score(&shared.ckpt, &shared.weights), &bad);
     assert_error(&out, &[&format!("stdin:2: not UTF-8 text (byte 0xe9 at column {})", bad_column(&bad))]);
+    // A pipe is live input: the line before the bad one is scored first.
+    assert_eq!(fx::parse_lines(&util::stdout(&out)).len(), 1);
+    // From a file (read whole first), nothing is scored and the file is named.
+    let dir = Dir::new("bad_input_score_utf8");
+    let file = dir.write("bad.jsonl", &bad);
+    let out = util::run(fx::score(&shared.ckpt, &shared.weights).arg("--input").arg(&file), "");
+    assert_error(&out, &[&format!("{}:2: not UTF-8 text", file.display())]);
     assert!(out.stdout.is_empty());
 }
 
