@@ -22,5 +22,6 @@ mod maps;
 mod metrics;
 mod model;
 mod preprocess;
+mod report;
 mod score_parity;
 mod weights;
