@@ -19,7 +19,7 @@ use crate::util::{self, Dir};
 
 /// Debian's headless Chromium, or the one `CHROMIUM` names.
 fn chromium() -> PathBuf {
-    let candidates: Vec<PathBuf> = match std::env::var_os("CHROMIUM") {
+    let candidates: Vec<PathBuf> = match std::env::var_os("CHROMIUM").filter(|p| !p.is_empty()) {
         Some(p) => vec![PathBuf::from(p)],
         None => ["/usr/bin/chromium", "/usr/bin/chromium-browser"].iter().map(PathBuf::from).collect(),
     };

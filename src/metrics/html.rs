@@ -501,7 +501,7 @@ dl.prov { display: grid; grid-template-columns: max-content auto; gap: 0.2em 1em
 dl.prov dt { font-weight: bold; }
 dl.prov dd { margin: 0; word-break: break-all; }
 .charts { display: flex; flex-wrap: wrap; gap: 0.5em; }
-.charts img { width: 360px; height: 300px; border: 1px solid #ddd; }
+.charts img { width: 324px; height: 270px; border: 1px solid #ddd; }
 .cases { display: flex; flex-wrap: wrap; gap: 0.8em; }
 figure.case { margin: 0; padding: 0.4em; border: 1px solid #ddd; border-radius: 4px; font-size: 0.85em; }
 figure.case.wrong { border: 2px solid #d62728; }
@@ -773,7 +773,7 @@ fn page(
                     Some(_) if wrong => wrong_name,
                     Some(_) => "correct",
                 };
-                let name = x.case.image.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                let name = short_path(&x.case.image);
                 let _ = write!(
                     s,
                     "<figure class=\"case{}\" data-score=\"{}\"><a href=\"{2}\"><img src=\"{2}\" alt=\"photo of {3}\"></a>",
@@ -814,6 +814,14 @@ fn page(
     }
     let _ = writeln!(s, "<script>{SCRIPT}</script>\n</body>\n</html>");
     s
+}
+
+/// The last two components of an image path ("crack/000.png"): data sets
+/// number their images per defect type, so the file name alone repeats.
+fn short_path(path: &Path) -> String {
+    let parts: Vec<String> =
+        path.components().rev().take(2).map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    parts.into_iter().rev().collect::<Vec<_>>().join("/")
 }
 
 /// The overlay colormap as a CSS gradient, for the colour bar.

@@ -244,7 +244,9 @@ pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option
         bins
     };
     let (good_bins, defective_bins) = (count(good), count(defective));
-    let top = good_bins.iter().chain(&defective_bins).copied().max().unwrap_or(0).max(1);
+    // The y axis runs to a multiple of 5 so that its six ticks are whole
+    // numbers of images.
+    let top = good_bins.iter().chain(&defective_bins).copied().max().unwrap_or(0).max(1).div_ceil(5) * 5;
     let sx = |v: f64| LEFT + ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * pw;
     let sy = |n: f64| TOP + (1.0 - n / top as f64) * ph;
     let mut s = String::new();
@@ -268,12 +270,12 @@ pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option
         );
         let _ = writeln!(
             s,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}</text>"#,
             sy(0.0) + 16.0,
             tick(v, hi - lo),
             LEFT - 6.0,
             y + 4.0,
-            tick(n, top as f64)
+            n.round()
         );
     }
     let _ =
@@ -304,13 +306,14 @@ pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option
             r#"<line class="threshold" x1="{x:.2}" y1="{TOP}" x2="{x:.2}" y2="{:.1}" stroke="black" stroke-width="1.5" stroke-dasharray="6 3"/>"#,
             sy(0.0)
         );
-        // The label on the side of the line with more room.
-        let (anchor, dx) = if x > LEFT + pw / 2.0 { ("end", -4.0) } else { ("start", 4.0) };
+        // The label above the frame (clear of bars and legend), on the side
+        // of the line with more room.
+        let (anchor, dx) = if x > LEFT + pw / 2.0 { ("end", 4.0) } else { ("start", -4.0) };
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
             x + dx,
-            TOP + 14.0,
+            TOP - 4.0,
             escape(label)
         );
     }
@@ -398,6 +401,29 @@ mod tests {
         for (a, b) in back.iter().zip(&pts) {
             assert!((a.0 - b.0).abs() < 1e-7 && (a.1 - b.1).abs() < 1e-6, "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn histogram_bins_both_labels_and_marks_the_threshold() {
+        let good = [0.1, 0.1, 0.2];
+        let defective = [0.9, 0.5];
+        let svg = histogram("c <scores>", &good, &defective, Some((0.4, "F1-optimal threshold 0.4")));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("c &lt;scores&gt;") && svg.contains("good (3)") && svg.contains("defective (2)"));
+        // Two good bins (0.1 twice, 0.2), two defective ones.
+        assert_eq!(svg.matches(r#"<rect class="good""#).count(), 2, "{svg}");
+        assert_eq!(svg.matches(r#"<rect class="defective""#).count(), 2, "{svg}");
+        // The y axis runs to 5 images: the tallest bar (two) is 2/5 high.
+        let y = TOP + (H - TOP - BOTTOM) * 0.6;
+        assert!(svg.contains(&format!(r#"y="{y:.2}""#)), "{svg}");
+        assert!(svg.contains(r#"text-anchor="end">5</text>"#), "{svg}");
+        // The threshold at 0.4 of the range 0.1..0.9: 3/8 of the width.
+        let x = LEFT + (W - LEFT - RIGHT) * 0.375;
+        assert!(svg.contains(&format!(r#"class="threshold" x1="{x:.2}""#)), "{svg}");
+        assert!(!histogram("c", &good, &defective, None).contains("threshold"));
+        // One distinct score, or none: still a drawable chart.
+        assert!(histogram("c", &[0.5, 0.5], &[], None).contains(r#"<rect class="good""#));
+        assert!(histogram("c", &[], &[], None).ends_with("</svg>\n"));
     }
 
     #[test]
