@@ -517,7 +517,7 @@ fn write_plots(report: &Report, dir: &Path, fpr_limit: f64) -> anyhow::Result<()
     for c in &report.classes {
         let stem = plot::file_stem(&c.name);
         for (suffix, svg) in plot::class_charts(c, fpr_limit) {
-            atomic::write_bytes(&dir.join(format!("{stem}-{suffix}.svg")), svg.as_bytes())
+            atomic::write_bytes(dir.join(format!("{stem}-{suffix}.svg")), svg.as_bytes())
                 .with_context(|| "writing plots")?;
         }
     }

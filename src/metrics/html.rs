@@ -154,6 +154,9 @@ const ALPHA: f32 = 0.5;
 #[derive(Debug)]
 pub struct ReportDir {
     staging: PathBuf,
+    /// Where an earlier report at `dest` is moved while the new one is
+    /// renamed in.
+    aside: PathBuf,
     dest: PathBuf,
     committed: bool,
 }
@@ -192,13 +195,15 @@ impl ReportDir {
                 parent.display()
             )));
         }
-        let staging = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
-        // A leftover of a killed run with the same process id.
+        let hidden = |what: &str| parent.join(format!(".{}.{what}-{}", name.to_string_lossy(), std::process::id()));
+        let (staging, aside) = (hidden("partial"), hidden("old"));
+        // Leftovers of a killed run that had the same process id.
         let _ = fs::remove_dir_all(&staging);
+        let _ = fs::remove_dir_all(&aside);
         fs::create_dir(&staging).map_err(|e| {
             Error::io(dest, std::io::Error::new(e.kind(), format!("cannot write in {}: {e}", parent.display())))
         })?;
-        Ok(ReportDir { staging, dest: dest.to_path_buf(), committed: false })
+        Ok(ReportDir { staging, aside, dest: dest.to_path_buf(), committed: false })
     }
 
     /// Where files go until the commit.
@@ -209,7 +214,7 @@ impl ReportDir {
     /// Puts the folder in place: an earlier report at the destination is
     /// moved aside, the new one renamed in, the old one removed.
     pub fn commit(mut self) -> Result<()> {
-        let aside = self.staging.with_extension("old");
+        let aside = self.aside.clone();
         let had_old = self.dest.exists();
         if had_old {
             fs::rename(&self.dest, &aside).map_err(|e| Error::io(&self.dest, e))?;
@@ -320,7 +325,7 @@ pub fn write(
             write_file(&dir.join(&file), svg.as_bytes())?;
             files.push(("scores", file));
         }
-        charts.push(files.into_iter().map(|(s, f)| (s, f)).collect());
+        charts.push(files);
     }
 
     // Worst cases: one colour scale over every map shown.
