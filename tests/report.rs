@@ -141,6 +141,7 @@ fn scored_set(dir: &Dir) -> PathBuf {
             lines.push(json!({
                 "image": image, "class": class, "label": anomalous as u8, "mask": mask,
                 "map": map_path, "map_geometry": {"resize": [40, 40], "crop": [32, 32]}, "score": score,
+                "model": "0123abcd",
             }));
         }
     }
@@ -236,6 +237,7 @@ fn report_renders_in_chromium_with_the_numbers_of_the_json_report() {
     assert_eq!(json_report["failed"], 1);
     assert!(dom.contains("1 failed to score"), "provenance counts the failed record");
     assert!(dom.contains("false positive rate at most 0.2"), "the threshold rule is named");
+    assert!(dom.contains("Model id (records)</dt><dd>0123abcd<"), "the lines' model id");
 
     // A #sort= link sorts the table in the browser.
     let order = |key: &str| {

@@ -244,9 +244,11 @@ pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option
         bins
     };
     let (good_bins, defective_bins) = (count(good), count(defective));
-    // The y axis runs to a multiple of 5 so that its six ticks are whole
-    // numbers of images.
-    let top = good_bins.iter().chain(&defective_bins).copied().max().unwrap_or(0).max(1).div_ceil(5) * 5;
+    // The y axis in whole numbers of images, at most five steps of 1, 2 or
+    // 5 times a power of ten.
+    let most = good_bins.iter().chain(&defective_bins).copied().max().unwrap_or(0).max(1);
+    let step = count_step(most);
+    let top = most.div_ceil(step) * step;
     let sx = |v: f64| LEFT + ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * pw;
     let sy = |n: f64| TOP + (1.0 - n / top as f64) * ph;
     let mut s = String::new();
@@ -258,24 +260,24 @@ pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option
     let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
     for i in 0..=5 {
         let v = lo + (hi - lo) * i as f64 / 5.0;
-        let n = top as f64 * i as f64 / 5.0;
-        let (x, y) = (sx(v), sy(n));
+        let x = sx(v);
         let _ = writeln!(
             s,
-            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
             sy(0.0),
             sy(top as f64),
-            LEFT,
-            LEFT + pw
+            sy(0.0) + 16.0,
+            tick(v, hi - lo)
         );
+    }
+    for n in (0..=top).step_by(step) {
+        let y = sy(n as f64);
         let _ = writeln!(
             s,
-            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text><text x="{:.1}" y="{:.1}" text-anchor="end">{:.0}</text>"#,
-            sy(0.0) + 16.0,
-            tick(v, hi - lo),
+            r##"<line x1="{LEFT:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{n}</text>"##,
+            LEFT + pw,
             LEFT - 6.0,
-            y + 4.0,
-            n.round()
+            y + 4.0
         );
     }
     let _ =
@@ -335,6 +337,20 @@ pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// The step of at most five ticks from 0 to `most` or above: 1, 2 or 5
+/// times a power of ten.
+fn count_step(most: usize) -> usize {
+    let mut magnitude = 1usize;
+    loop {
+        for m in [1, 2, 5] {
+            if m * magnitude * 5 >= most {
+                return m * magnitude;
+            }
+        }
+        magnitude *= 10;
+    }
 }
 
 /// A tick label with as many decimals as a fifth of `span` needs.
@@ -413,10 +429,10 @@ mod tests {
         // Two good bins (0.1 twice, 0.2), two defective ones.
         assert_eq!(svg.matches(r#"<rect class="good""#).count(), 2, "{svg}");
         assert_eq!(svg.matches(r#"<rect class="defective""#).count(), 2, "{svg}");
-        // The y axis runs to 5 images: the tallest bar (two) is 2/5 high.
-        let y = TOP + (H - TOP - BOTTOM) * 0.6;
-        assert!(svg.contains(&format!(r#"y="{y:.2}""#)), "{svg}");
-        assert!(svg.contains(r#"text-anchor="end">5</text>"#), "{svg}");
+        // The y axis runs to the tallest bar (two images), in steps of 1.
+        assert!(svg.contains(&format!(r#"y="{TOP:.2}""#)), "{svg}");
+        assert!(svg.contains(r#"text-anchor="end">2</text>"#) && !svg.contains(r#"text-anchor="end">3</text>"#));
+        assert_eq!([1, 5, 6, 10, 11, 105, 1000].map(count_step), [1, 1, 2, 2, 5, 50, 200]);
         // The threshold at 0.4 of the range 0.1..0.9: 3/8 of the width.
         let x = LEFT + (W - LEFT - RIGHT) * 0.375;
         assert!(svg.contains(&format!(r#"class="threshold" x1="{x:.2}""#)), "{svg}");
