@@ -6,6 +6,10 @@
 //! before any heavy work); then maps and masks are loaded on rayon threads
 //! in chunks, reduced to per-class pixel lists as they come, and each
 //! class is evaluated after one sort of its pixels.
+//!
+//! `--html DIR` also writes the report page ([`crate::metrics::html`]):
+//! its folder is claimed before any heavy work, so that an unwritable one
+//! fails at once.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
