@@ -510,8 +510,9 @@ dl.prov dd { margin: 0; word-break: break-all; }
 .cases { display: flex; flex-wrap: wrap; gap: 0.8em; }
 figure.case { margin: 0; padding: 0.4em; border: 1px solid #ddd; border-radius: 4px; font-size: 0.85em; }
 figure.case.wrong { border: 2px solid #d62728; }
-figure.case img { width: 180px; height: auto; display: inline-block; vertical-align: top; }
-figure.case figcaption { max-width: 366px; word-break: break-all; }
+figure.case img { width: 160px; height: auto; display: inline-block; vertical-align: top; }
+figure.case figcaption { max-width: 326px; }
+figure.case .path { word-break: break-all; }
 .verdict { font-weight: bold; }
 .wrong .verdict { color: #d62728; }
 .colourbar { display: inline-block; width: 240px; height: 12px; vertical-align: middle; border: 1px solid #888; }
@@ -802,7 +803,7 @@ fn page(
                 };
                 let _ = writeln!(
                     s,
-                    "<figcaption><span class=\"verdict\">{}</span> · score {} vs threshold {}{}<br><span title=\"{}\">{}</span></figcaption></figure>",
+                    "<figcaption><span class=\"verdict\">{}</span> · score {} vs threshold {}{}<br><span class=\"path\" title=\"{}\">{}</span></figcaption></figure>",
                     verdict,
                     short_number(x.case.score),
                     esc(&threshold),
