@@ -251,8 +251,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut map_size = None;
     let mut used_geometry = None;
-    if !args.image_only {
-        let (geometry, _) = mask_geometry(&args, &jobs, &source)?;
+    // Masks (and the report's photos) are brought to the maps' geometry.
+    let geometry = if files.read { Some(mask_geometry(&args, &jobs, &source)?) } else { None };
+    if let (false, Some((geometry, _))) = (args.image_only, geometry) {
         let prep = Preprocess::new(geometry.resize, geometry.crop, ResizeBackend::Pil)?;
         map_size =
             Some(reduce_pixels(&jobs, &mut inputs, &prep, args.mask_threshold as f32, &source, args.quiet.quiet)?);
@@ -273,7 +274,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         write_plots(&report, dir, args.fpr_limit)?;
     }
     if let Some(dir) = report_dir {
-        write_html(&args, dir, &report, &jobs, checkpoint, &source)?;
+        let geometry = geometry.unwrap_or((MapGeometry::OFFICIAL, "the official default"));
+        write_html(&args, dir, &report, &jobs, checkpoint, geometry, &source)?;
     }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&report.to_json())? + "\n",
@@ -536,10 +538,10 @@ fn write_html(
     report: &Report,
     jobs: &[Job],
     checkpoint: Option<html::CheckpointInfo>,
+    (geometry, geometry_from): (MapGeometry, &'static str),
     source: &str,
 ) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
-    let (geometry, geometry_from) = mask_geometry(args, jobs, source)?;
     let mut cases: Vec<Vec<html::Case>> = vec![Vec::new(); report.classes.len()];
     let mut models: Vec<String> = Vec::new();
     for job in jobs {
