@@ -191,7 +191,7 @@ screenshot() {
   browser=$(command -v chromium || command -v chromium-browser || true)
   [[ -n $browser ]] || return 0
   profile=$(mktemp -d)
-  "$browser" --headless --disable-gpu --no-sandbox --hide-scrollbars --window-size=1400,2400 \
+  "$browser" --headless --disable-gpu --no-sandbox --disable-dev-shm-usage --hide-scrollbars --window-size=1400,2400 \
     --user-data-dir="$profile" --screenshot="$(realpath "$png")" "file://$(realpath "$page")" >/dev/null 2>&1 ||
     echo "demo: note: chromium could not take a screenshot of $page" >&2
   rm -rf "$profile"

@@ -117,7 +117,7 @@ browser=$(command -v chromium || command -v chromium-browser || true)
 if [[ -n $browser ]]; then
   profile=$(mktemp -d)
   t3=$(seconds)
-  "$browser" --headless --disable-gpu --no-sandbox --user-data-dir="$profile" --dump-dom \
+  "$browser" --headless --disable-gpu --no-sandbox --disable-dev-shm-usage --user-data-dir="$profile" --dump-dom \
     "file://$(realpath "$OUT/report/index.html")" >"$OUT/dom.html" 2>/dev/null
   t4=$(seconds)
   rm -rf "$profile"

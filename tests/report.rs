@@ -35,7 +35,14 @@ fn chromium() -> PathBuf {
 fn browse(url: &str, extra: &[&str]) -> Output {
     let profile = tempfile::tempdir().expect("browser profile");
     let out = Command::new(chromium())
-        .args(["--headless", "--disable-gpu", "--no-sandbox", "--enable-logging=stderr", "--v=0"])
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
         .arg(url)
