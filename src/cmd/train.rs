@@ -18,6 +18,7 @@ use crate::cli::progress;
 use crate::cli::ranges;
 use crate::io::checkpoint::ModelMeta;
 use crate::io::features::{FeatureMeta, FeatureStore, StoreDtype};
+use crate::model::store_input::StoreInput;
 use crate::model::{
     AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine,
 };
@@ -25,7 +26,7 @@ use crate::train::init::InitCheckpoint;
 use crate::train::log::{Continued, TrainLog};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
-use crate::train::trainer::{state_path, Best, StoreInput, Trainer};
+use crate::train::trainer::{state_path, Best, Trainer};
 use crate::train::validate::{ValMetric, Validator};
 
 const TOOL: &str = "dinomaly-train";
@@ -712,8 +713,7 @@ fn image_source(
         Groups::Strict => GroupPreset::Strict,
         Groups::Single => GroupPreset::Single,
     };
-    let extractor =
-        Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
+    let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
     progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
     let mut bad = unreadable(&samples, &prep);
     if !bad.is_empty() {
@@ -1129,7 +1129,7 @@ fn resume_from(
     let quiet = args.quiet.quiet;
     let context = || format!("cannot resume from {}", resume.display());
     let recorded = crate::io::checkpoint::read_meta(resume).with_context(context)?;
-    crate::score::scorer::check_store_matches(meta, &recorded.encoder).with_context(context)?;
+    crate::io::features::check_store_matches(meta, &recorded.encoder).with_context(context)?;
     let mut changed = changed_settings(&recorded.training, shaping);
     changed.extend(changed_model(&recorded.model, &ModelMeta::from_config(trainer.model().config())));
     if recorded.encoder.dtype != meta.dtype {

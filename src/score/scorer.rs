@@ -29,8 +29,8 @@ use crate::io::checkpoint::{self, ModelMeta};
 use crate::io::features::{FeatureMeta, StoreDtype};
 use crate::io::pth::read_state_dict;
 use crate::io::sniff::{self, FileKind};
+use crate::model::store_input::StoreInput;
 use crate::model::{AttentionKind, Dinomaly, DinomalyConfig};
-use crate::train::trainer::StoreInput;
 use crate::{Error, Result};
 
 /// Which kind of checkpoint a file is.
@@ -62,7 +62,7 @@ pub struct ScorerRequest {
     /// Build no encoder (scoring from a feature store).
     pub features_only: bool,
     /// Weights and activations precision.
-    pub precision: crate::cli::args::Precision,
+    pub precision: crate::model::amp::Precision,
     /// Notes on stderr off.
     pub quiet: bool,
     /// Tool name for notes.
@@ -76,7 +76,7 @@ pub struct Scorer {
     /// Kind of the checkpoint.
     pub kind: CheckpointKind,
     encoder: Option<Encoder>,
-    precision: crate::cli::args::Precision,
+    precision: crate::model::amp::Precision,
     _vs: nn::VarStore,
     model: Dinomaly,
     prep: Preprocess,
@@ -475,9 +475,9 @@ fn finish(
     post: PostProcess,
     device: Device,
 ) -> Result<Scorer> {
-    if req.precision == crate::cli::args::Precision::Bf16 {
+    if req.precision == crate::model::amp::Precision::Bf16 {
         if let Some(note) = crate::cpu::bf16_note(device) {
-            crate::cli::progress::note(req.quiet, &req.tool, &note);
+            crate::progress::note(req.quiet, &req.tool, &note);
         }
     }
     let mut vs = nn::VarStore::new(device);
@@ -512,42 +512,7 @@ fn finish(
     })
 }
 
-/// A store can be scored by (or resume the training of) a model when both
-/// were made with the same encoder, layers, input size and pre-processing.
-pub fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<()> {
-    let mut differences = Vec::new();
-    if store.weights_sha256 != model.weights_sha256 {
-        differences.push(format!(
-            "encoder weights (sha256 {} vs {})",
-            short(&store.weights_sha256),
-            short(&model.weights_sha256)
-        ));
-    }
-    if store.layers != model.layers {
-        differences.push(format!("layers ({:?} vs {:?})", store.layers, model.layers));
-    }
-    if store.crop != model.crop || store.resize != model.resize {
-        differences.push(format!(
-            "input size (resize {:?} crop {:?} vs resize {:?} crop {:?})",
-            store.resize, store.crop, model.resize, model.crop
-        ));
-    }
-    if store.pos_interp != model.pos_interp || store.preprocess != model.preprocess {
-        differences.push(format!(
-            "pre-processing ({}/{} vs {}/{})",
-            store.preprocess, store.pos_interp, model.preprocess, model.pos_interp
-        ));
-    }
-    if differences.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::mismatch("feature store and checkpoint", format!("made differently: {}", differences.join(", "))))
-    }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
-}
+pub use crate::io::features::check_store_matches;
 
 /// Model settings recorded for an official/anomalib model.
 pub fn model_meta(scorer: &Scorer) -> ModelMeta {

@@ -80,7 +80,7 @@ impl InitCheckpoint {
         let mut differences = Vec::new();
         match &self.origin {
             Origin::Dinomaly(meta) => {
-                crate::score::scorer::check_store_matches(store, &meta.encoder)
+                crate::io::features::check_store_matches(store, &meta.encoder)
                     .map_err(|e| Error::mismatch(what(), e.to_string()))?;
                 let m = &meta.model;
                 if m.attention != run.attention {
