@@ -606,7 +606,7 @@ fn open_init(args: &Args, plan: &Plan, path: &Path, meta: &FeatureMeta) -> anyho
         &format!(
             "starting from {} ({} checkpoint), fresh optimizer and schedule",
             path.display(),
-            format!("{:?}", init.kind).to_lowercase()
+            crate::io::names::name_of(&init.kind)
         ),
     );
     Ok(init)
@@ -824,7 +824,7 @@ fn train_one(
             "loss_history": p.loss_history,
             "features": args.features.as_ref().map(|p| p.display().to_string()),
             "images": args.images,
-            "init": init.map(|i| serde_json::json!({"path": i.path.display().to_string(), "kind": format!("{:?}", i.kind).to_lowercase()})),
+            "init": init.map(|i| serde_json::json!({"path": i.path.display().to_string(), "kind": crate::io::names::name_of(&i.kind)})),
             "val": val_store,
             "keep_best": args.keep_best.map(|m| m.name()),
             "best": p.best,
@@ -1003,7 +1003,7 @@ fn shaping_settings(args: &Args, plan: &Plan, job: &Job) -> serde_json::Map<Stri
         "train_images": job.rows.len(),
         "iterations": plan.iterations,
         "batch": args.batch,
-        "sampling": format!("{:?}", args.sampling).to_lowercase(),
+        "sampling": crate::io::names::name_of(&args.sampling),
         "seed": args.seed,
         "lr": args.lr, "final_lr": args.final_lr, "warmup": plan.warmup,
         "weight_decay": args.weight_decay, "eps": plan.eps, "clip": args.clip,
@@ -1042,6 +1042,13 @@ fn changed_settings(was: &serde_json::Value, now: &serde_json::Map<String, serde
     for (key, flag) in SHAPING {
         let (Some(was), Some(now)) = (was.get(key), now.get(key)) else {
             continue;
+        };
+        // Names read through their table (earlier versions wrote
+        // "classbalanced" for class-balanced).
+        let was = &match (key, was.as_str()) {
+            ("sampling", Some(name)) => crate::io::names::parse_name::<Sampling>(name)
+                .map_or_else(|| was.clone(), |s| serde_json::Value::String(crate::io::names::name_of(&s))),
+            _ => was.clone(),
         };
         if !same_setting(was, now) {
             changed.push(match key {

@@ -7,6 +7,7 @@ pub mod calibration;
 pub mod checkpoint;
 pub mod features;
 pub mod hash;
+pub mod names;
 pub mod npy;
 pub mod pickle;
 pub mod pth;

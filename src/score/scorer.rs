@@ -33,8 +33,10 @@ use crate::model::store_input::StoreInput;
 use crate::model::{AttentionKind, Dinomaly, DinomalyConfig};
 use crate::{Error, Result};
 
-/// Which kind of checkpoint a file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Which kind of checkpoint a file is. Its names in files are its flag
+/// values (`io::names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum CheckpointKind {
     /// Written by dinomaly-train.
     Dinomaly,
@@ -303,11 +305,8 @@ fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
         }
         Some(opened.encoder)
     };
-    let backend = match meta.preprocess.as_str() {
-        "pil" => ResizeBackend::Pil,
-        "tensor" => ResizeBackend::Tensor,
-        other => return Err(Error::format(&req.checkpoint, format!("unknown pre-processing '{other}'"))),
-    };
+    let backend: ResizeBackend = crate::io::names::parse_name(&meta.preprocess)
+        .ok_or_else(|| Error::format(&req.checkpoint, format!("unknown pre-processing '{}'", meta.preprocess)))?;
     let prep = Preprocess::new(
         (meta.resize.0 as usize, meta.resize.1 as usize),
         (meta.crop.0 as usize, meta.crop.1 as usize),
@@ -433,7 +432,7 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
     let (crop_h, crop_w) = prep.crop();
     let n = layers.len();
     let meta = FeatureMeta {
-        backbone: format!("{} ({:?} checkpoint)", arch.name(), kind).to_lowercase(),
+        backbone: format!("{} ({} checkpoint)", arch.name(), crate::io::names::name_of(&kind)).to_lowercase(),
         weights_sha256: weights.sha256.clone(),
         embed_dim: arch.embed_dim,
         num_heads: arch.num_heads,
@@ -444,7 +443,7 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
         all_layers: false,
         resize: (prep.resize().0 as u32, prep.resize().1 as u32),
         crop: (crop_h as u32, crop_w as u32),
-        preprocess: format!("{backend:?}").to_lowercase(),
+        preprocess: crate::io::names::name_of(&backend),
         pos_interp: pos_interp.as_str().to_string(),
         grid: (crop_h as i64 / arch.patch_size, crop_w as i64 / arch.patch_size),
         dtype: StoreDtype::F32,
