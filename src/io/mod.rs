@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod calibration;
 pub mod checkpoint;
+pub mod checkpoint_kind;
 pub mod features;
 pub mod hash;
 pub mod names;
@@ -13,4 +14,5 @@ pub mod pickle;
 pub mod pth;
 pub mod safetensors_load;
 pub mod sniff;
+pub mod train_state;
 pub mod varstore;
