@@ -156,7 +156,7 @@ pub struct Args {
     /// Layer groups: loose (two groups of four, the paper's), strict (layer
     /// to layer) or single (all eight together).
     #[arg(long, value_enum, default_value = "loose")]
-    pub groups: Groups,
+    pub groups: GroupPreset,
 
     /// Loss: hard-mining (the loose loss) or plain global cosine.
     #[arg(long, value_enum, default_value = "hard-mining")]
@@ -301,17 +301,6 @@ pub enum Attention {
     Linear,
     /// Softmax attention.
     Softmax,
-}
-
-/// Layer groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Groups {
-    /// [[0,1,2,3],[4,5,6,7]].
-    Loose,
-    /// Eight singleton groups.
-    Strict,
-    /// One group of all eight.
-    Single,
 }
 
 /// Training loss.
@@ -622,11 +611,7 @@ fn model_config(args: &Args, plan: &Plan, meta: &FeatureMeta) -> anyhow::Result<
     cfg.num_layers = meta.layers.len();
     cfg.attention = attention;
     cfg.mlp_bias = args.variant == Variant::Official;
-    Ok(cfg.with_groups(match args.groups {
-        Groups::Loose => GroupPreset::Loose,
-        Groups::Strict => GroupPreset::Strict,
-        Groups::Single => GroupPreset::Single,
-    })?)
+    Ok(cfg.with_groups(args.groups)?)
 }
 
 /// Refuses --keep-best when its metric is undefined for a model's
@@ -708,12 +693,7 @@ fn image_source(
 ) -> anyhow::Result<ImageSource> {
     let quiet = args.quiet.quiet;
     let prep = args.encoder.preprocess()?;
-    let maps = match args.groups {
-        Groups::Loose => GroupPreset::Loose,
-        Groups::Strict => GroupPreset::Strict,
-        Groups::Single => GroupPreset::Single,
-    };
-    let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
+    let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, args.groups, StoreDtype::F32, device)?;
     progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
     let mut bad = unreadable(&samples, &prep);
     if !bad.is_empty() {
