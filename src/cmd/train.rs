@@ -24,6 +24,7 @@ use crate::model::{
 };
 use crate::train::init::InitCheckpoint;
 use crate::train::log::{Continued, TrainLog};
+pub use crate::train::preset::{Mode, Preset};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
 use crate::train::trainer::{state_path, Best, Trainer};
@@ -270,30 +271,6 @@ pub struct Args {
     pub quiet: QuietArgs,
 }
 
-/// Training protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// One model for all classes.
-    Unified,
-    /// One model per class.
-    Separated,
-}
-
-/// Per-setting defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preset {
-    /// MVTec-AD multi-class.
-    Mvtec,
-    /// VisA multi-class.
-    Visa,
-    /// Real-IAD multi-class.
-    Realiad,
-    /// Class-separated training.
-    Separated,
-    /// ViT-L (as mvtec).
-    Large,
-}
-
 /// Decoder attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Attention {
@@ -333,14 +310,13 @@ struct Plan {
 
 impl Args {
     fn plan(&self) -> anyhow::Result<Plan> {
-        let (mode, iterations, dropout, eps) = match self.preset {
-            Preset::Mvtec | Preset::Visa | Preset::Large => (Mode::Unified, 10_000, 0.2, 1e-10),
-            Preset::Realiad => (Mode::Unified, 50_000, 0.4, 1e-10),
-            Preset::Separated => (Mode::Separated, 5_000, 0.2, 1e-8),
-        };
-        let mode = self.mode.unwrap_or(mode);
-        let eps = self.eps.unwrap_or(if mode == Mode::Separated { 1e-8 } else { eps });
-        let iterations = self.iterations.unwrap_or(iterations);
+        let preset = self.preset.values();
+        let mode = self.mode.unwrap_or(preset.mode);
+        // Separated training uses the separated eps whatever the preset;
+        // otherwise the preset's own.
+        let eps = self.eps.unwrap_or(if mode == Mode::Separated { mode.eps() } else { preset.mode.eps() });
+        let dropout = preset.dropout;
+        let iterations = self.iterations.unwrap_or(preset.iterations);
         let plan = Plan {
             mode,
             iterations,
