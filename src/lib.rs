@@ -13,8 +13,10 @@
 //!                            dinomaly-metrics ──▶ the paper's seven metrics
 //! ```
 //!
-//! The method follows the official code exactly; the numbers and their
-//! sources are in the README.
+//! The method follows the official code exactly; every number and its
+//! source (official file and function at commit c5c76d0, anomalib 2.7.0,
+//! or the paper's section) is in `docs/sources.md`, and cited again at the
+//! call site.
 
 pub mod alloc;
 pub mod backbone;
@@ -23,11 +25,13 @@ pub mod cmd;
 pub mod cpu;
 pub mod data;
 pub mod device;
+pub mod env;
 pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod mkl_kernels;
 pub mod model;
+pub mod progress;
 pub mod score;
 pub mod train;
 

@@ -191,7 +191,7 @@ fn cli_extract_malformed_json_names_the_line() {
     let good = json!({"image": fx::images()[0]}).to_string();
     assert_fails(&dir, &weights, &[], &format!("{good}\n{good}\n{{\"image\": \"a.png\",\n"), &["stdin:3", "JSON"]);
     assert_fails(&dir, &weights, &[], &format!("{good}\n{{\"class\": \"x\"}}\n"), &["stdin:2", "image"]);
-    assert_fails(&dir, &weights, &[], &format!("{{\"image\": \"a.png\", \"label\": 3}}\n"), &["stdin:1", "label"]);
+    assert_fails(&dir, &weights, &[], "{\"image\": \"a.png\", \"label\": 3}\n", &["stdin:1", "label"]);
     let file = dir.write("records.jsonl", format!("{good}\n{{\"image\": 5}}\n"));
     assert_fails(&dir, &weights, &["--input", file.to_str().unwrap()], "", &["records.jsonl:2"]);
 }

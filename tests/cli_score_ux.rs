@@ -164,7 +164,7 @@ fn cli_score_ux_skip_existing_skips_failed_images_until_retried() {
     let now = metrics(&after);
     assert_eq!((now["failed"].as_u64(), now["classes"][0]["images"].as_u64()), (Some(0), Some(3)));
     // --retry-errors means nothing without --skip-existing.
-    let out = util::run(&mut fx::score(&fx::shared().ckpt, &fx::shared().weights).arg("--retry-errors"), &input);
+    let out = util::run(fx::score(&fx::shared().ckpt, &fx::shared().weights).arg("--retry-errors"), &input);
     assert_code(&out, 2);
     assert!(util::stderr(&out).contains("--skip-existing"), "{}", util::stderr(&out));
 }

@@ -189,9 +189,16 @@ fn check_gradients(variant: &str) {
 }
 
 fn check_steps(variant: &str) {
+    check_steps_from(variant, |_| {});
+}
+
+/// The three recorded steps, from the fixture's initial weights as
+/// `replace_init` leaves them (it may replace the `init.*` tensors).
+fn check_steps_from(variant: &str, replace_init: impl FnOnce(&mut HashMap<String, Tensor>)) {
     let dev = device();
     let fx = fixture(dev);
-    let t = variant_tensors(variant, dev);
+    let mut t = variant_tensors(variant, dev);
+    replace_init(&mut t);
     let (_vs, m) = model(&fx, variant, &t, dev);
     let vm = &fx.meta["variants"][variant];
     let layers = fx.layers();
@@ -308,6 +315,42 @@ fn anomalib_variant_three_steps() {
 #[test]
 fn official_variant_three_steps() {
     check_steps("official");
+}
+
+/// `dinomaly-train --init` from an official checkpoint (the `ViTill` state
+/// dict: an encoder in Meta's layout, `bottleneck.*`, `decoder.*`) holding
+/// the fixture's initial weights: what the init reader gives is those
+/// weights bit for bit, and training from it with a fresh optimizer (dropout
+/// 0, as the fixture) follows the official steps recorded by the reference.
+#[test]
+fn official_checkpoint_as_init_follows_the_official_steps() {
+    let dir = crate::util::Dir::new("model_init_official");
+    let t = variant_tensors("official", Device::Cpu);
+    let weights = dir.join("encoder.safetensors");
+    crate::cli_fixture::tiny_weights(&weights, 3);
+    let mut named: Vec<(String, Tensor)> =
+        Tensor::read_safetensors(&weights).unwrap().into_iter().map(|(k, t)| (format!("encoder.{k}"), t)).collect();
+    let mut init: Vec<(String, Tensor)> =
+        t.iter().filter_map(|(k, v)| Some((k.strip_prefix("init.")?.to_string(), v.shallow_clone()))).collect();
+    init.sort_by(|a, b| a.0.cmp(&b.0));
+    named.extend(init.iter().map(|(k, v)| (k.clone(), v.shallow_clone())));
+    let path = dir.join("official.safetensors");
+    Tensor::write_safetensors(&named, &path).unwrap();
+
+    let read = dinomaly::train::init::read(&path).unwrap();
+    assert_eq!(read.kind, dinomaly::score::scorer::CheckpointKind::Official);
+    let mut loaded: Vec<(String, Tensor)> = read.tensors.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect();
+    loaded.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(loaded.iter().map(|(k, _)| k).collect::<Vec<_>>(), init.iter().map(|(k, _)| k).collect::<Vec<_>>());
+    for ((k, a), (_, b)) in loaded.iter().zip(&init) {
+        assert!(a.equal(b), "{k} differs after the round trip through an official checkpoint");
+    }
+    let dev = device();
+    check_steps_from("official", |t| {
+        for (k, v) in &loaded {
+            t.insert(format!("init.{k}"), v.to_device(dev));
+        }
+    });
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod cli_extract;
 mod cli_files;
 mod cli_fixture;
 mod cli_flags;
+mod cli_init;
 mod cli_score;
 mod cli_score_ux;
 mod cli_train;

@@ -23,7 +23,7 @@ _dinomaly__train() {
 
     case "${cmd}" in
         dinomaly__train)
-            opts="-i -o -q -h -V --images --input --dataset --layout --split --backbone --weights --weights-sha256 --layers --resize --crop --pos-interp --preprocess --on-error --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --precision --grad-checkpointing --variant --seed --spike-factor --save-every --resume --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
+            opts="-i -o -q -h -V --images --input --dataset --layout --split --backbone --weights --weights-sha256 --layers --resize --crop --pos-interp --preprocess --on-error --output --mode --preset --iterations --batch --sampling --lr --final-lr --warmup --weight-decay --eps --clip --dropout --attention --attention-eps --groups --loss --precision --grad-checkpointing --variant --seed --spike-factor --save-every --resume --init --val --val-every --keep-best --patience --classes --log --device --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -178,6 +178,10 @@ _dinomaly__train() {
                     return 0
                     ;;
                 --resume)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --init)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

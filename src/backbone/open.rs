@@ -20,9 +20,8 @@ use crate::backbone::encoder::Encoder;
 use crate::backbone::layout::Layout;
 use crate::backbone::pos_embed::PosInterp;
 use crate::backbone::registry::{self, find_backbone};
-use crate::backbone::weights::{load_encoder_weights_with, LoadOptions};
-use crate::cli::args::EncoderArgs;
-use crate::cli::progress;
+use crate::backbone::weights::{load_encoder_weights_with, EncoderWeights, LoadOptions};
+use crate::progress;
 use crate::{Error, Result};
 
 /// What to open.
@@ -41,21 +40,6 @@ pub struct EncoderRequest {
     pub quiet: bool,
     /// Tool name that prefixes notes.
     pub tool: String,
-}
-
-impl EncoderRequest {
-    /// The request the shared encoder flags describe.
-    pub fn from_args(args: &EncoderArgs, quiet: bool, tool: &str) -> Self {
-        EncoderRequest {
-            backbone: args.backbone.clone(),
-            weights: args.weights.clone(),
-            weights_sha256: args.weights_sha256.clone(),
-            layers: args.layers.clone(),
-            pos_interp: args.pos_interp,
-            quiet,
-            tool: tool.to_string(),
-        }
-    }
 }
 
 /// A loaded encoder and where its weights came from.
@@ -88,14 +72,13 @@ pub fn open_encoder(req: &EncoderRequest, device: Device) -> Result<OpenedEncode
     open_encoder_expecting(req, device, None)
 }
 
-/// Opens the encoder of `req` on `device`; with `expected`, weights of
-/// another sha256 are refused (before they are loaded when the file is
-/// hashed up front) and the note says what the hash was checked against.
-pub fn open_encoder_expecting(
+/// Finds and reads the encoder weights of `req` (the cache, a download or
+/// `req.weights`) without building the encoder, with the same checks as
+/// [`open_encoder_expecting`]; also returns the registry entry, if any.
+pub fn encoder_weights_expecting(
     req: &EncoderRequest,
-    device: Device,
     expected: Option<Expected>,
-) -> Result<OpenedEncoder> {
+) -> Result<(EncoderWeights, Option<&'static registry::Backbone>)> {
     let known = find_backbone(&req.backbone);
     let backbone = match (&known, &req.weights) {
         (Ok(b), _) => Some(*b),
@@ -131,6 +114,18 @@ pub fn open_encoder_expecting(
             )));
         }
     }
+    Ok((weights, backbone))
+}
+
+/// Opens the encoder of `req` on `device`; with `expected`, weights of
+/// another sha256 are refused (before they are loaded when the file is
+/// hashed up front) and the note says what the hash was checked against.
+pub fn open_encoder_expecting(
+    req: &EncoderRequest,
+    device: Device,
+    expected: Option<Expected>,
+) -> Result<OpenedEncoder> {
+    let (weights, backbone) = encoder_weights_expecting(req, expected)?;
     let layers = if req.layers.is_empty() {
         default_layers(&weights.arch, backbone.map(|b| b.target_layers))?
     } else {

@@ -213,7 +213,7 @@ mod tests {
             assert_eq!(b.file_name.contains("_reg4"), a.num_registers == 4, "{}", b.name);
             assert!(b.target_layers.len() == 8 && b.last_layer() < a.depth, "{}", b.name);
             assert!(b.target_layers.windows(2).all(|w| w[0] < w[1]), "{}", b.name);
-            assert!(b.sha256.map_or(true, crate::io::hash::is_sha256), "{}", b.name);
+            assert!(b.sha256.is_none_or(crate::io::hash::is_sha256), "{}", b.name);
         }
     }
 }

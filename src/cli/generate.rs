@@ -108,6 +108,10 @@ pub fn examples(tool: &str) -> &'static [Example] {
                 what: "Train from the images, encoded at every iteration, when the store would not fit:",
                 command: "dinomaly-train --images --dataset mvtec/ --split train --backbone dinov2_vitb14_reg4 -o model.safetensors",
             },
+            Example {
+                what: "Fine-tune a released model (any kind of checkpoint) on a new product's store:",
+                command: "dinomaly-train new.safetensors --init released/model.pth -o tuned.safetensors --iterations 2000 --warmup 50",
+            },
         ],
         "dinomaly-score" => &[
             Example {

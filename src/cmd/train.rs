@@ -18,13 +18,16 @@ use crate::cli::progress;
 use crate::cli::ranges;
 use crate::io::checkpoint::ModelMeta;
 use crate::io::features::{FeatureMeta, FeatureStore, StoreDtype};
+use crate::model::store_input::StoreInput;
 use crate::model::{
     AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine,
 };
+use crate::train::init::InitCheckpoint;
 use crate::train::log::{Continued, TrainLog};
+pub use crate::train::preset::{Mode, Preset};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
-use crate::train::trainer::{state_path, Best, StoreInput, Trainer};
+use crate::train::trainer::{state_path, Best, Trainer};
 use crate::train::validate::{ValMetric, Validator};
 
 const TOOL: &str = "dinomaly-train";
@@ -55,7 +58,7 @@ const TOOL: &str = "dinomaly-train";
         .multiple(true)
         .requires("images")
         .conflicts_with("features")
-        .args(["input", "dataset", "backbone", "weights", "weights_sha256", "layers", "resize", "crop", "pos_interp", "preprocess", "on_error"])
+        .args(["input", "dataset", "backbone", "weights_sha256", "layers", "resize", "crop", "pos_interp", "preprocess", "on_error"])
 ))]
 pub struct Args {
     /// Feature store from dinomaly-extract (the training split); - reads
@@ -154,7 +157,7 @@ pub struct Args {
     /// Layer groups: loose (two groups of four, the paper's), strict (layer
     /// to layer) or single (all eight together).
     #[arg(long, value_enum, default_value = "loose")]
-    pub groups: Groups,
+    pub groups: GroupPreset,
 
     /// Loss: hard-mining (the loose loss) or plain global cosine.
     #[arg(long, value_enum, default_value = "hard-mining")]
@@ -207,6 +210,19 @@ pub struct Args {
     #[arg(long, value_name = "CKPT")]
     pub resume: Option<PathBuf>,
 
+    /// Start from the bottleneck and decoder of this trained checkpoint
+    /// (dinomaly-train's, the official repository's or anomalib's) instead
+    /// of the random initialisation, with a fresh optimizer and schedule:
+    /// fine-tuning. Its encoder must be the store's: a dinomaly checkpoint's
+    /// record is compared; an official or anomalib checkpoint's encoder
+    /// tensors are compared with the weights the store was made with (found
+    /// by the store's backbone name in the cache, or given with --weights),
+    /// and the store must have been extracted with its reference's
+    /// pre-processing. Its model (MLP biases, decoder depth, groups,
+    /// attention) must be the one the flags build (--variant, --groups).
+    #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
+    pub init: Option<PathBuf>,
+
     /// Validate against this labelled feature store (a test or held-out
     /// split extracted with the same settings): image AUROC per class and
     /// mean, pixel AUROC when masks are there, over the classes a model is
@@ -255,30 +271,6 @@ pub struct Args {
     pub quiet: QuietArgs,
 }
 
-/// Training protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// One model for all classes.
-    Unified,
-    /// One model per class.
-    Separated,
-}
-
-/// Per-setting defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preset {
-    /// MVTec-AD multi-class.
-    Mvtec,
-    /// VisA multi-class.
-    Visa,
-    /// Real-IAD multi-class.
-    Realiad,
-    /// Class-separated training.
-    Separated,
-    /// ViT-L (as mvtec).
-    Large,
-}
-
 /// Decoder attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Attention {
@@ -286,17 +278,6 @@ pub enum Attention {
     Linear,
     /// Softmax attention.
     Softmax,
-}
-
-/// Layer groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Groups {
-    /// [[0,1,2,3],[4,5,6,7]].
-    Loose,
-    /// Eight singleton groups.
-    Strict,
-    /// One group of all eight.
-    Single,
 }
 
 /// Training loss.
@@ -329,14 +310,13 @@ struct Plan {
 
 impl Args {
     fn plan(&self) -> anyhow::Result<Plan> {
-        let (mode, iterations, dropout, eps) = match self.preset {
-            Preset::Mvtec | Preset::Visa | Preset::Large => (Mode::Unified, 10_000, 0.2, 1e-10),
-            Preset::Realiad => (Mode::Unified, 50_000, 0.4, 1e-10),
-            Preset::Separated => (Mode::Separated, 5_000, 0.2, 1e-8),
-        };
-        let mode = self.mode.unwrap_or(mode);
-        let eps = self.eps.unwrap_or(if mode == Mode::Separated { 1e-8 } else { eps });
-        let iterations = self.iterations.unwrap_or(iterations);
+        let preset = self.preset.values();
+        let mode = self.mode.unwrap_or(preset.mode);
+        // Separated training uses the separated eps whatever the preset;
+        // otherwise the preset's own.
+        let eps = self.eps.unwrap_or(if mode == Mode::Separated { mode.eps() } else { preset.mode.eps() });
+        let dropout = preset.dropout;
+        let iterations = self.iterations.unwrap_or(preset.iterations);
         let plan = Plan {
             mode,
             iterations,
@@ -352,6 +332,12 @@ impl Args {
             bail!(
                 "--keep-best needs more than one validation: pass --val-every N with N below the {} iterations",
                 plan.iterations
+            );
+        }
+        if self.encoder.weights.is_some() && !self.images && self.init.is_none() {
+            bail!(
+                "--weights applies to --images (the encoder that runs) and to --init (the weights an official or \
+                 anomalib checkpoint's encoder is checked against); a store already holds the encoder's outputs"
             );
         }
         if self.resume.is_some() && plan.mode == Mode::Separated {
@@ -392,6 +378,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("-o", Some(&args.output), "a checkpoint is written to a file (a folder with --mode separated)"),
         ("--resume", args.resume.as_deref(), "resuming reads a checkpoint file and the .state file beside it"),
         ("--val", args.val.as_deref(), "the validation store is read from a file"),
+        ("--init", args.init.as_deref(), "the checkpoint to start from is read from a file"),
         ("--log", args.log.as_deref(), "the log is written to a file"),
         ("--weights", args.encoder.weights.as_deref(), "encoder weights are read from a file or folder"),
     ])?;
@@ -518,10 +505,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ),
         );
     }
+    let init = match &args.init {
+        Some(path) => Some(open_init(&args, &plan, path, source.meta())?),
+        None => None,
+    };
     // Opened when the first model starts training (after a resume's checks).
     let mut log: Option<TrainLog> = None;
     for job in &jobs {
-        train_one(&args, &plan, &mut source, job, device, &mut log, validator.as_ref())?;
+        train_one(&args, &plan, &mut source, job, device, &mut log, validator.as_ref(), init.as_ref())?;
     }
     if let Some(log) = log.as_mut() {
         if let Some(warning) = log.finish() {
@@ -542,6 +533,61 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads and checks the checkpoint of --init against the features and the
+/// model this run trains, before any step.
+fn open_init(args: &Args, plan: &Plan, path: &Path, meta: &FeatureMeta) -> anyhow::Result<InitCheckpoint> {
+    let init = crate::train::init::read(path).with_context(|| format!("--init {}", path.display()))?;
+    if args.encoder.weights.is_some() && !args.images && !init.needs_store_encoder() {
+        bail!(
+            "--weights is not used with --init {}: a dinomaly checkpoint records the encoder it was trained with",
+            path.display()
+        );
+    }
+    let cfg = model_config(args, plan, meta)?;
+    let store_encoder = || {
+        let req = EncoderRequest {
+            backbone: meta.backbone.clone(),
+            weights: args.encoder.weights.clone(),
+            weights_sha256: None,
+            layers: meta.layers.clone(),
+            pos_interp: crate::backbone::pos_embed::PosInterp::parse(&meta.pos_interp)
+                .unwrap_or(crate::backbone::pos_embed::PosInterp::Official),
+            quiet: args.quiet.quiet,
+            tool: TOOL.to_string(),
+        };
+        let by = format!("the feature store (--init {} checks its encoder against them)", path.display());
+        crate::backbone::open::encoder_weights_expecting(
+            &req,
+            Some(crate::backbone::open::Expected { sha256: &meta.weights_sha256, by: &by }),
+        )
+        .map(|(weights, _)| weights)
+    };
+    init.check(meta, &cfg, store_encoder)?;
+    progress::note(
+        args.quiet.quiet,
+        TOOL,
+        &format!(
+            "starting from {} ({} checkpoint), fresh optimizer and schedule",
+            path.display(),
+            crate::io::names::name_of(&init.kind)
+        ),
+    );
+    Ok(init)
+}
+
+/// The model the flags build for features described by `meta`.
+fn model_config(args: &Args, plan: &Plan, meta: &FeatureMeta) -> anyhow::Result<DinomalyConfig> {
+    let attention = match args.attention {
+        Attention::Linear => AttentionKind::Linear { eps: args.attention_eps },
+        Attention::Softmax => AttentionKind::Softmax,
+    };
+    let mut cfg = DinomalyConfig::official(meta.embed_dim, meta.num_heads, meta.num_registers, plan.dropout);
+    cfg.num_layers = meta.layers.len();
+    cfg.attention = attention;
+    cfg.mlp_bias = args.variant == Variant::Official;
+    Ok(cfg.with_groups(args.groups)?)
 }
 
 /// Refuses --keep-best when its metric is undefined for a model's
@@ -623,13 +669,7 @@ fn image_source(
 ) -> anyhow::Result<ImageSource> {
     let quiet = args.quiet.quiet;
     let prep = args.encoder.preprocess()?;
-    let maps = match args.groups {
-        Groups::Loose => GroupPreset::Loose,
-        Groups::Strict => GroupPreset::Strict,
-        Groups::Single => GroupPreset::Single,
-    };
-    let extractor =
-        Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
+    let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, args.groups, StoreDtype::F32, device)?;
     progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
     let mut bad = unreadable(&samples, &prep);
     if !bad.is_empty() {
@@ -652,6 +692,7 @@ fn image_source(
     Ok(ImageSource::new(extractor, samples))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_one(
     args: &Args,
     plan: &Plan,
@@ -660,23 +701,12 @@ fn train_one(
     device: tch::Device,
     log: &mut Option<TrainLog>,
     validator: Option<&Validator>,
+    init: Option<&InitCheckpoint>,
 ) -> anyhow::Result<()> {
     let quiet = args.quiet.quiet;
     let meta = &source.meta().clone();
     let class = job.class.as_deref();
-    let attention = match args.attention {
-        Attention::Linear => AttentionKind::Linear { eps: args.attention_eps },
-        Attention::Softmax => AttentionKind::Softmax,
-    };
-    let mut cfg = DinomalyConfig::official(meta.embed_dim, meta.num_heads, meta.num_registers, plan.dropout);
-    cfg.num_layers = meta.layers.len();
-    cfg.attention = attention;
-    cfg.mlp_bias = args.variant == Variant::Official;
-    let cfg = cfg.with_groups(match args.groups {
-        Groups::Loose => GroupPreset::Loose,
-        Groups::Strict => GroupPreset::Strict,
-        Groups::Single => GroupPreset::Single,
-    })?;
+    let cfg = model_config(args, plan, meta)?;
     let input = StoreInput::for_store(meta, &cfg.groups).with_context(|| source_name(args))?;
     let settings = TrainSettings {
         schedule: WarmCosine::new(args.lr, args.final_lr, plan.iterations, plan.warmup)?,
@@ -692,6 +722,9 @@ fn train_one(
     let opt_cfg = StableAdamWConfig { eps: plan.eps, weight_decay: args.weight_decay, ..StableAdamWConfig::unified() };
     let spike = (args.spike_factor > 0.0).then_some(args.spike_factor);
     let mut trainer = Trainer::new(cfg, opt_cfg, settings, input, args.seed, spike, device)?;
+    if let Some(init) = init {
+        trainer.start_from(&init.tensors, &init.path)?;
+    }
     let shaping = shaping_settings(args, plan, job);
     let val_store =
         args.val.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string());
@@ -747,6 +780,7 @@ fn train_one(
             "loss_history": p.loss_history,
             "features": args.features.as_ref().map(|p| p.display().to_string()),
             "images": args.images,
+            "init": init.map(|i| serde_json::json!({"path": i.path.display().to_string(), "kind": crate::io::names::name_of(&i.kind)})),
             "val": val_store,
             "keep_best": args.keep_best.map(|m| m.name()),
             "best": p.best,
@@ -925,7 +959,7 @@ fn shaping_settings(args: &Args, plan: &Plan, job: &Job) -> serde_json::Map<Stri
         "train_images": job.rows.len(),
         "iterations": plan.iterations,
         "batch": args.batch,
-        "sampling": format!("{:?}", args.sampling).to_lowercase(),
+        "sampling": crate::io::names::name_of(&args.sampling),
         "seed": args.seed,
         "lr": args.lr, "final_lr": args.final_lr, "warmup": plan.warmup,
         "weight_decay": args.weight_decay, "eps": plan.eps, "clip": args.clip,
@@ -964,6 +998,13 @@ fn changed_settings(was: &serde_json::Value, now: &serde_json::Map<String, serde
     for (key, flag) in SHAPING {
         let (Some(was), Some(now)) = (was.get(key), now.get(key)) else {
             continue;
+        };
+        // Names read through their table (earlier versions wrote
+        // "classbalanced" for class-balanced).
+        let was = &match (key, was.as_str()) {
+            ("sampling", Some(name)) => crate::io::names::parse_name::<Sampling>(name)
+                .map_or_else(|| was.clone(), |s| serde_json::Value::String(crate::io::names::name_of(&s))),
+            _ => was.clone(),
         };
         if !same_setting(was, now) {
             changed.push(match key {
@@ -1051,7 +1092,7 @@ fn resume_from(
     let quiet = args.quiet.quiet;
     let context = || format!("cannot resume from {}", resume.display());
     let recorded = crate::io::checkpoint::read_meta(resume).with_context(context)?;
-    crate::score::scorer::check_store_matches(meta, &recorded.encoder).with_context(context)?;
+    crate::io::features::check_store_matches(meta, &recorded.encoder).with_context(context)?;
     let mut changed = changed_settings(&recorded.training, shaping);
     changed.extend(changed_model(&recorded.model, &ModelMeta::from_config(trainer.model().config())));
     if recorded.encoder.dtype != meta.dtype {

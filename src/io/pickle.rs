@@ -913,7 +913,7 @@ mod tests {
         // A million nested lists: ']' n times, then 'a' n-1 times.
         let n = 1_000_000;
         let mut p = vec![b']'; n];
-        p.extend(std::iter::repeat(b'a').take(n - 1));
+        p.extend(std::iter::repeat_n(b'a', n - 1));
         p.push(b'.');
         let v = run(&p).unwrap();
         assert!(matches!(v, Value::List(_)));
@@ -922,7 +922,7 @@ mod tests {
         drop(v);
         // Nested 1-tuples: (((None,),),...).
         let mut p = vec![b'N'];
-        p.extend(std::iter::repeat(0x85).take(n));
+        p.extend(std::iter::repeat_n(0x85, n));
         p.push(b'.');
         assert!(matches!(run(&p).unwrap(), Value::Tuple(_)));
         // Nested dicts: {1: {1: {...}}}.
@@ -930,7 +930,7 @@ mod tests {
         for _ in 0..n {
             p.extend(b"K\x01}");
         }
-        p.extend(std::iter::repeat(b's').take(n));
+        p.extend(std::iter::repeat_n(b's', n));
         p.push(b'.');
         assert!(matches!(run(&p).unwrap(), Value::Dict(_)));
     }

@@ -1,7 +1,7 @@
 //! AUPRO: the area under the per-region-overlap curve up to a false
 //! positive rate limit, in two definitions.
 //!
-//! **Official** (`compute_pro` of the Dinomaly code, spec section 7):
+//! **Official** (`compute_pro` of the Dinomaly code, docs/sources.md):
 //! 1. thresholds `numpy.arange(min, max, delta)` with `delta = (max - min) /
 //!    200` over the class's maps, reproduced to the bit: `min`, `max` and
 //!    `delta` are float32 (the maps are float32 tensors), the length is
@@ -69,6 +69,8 @@ impl SortedPixels<'_> {
 /// `numpy.arange(min, max, (max - min) / num)` for float32 `min`, `max`, as
 /// numpy computes it (float64 result). `None` where numpy raises (an empty
 /// or zero-step range: all scores equal).
+// `!(x > 0.0)` is meant: it is true for NaN too, which must be refused.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn arange_thresholds(min: f32, max: f32, num: u32) -> Option<Vec<f64>> {
     let span = max - min; // float32, as numpy's scalar arithmetic
     let delta = span / num as f32;
@@ -176,6 +178,8 @@ pub fn area_official(curve: &[(f64, f64)], fpr_limit: f64) -> MetricValue {
 }
 
 /// The exact AUPRO over every distinct score (anomalib's definition).
+// `!(x > 0.0)` refuses NaN as well.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn exact(px: &SortedPixels, fpr_limit: f64) -> MetricValue {
     px.check()?;
     if !(fpr_limit > 0.0) {

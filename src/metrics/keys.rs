@@ -64,7 +64,7 @@ fn radix<T: Copy + Default>(items: &mut Vec<T>, key_of: impl Fn(T) -> u32) {
     let n = items.len();
     for (pass, h) in hist.iter().enumerate() {
         // A digit shared by every item orders nothing: skip the pass.
-        if h.iter().any(|&c| c == n) {
+        if h.contains(&n) {
             continue;
         }
         let mut offsets = [0usize; BUCKETS];

@@ -1,4 +1,4 @@
-//! The noisy bottleneck (spec §2): one MLP on the token-wise mean of the
+//! The noisy bottleneck (official `models/vision_transformer.py` `bMlp`, paper §3.2; docs/sources.md): one MLP on the token-wise mean of the
 //! target-layer features, no norm, no residual,
 //! Dropout(p) → Linear(D, 4D) → GELU → Dropout(p) → Linear(4D, D) → Dropout(p).
 //! Its dropout is the only noise in the model (p = 0.2, 0.4 for Real-IAD

@@ -1,4 +1,4 @@
-//! The decoder (spec §3): pre-norm Transformer blocks
+//! The decoder (official `models/vision_transformer.py` `Block` with `LinearAttention2`; docs/sources.md): pre-norm Transformer blocks
 //! `x = x + Attn(LN1(x)); x = x + MLP(LN2(x))` with LayerNorm eps 1e-8 (not
 //! the encoder's 1e-6), no LayerScale, no drop-path, MLP ratio 4 with exact
 //! GELU and dropout 0. Keys `decoder.{i}.{norm1, attn.qkv, attn.proj, norm2,

@@ -1,5 +1,5 @@
 //! The trainable Dinomaly model on encoder features (official `ViTill`
-//! without its encoder, spec §2–4.1):
+//! without its encoder; official `models/uad.py` `ViTill`, docs/sources.md):
 //!
 //! 1. bottleneck input = token-wise mean of all target-layer outputs
 //!    (cls and register tokens included);
@@ -377,7 +377,7 @@ mod tests {
             assert_eq!(t.size(), [2, 8, 3, 4]);
         }
         // Official counts (biases on): bottleneck 8d² + 5d, each block
-        // 12d² + 13d; spec §3 gives 15.38 M / 61.43 M / 109.16 M for S/B/L.
+        // 12d² + 13d: 15.38 M / 61.43 M / 109.16 M trainable parameters for S/B/L.
         let expected = |d: i64| 8 * d * d + 5 * d + 8 * (12 * d * d + 13 * d);
         for (d, millions) in [(384, 1538), (768, 6143), (1024, 10916)] {
             assert_eq!((expected(d) as f64 / 1e4).round() as i64, millions);

@@ -1,4 +1,4 @@
-//! The reconstruction losses (spec §4.2).
+//! The reconstruction losses (official `utils.py` `global_cosine_hm_percent`, `global_cosine`; docs/sources.md).
 //!
 //! `global_cosine_hm_percent` (the default, "loose loss"): per group, with
 //! `e` the detached encoder group and `d` the decoder group, both

@@ -93,7 +93,7 @@ impl Slot {
             && fused::fusable(grad, n)
             && fused::fusable(&self.exp_avg, n)
             && fused::fusable(&self.exp_avg_sq, n)
-            && self.max_exp_avg_sq.as_ref().map_or(true, |v| fused::fusable(v, n))
+            && self.max_exp_avg_sq.as_ref().is_none_or(|v| fused::fusable(v, n))
     }
 
     /// The update in two fused passes over CPU memory ([`fused`]), with the

@@ -1,5 +1,5 @@
 //! The official `WarmCosineScheduler`, advanced once per iteration
-//! (spec §5): `lr(it)` is `linspace(start, base, warmup)[it]` during the
+//! (official `utils.py` `WarmCosineScheduler`): `lr(it)` is `linspace(start, base, warmup)[it]` during the
 //! warm-up, then `final + ½(base − final)(1 + cos(π·j / (total − warmup)))`
 //! with `j = it − warmup`, and `final` from `total` on. The optimizer step of
 //! iteration `it` uses `lr(it)`, so the very first step runs at lr 0.

@@ -1,4 +1,4 @@
-//! One training iteration in the official order (spec §5):
+//! One training iteration in the official order (the loop of official `dinomaly_mvtec_uni.py`; docs/sources.md):
 //! forward → loss(p(it)) → backward → clip (total norm 0.1) → StableAdamW
 //! step at lr(it). Advancing `it` (and with it the scheduler)
 //! is the caller's job.
@@ -25,7 +25,7 @@ use super::loss::LossKind;
 use super::optim::{clip_grads_, grads_of, StableAdamW};
 use super::recompute::Checkpointed;
 use super::schedule::WarmCosine;
-use crate::cli::args::Precision;
+use crate::model::amp::Precision;
 use crate::Result;
 
 /// Everything about a step that is not the model, the optimizer or data.
@@ -263,7 +263,7 @@ mod tests {
             vs.set_kind(self.kind);
             tch::no_grad(|| {
                 for ((_, p), w) in m.named_parameters().iter().zip(&self.weights) {
-                    let _ = p.shallow_clone().copy_(w);
+                    p.shallow_clone().copy_(w);
                 }
             });
             (vs, m)

@@ -4,7 +4,7 @@
 //! Two post-processings, chosen by [`PostProcess`]:
 //!
 //! - [`PostProcess::official`] is the official evaluation (`cal_anomaly_maps`
-//!   and `evaluation_batch` in utils.py, spec section 6): per group
+//!   and `evaluation_batch` in utils.py, docs/sources.md): per group
 //!   1 - cosine over channels, bilinear upsample with align_corners=true to
 //!   the crop, mean of the groups, bilinear resize (align_corners=false, no
 //!   antialias) to the map size, 5x5 Gaussian with sigma 4 and zero padding;

@@ -2,7 +2,9 @@
 //! batches come from, the iteration loop, checkpoints and resume,
 //! validation and the training log.
 
+pub mod init;
 pub mod log;
+pub mod preset;
 pub mod sampler;
 pub mod source;
 pub mod trainer;

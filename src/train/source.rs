@@ -23,6 +23,8 @@ use crate::io::features::{FeatureMeta, FeatureStore};
 use crate::{Error, Result};
 
 /// The rows training draws its batches from.
+// One value per run: boxing the larger variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum BatchSource<'a> {
     /// A feature store; `held` is all of it on the training device when it
     /// was loaded there.
