@@ -3,7 +3,9 @@
 # registry's torch==2.11.0 wheel, unpacked into the ignored folder .libtorch.
 #   make demo   the main job: extract -> train -> score -> metrics on real images
 #   make demo-smoke  the same on a handful of images (under a minute)
-#   make test   the test suite, after make lint (cargo fmt --check, clippy -D warnings)
+#   make test   the test suite, after make lint (cargo fmt --check, clippy -D warnings);
+#               installs Debian's chromium with apt-get first: the report test
+#               renders dinomaly-metrics --html in it
 #   make bench  speed against anomalib 2.7 / timm / the official evaluation on
 #               this machine, outputs compared (bench/results.md; BENCH_METRICS=0
 #               skips the ~8-minute metrics part)
@@ -24,7 +26,7 @@ CUDA_MIN  := nvidia-cuda-runtime==13.0.96.* nvidia-cuda-cupti==13.0.85.*
 CUDA_ONLY_LIBS := libtorch_cuda.so libtorch_cuda_linalg.so libtorch_python.so \
                   libtorch_nvshmem.so libc10_cuda.so libcaffe2_nvrtc.so
 
-.PHONY: all build test lint demo demo-smoke libtorch clean-libtorch man bench fixtures gpu-bundle
+.PHONY: all build test lint demo demo-smoke libtorch clean-libtorch man bench fixtures gpu-bundle chromium
 
 all: build
 
@@ -44,7 +46,24 @@ endif
 build: libtorch
 	$(CARGO) build --release --locked
 
-test: libtorch lint
+# Debian's headless Chromium for tests/report.rs, installed as libtorch is:
+# by the Makefile, once. apt-get needs root (or sudo); when it cannot
+# install, make stops here and says why, so the test never silently skips.
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+export CHROMIUM
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+chromium:
+ifeq ($(CHROMIUM),)
+	@echo "installing Debian's chromium (apt-get) for the report test"
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium || \
+	  { echo "make: cannot install chromium with apt-get: the report test (tests/report.rs) needs a headless Chromium; install Debian's chromium package or set CHROMIUM=/path/to/chromium" >&2; exit 1; }
+else
+	@echo "headless browser for the report test: $(CHROMIUM)"
+endif
+
+test: libtorch lint chromium
 	$(CARGO) build --release --locked --bins --example demo-data
 	$(CARGO) test --release --locked
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo behind `make demo`: extract -> train -> score -> metrics on two
-# real data sets, then the metric tables and where the overlays are.
+# real data sets, then the metric tables, the HTML reports
+# (OUT/NAME/report/index.html, with a screenshot OUT/NAME/report.png when
+# chromium is installed) and where the overlays are.
 #
 #   elpv      solar-cell electroluminescence photos (pip package elpv-dataset,
 #             CC BY-NC-SA 4.0, read from its wheel, never committed); classes
@@ -176,6 +178,23 @@ run_dataset() {
   say "$name: metrics  [$(elapsed)]"
   "$BIN/dinomaly-metrics" -i "$out/scores.jsonl" "$@" --format markdown >"$out/metrics.md"
   "$BIN/dinomaly-metrics" -q -i "$out/scores.jsonl" "$@" --format json >"$out/metrics.json"
+  say "$name: report (dinomaly-metrics --html)  [$(elapsed)]"
+  "$BIN/dinomaly-metrics" -q -i "$out/scores.jsonl" "$@" --html "$out/report" \
+    --checkpoint "$out/model.safetensors" >/dev/null
+  screenshot "$out/report/index.html" "$out/report.png"
+}
+
+# A picture of the report when Debian's chromium is installed (`make test`
+# installs it); the demo does not need it.
+screenshot() {
+  local page=$1 png=$2 browser profile
+  browser=$(command -v chromium || command -v chromium-browser || true)
+  [[ -n $browser ]] || return 0
+  profile=$(mktemp -d)
+  "$browser" --headless --disable-gpu --no-sandbox --disable-dev-shm-usage --hide-scrollbars --window-size=1400,2400 \
+    --user-data-dir="$profile" --screenshot="$(realpath "$png")" "file://$(realpath "$page")" >/dev/null 2>&1 ||
+    echo "demo: note: chromium could not take a screenshot of $page" >&2
+  rm -rf "$profile"
 }
 
 run_dataset elpv folder "$ELPV_SIZE" --image-only
@@ -213,6 +232,10 @@ cat "$RESULTS"
 echo
 echo "Overlays (heatmaps over the test images): $OUT/elpv/maps/*.png and $OUT/textures/maps/*.png"
 echo "Scores: $OUT/{elpv,textures}/scores.jsonl; tables: $RESULTS"
+echo "Reports (open in a browser):"
+for name in elpv textures; do
+  echo "  $OUT/$name/report/index.html"
+done
 echo "Data: elpv-dataset (CC BY-NC-SA 4.0, not redistributed); textures from scikit-image (CC0)."
 echo "Total time: $(elapsed)"
 random_banner

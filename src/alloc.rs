@@ -25,7 +25,7 @@
 use std::ffi::OsString;
 
 /// Environment variable that keeps glibc's defaults.
-pub const OPT_OUT_ENV: &str = "DINOMALY_SYSTEM_MALLOC";
+pub const OPT_OUT_ENV: &str = crate::env::SYSTEM_MALLOC;
 
 /// glibc's variables for the two parameters this module sets.
 const GLIBC_VARS: [&str; 3] = ["MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"];
@@ -51,7 +51,7 @@ pub fn reuse_large_buffers() {
 /// Whether the allocator parameters are ours to set, given the
 /// environment `get`: not when the user opted out or set glibc's own.
 fn should_tune(get: impl Fn(&str) -> Option<OsString>) -> bool {
-    let opted_out = crate::cli::environment::parse_switch(get(OPT_OUT_ENV).as_deref()).unwrap_or(false);
+    let opted_out = crate::env::parse_switch(get(OPT_OUT_ENV).as_deref()).unwrap_or(false);
     let glibc_var_set = GLIBC_VARS.iter().any(|v| get(v).is_some());
     let tunable_set = get("GLIBC_TUNABLES").is_some_and(|t| {
         t.to_string_lossy()

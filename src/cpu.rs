@@ -14,7 +14,7 @@
 use std::sync::OnceLock;
 
 /// Environment variable that sets libtorch's CPU kernel level.
-pub const ATEN_CAPABILITY_ENV: &str = "ATEN_CPU_CAPABILITY";
+pub const ATEN_CAPABILITY_ENV: &str = crate::env::ATEN_CPU_CAPABILITY;
 
 /// The CPU features the decisions below depend on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

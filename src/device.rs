@@ -39,7 +39,7 @@ enum CudaBackend {
 static BACKEND: OnceLock<CudaBackend> = OnceLock::new();
 
 /// Environment variable that keeps the CUDA backend from loading.
-pub const NO_CUDA_ENV: &str = "DINOMALY_NO_CUDA";
+pub const NO_CUDA_ENV: &str = crate::env::NO_CUDA;
 
 /// Loads libtorch's CUDA backend if it is present next to `libtorch_cpu.so`.
 ///
@@ -50,7 +50,7 @@ pub fn preload_cuda() {
 }
 
 fn load_cuda_backend() -> CudaBackend {
-    if crate::cli::environment::switch_on(NO_CUDA_ENV) {
+    if crate::env::switch_on(NO_CUDA_ENV) {
         return CudaBackend::Disabled;
     }
     let Some(dir) = libtorch_dir() else {

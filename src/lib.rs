@@ -25,11 +25,13 @@ pub mod cmd;
 pub mod cpu;
 pub mod data;
 pub mod device;
+pub mod env;
 pub mod error;
 pub mod io;
 pub mod metrics;
 pub mod mkl_kernels;
 pub mod model;
+pub mod progress;
 pub mod score;
 pub mod train;
 

@@ -22,14 +22,14 @@
 use std::sync::OnceLock;
 
 /// Environment variable that restores MKL's vendor check.
-pub const VENDOR_CHECK_ENV: &str = "DINOMALY_MKL_VENDOR_CHECK";
+pub const VENDOR_CHECK_ENV: &str = crate::env::MKL_VENDOR_CHECK;
 
 /// Whether MKL is told it may use its Intel kernels, decided once per
 /// process.
 pub fn intel_kernels_allowed() -> bool {
     static CHOICE: OnceLock<bool> = OnceLock::new();
     *CHOICE.get_or_init(|| {
-        let opted_out = crate::cli::environment::switch_on(VENDOR_CHECK_ENV);
+        let opted_out = crate::env::switch_on(VENDOR_CHECK_ENV);
         let cpu = crate::cpu::features();
         decide(cpu.genuine_intel, cpu.avx512, opted_out)
     })

@@ -92,6 +92,14 @@ fn quick_demo_runs_the_whole_pipeline_on_real_data() {
         }
     }
 
+    // The HTML reports of both data sets, their paths printed last.
+    for name in ["elpv", "textures"] {
+        let page = out_dir.join(name).join("report").join("index.html");
+        let html = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
+        assert!(html.contains("<table class=\"metrics\"") && html.contains("Checkpoint sha256"), "{name}");
+        assert!(stdout.contains(&format!("{name}/report/index.html")), "{name}: path not printed:\n{stdout}");
+    }
+
     // A second preparation with the same settings reuses the trees.
     let wheel = dir.join("wheels").join("elpv_dataset-1.0.0.post1-py3-none-any.whl");
     let again = Command::new(&demo_data)

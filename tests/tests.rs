@@ -25,5 +25,6 @@ mod maps;
 mod metrics;
 mod model;
 mod preprocess;
+mod report;
 mod score_parity;
 mod weights;

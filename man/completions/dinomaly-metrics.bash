@@ -23,7 +23,7 @@ _dinomaly__metrics() {
 
     case "${cmd}" in
         dinomaly__metrics)
-            opts="-i -q -h -V --input --format --plots --image-only --fpr-limit --mask-threshold --resize --crop --target-fpr --quiet --help --version"
+            opts="-i -c -q -h -V --input --format --plots --image-only --fpr-limit --mask-threshold --resize --crop --target-fpr --html --worst --checkpoint --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -62,6 +62,22 @@ _dinomaly__metrics() {
                     return 0
                     ;;
                 --target-fpr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --html)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --worst)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --checkpoint)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

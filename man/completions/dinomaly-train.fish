@@ -41,9 +41,9 @@ complete -c dinomaly-train -l dropout -d 'Bottleneck dropout, in [0, 1) (default
 complete -c dinomaly-train -l attention -d 'Decoder attention: linear (ELU+1, the paper\'s) or softmax (ablation)' -r -f -a "linear\t'ELU+1 linear attention'
 softmax\t'Softmax attention'"
 complete -c dinomaly-train -l attention-eps -d 'Add this epsilon to the linear-attention normaliser (the official README\'s fix when a dataset gives NaN losses); default none. Linear attention only' -r
-complete -c dinomaly-train -l groups -d 'Layer groups: loose (two groups of four, the paper\'s), strict (layer to layer) or single (all eight together)' -r -f -a "loose\t'[[0,1,2,3],[4,5,6,7]]'
-strict\t'Eight singleton groups'
-single\t'One group of all eight'"
+complete -c dinomaly-train -l groups -d 'Layer groups: loose (two groups of four, the paper\'s), strict (layer to layer) or single (all eight together)' -r -f -a "loose\t'Two groups, first and second half: [[0,1,2,3],[4,5,6,7]] (the loose constraint)'
+strict\t'One group per layer: eight singleton groups (layer to layer)'
+single\t'All layers in one group'"
 complete -c dinomaly-train -l loss -d 'Loss: hard-mining (the loose loss) or plain global cosine' -r -f -a "hard-mining\t'Global cosine with hard-mining gradient weighting'
 plain\t'Global cosine'"
 complete -c dinomaly-train -l precision -d 'Compute precision: fp32 (the references\') or bf16 mixed precision (matrix products in bfloat16; weights, optimizer state, norms, softmax and the loss in float32). Faster where bfloat16 matrix products are (CUDA, CPUs with AVX512-BF16/AMX). --val still scores in fp32, as dinomaly-score does by default' -r -f -a "fp32\t'float32 everywhere (the references\' setting)'

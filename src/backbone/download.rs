@@ -130,11 +130,14 @@ impl Resolver {
     /// Settings from the environment (see the module documentation).
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok();
-        let cache_dir =
-            cache_dir_from(var("DINOMALY_CACHE").as_deref(), var("XDG_CACHE_HOME").as_deref(), var("HOME").as_deref())?;
+        let cache_dir = cache_dir_from(
+            var(crate::env::CACHE).as_deref(),
+            var("XDG_CACHE_HOME").as_deref(),
+            var("HOME").as_deref(),
+        )?;
         let base_url =
-            var("DINOMALY_WEIGHTS_URL").filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let offline = crate::cli::environment::switch_on("DINOMALY_OFFLINE");
+            var(crate::env::WEIGHTS_URL).filter(|s| !s.is_empty()).unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
+        let offline = crate::env::switch_on(crate::env::OFFLINE);
         Ok(Resolver {
             cache_dir,
             base_url,

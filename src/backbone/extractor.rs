@@ -53,7 +53,7 @@ impl Extractor {
             all_layers: maps == GroupPreset::Strict,
             resize: (prep.resize().0 as u32, prep.resize().1 as u32),
             crop: (crop_h as u32, crop_w as u32),
-            preprocess: format!("{:?}", prep.backend()).to_lowercase(),
+            preprocess: crate::io::names::name_of(&prep.backend()),
             pos_interp: encoder.pos_interp().as_str().to_string(),
             grid,
             dtype,

@@ -21,8 +21,7 @@ use crate::backbone::layout::Layout;
 use crate::backbone::pos_embed::PosInterp;
 use crate::backbone::registry::{self, find_backbone};
 use crate::backbone::weights::{load_encoder_weights_with, EncoderWeights, LoadOptions};
-use crate::cli::args::EncoderArgs;
-use crate::cli::progress;
+use crate::progress;
 use crate::{Error, Result};
 
 /// What to open.
@@ -41,21 +40,6 @@ pub struct EncoderRequest {
     pub quiet: bool,
     /// Tool name that prefixes notes.
     pub tool: String,
-}
-
-impl EncoderRequest {
-    /// The request the shared encoder flags describe.
-    pub fn from_args(args: &EncoderArgs, quiet: bool, tool: &str) -> Self {
-        EncoderRequest {
-            backbone: args.backbone.clone(),
-            weights: args.weights.clone(),
-            weights_sha256: args.weights_sha256.clone(),
-            layers: args.layers.clone(),
-            pos_interp: args.pos_interp,
-            quiet,
-            tool: tool.to_string(),
-        }
-    }
 }
 
 /// A loaded encoder and where its weights came from.

@@ -151,6 +151,21 @@ pub struct EncoderArgs {
 }
 
 impl EncoderArgs {
+    /// The library's request for the encoder these flags describe.
+    pub fn request(&self, quiet: bool, tool: &str) -> crate::backbone::open::EncoderRequest {
+        crate::backbone::open::EncoderRequest {
+            backbone: self.backbone.clone(),
+            weights: self.weights.clone(),
+            weights_sha256: self.weights_sha256.clone(),
+            layers: self.layers.clone(),
+            pos_interp: self.pos_interp,
+            quiet,
+            tool: tool.to_string(),
+        }
+    }
+}
+
+impl EncoderArgs {
     /// The pre-processing these flags describe (resize, crop, backend).
     pub fn preprocess(&self) -> crate::Result<crate::data::preprocess::Preprocess> {
         crate::data::preprocess::Preprocess::new(
@@ -161,26 +176,8 @@ impl EncoderArgs {
     }
 }
 
-/// Numeric precision of inference.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Precision {
-    /// float32 everywhere (the references' setting).
-    #[default]
-    Fp32,
-    /// Encoder and decoder in bfloat16 (for CUDA; maps and scores are
-    /// still computed in float32 from the bfloat16 features).
-    Bf16,
-}
-
-impl Precision {
-    /// The tensor kind of the weights.
-    pub fn kind(self) -> tch::Kind {
-        match self {
-            Precision::Fp32 => tch::Kind::Float,
-            Precision::Bf16 => tch::Kind::BFloat16,
-        }
-    }
-}
+/// Numeric precision (defined with the mixed-precision rules it selects).
+pub use crate::model::amp::Precision;
 
 /// `--shard I/N` of dinomaly-score and dinomaly-extract: the I-th of N
 /// contiguous blocks of the inputs.

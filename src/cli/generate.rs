@@ -150,6 +150,11 @@ pub fn examples(tool: &str) -> &'static [Example] {
                 what: "Image metrics only, the threshold at a 1 % false-positive rate, ROC and PR curves as SVG:",
                 command: "dinomaly-metrics --image-only --target-fpr 0.01 -i scores.jsonl --plots plots/",
             },
+            Example {
+                what: "A report to look at: the table, curves, score histograms and each class's 6 worst \
+                       good and defective images with their maps, the checkpoint's calibrated thresholds:",
+                command: "dinomaly-metrics -i scores.jsonl --html report/ --checkpoint model.safetensors --worst 6",
+            },
         ],
         _ => &[],
     }

@@ -8,7 +8,7 @@ pub mod environment;
 pub mod exit;
 pub mod generate;
 pub mod output;
-pub mod progress;
+pub use crate::progress;
 pub mod ranges;
 pub mod samples;
 pub mod stdio;

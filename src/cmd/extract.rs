@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use crate::backbone::extractor::Extractor;
-use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, QuietArgs, SampleArgs};
 use crate::cli::{progress, ranges, stdio};
 use crate::data::batches::decode_in_background;
@@ -128,8 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (false, StoredGroups::Loose) => GroupPreset::Loose,
         (false, StoredGroups::Single) => GroupPreset::Single,
     };
-    let extractor =
-        Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, args.dtype, device)?;
+    let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, maps, args.dtype, device)?;
     let (crop_h, crop_w) = prep.crop();
     let groups = extractor.meta().groups.len();
     let mut writer = if to_stdout {

@@ -6,6 +6,10 @@
 //! before any heavy work); then maps and masks are loaded on rayon threads
 //! in chunks, reduced to per-class pixel lists as they come, and each
 //! class is evaluated after one sort of its pixels.
+//!
+//! `--html DIR` also writes the report page ([`crate::metrics::html`]):
+//! its folder is claimed before any heavy work, so that an unwritable one
+//! fails at once.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -22,10 +26,11 @@ use crate::cli::ranges;
 use crate::data::mask::load_mask;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::data::record::parse_line;
-use crate::io::{atomic, npy};
+use crate::io::{atomic, checkpoint, hash, npy};
+use crate::metrics::html;
 use crate::metrics::pixels::{self, PixelOptions, PixelSet, ReducedImage};
-use crate::metrics::plot::{self, Series};
-use crate::metrics::report::{self, ClassInput, Metric, Options, Report};
+use crate::metrics::plot;
+use crate::metrics::report::{self, ClassInput, Options, Report};
 use crate::score::map_geometry::MapGeometry;
 use crate::{Error, Result};
 
@@ -110,6 +115,36 @@ pub struct Args {
     #[arg(long, value_name = "FPR", value_parser = ranges::FRACTION_BELOW_ONE, allow_hyphen_values = true)]
     pub target_fpr: Option<f64>,
 
+    /// Also write a report to look at into the folder DIR: DIR/index.html
+    /// and its images (self-contained: no network needed to view it). The
+    /// table of --format json's numbers (sortable), per class the ROC, PR
+    /// and PRO curves, the histogram of good and defective scores with the
+    /// threshold in use (the --checkpoint's calibrated one, else the
+    /// --target-fpr one, else the F1-optimal one), the worst cases (see
+    /// --worst) as the crop the model saw and its map on one colour scale
+    /// for all images with the ground-truth contour, and the run's
+    /// provenance. The folder is written under a hidden name beside DIR and
+    /// renamed into place when complete; an existing DIR is replaced only if
+    /// it is empty or holds an index.html. The images of the records must be
+    /// readable for the worst cases; their maps are shown when the lines
+    /// name them (also with --image-only).
+    #[arg(long, value_name = "DIR")]
+    pub html: Option<PathBuf>,
+
+    /// Worst cases shown per class in the --html report: the N
+    /// highest-scored good images and the N lowest-scored defective ones (0:
+    /// none).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = ranges::at_least::<u8>(0), requires = "html", allow_hyphen_values = true)]
+    pub worst: u8,
+
+    /// The checkpoint the records were scored with, for the --html report:
+    /// its sha256, backbone and pre-processing go into the provenance, and
+    /// its calibrated thresholds (dinomaly-calibrate), when it has them,
+    /// become the threshold in use. Records do not name their checkpoint,
+    /// so the report only knows it from this flag.
+    #[arg(long, short = 'c', value_name = "CKPT", requires = "html")]
+    pub checkpoint: Option<PathBuf>,
+
     #[command(flatten)]
     pub quiet: QuietArgs,
 }
@@ -125,11 +160,15 @@ struct Job {
     mask: Option<PathBuf>,
     /// The "map_geometry" of the line, when it has one.
     geometry: Option<MapGeometry>,
+    /// The image (shown in the --html report).
+    image: PathBuf,
+    /// The line's "model" id, when it has one.
+    model: Option<String>,
 }
 
 /// The geometry masks are brought to: the flags where given, else what the
 /// lines say (all alike), else the official one.
-fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<MapGeometry> {
+fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<(MapGeometry, &'static str)> {
     let mut from_lines: Option<(MapGeometry, usize)> = None;
     for job in jobs {
         let Some(g) = job.geometry else { continue };
@@ -148,6 +187,11 @@ fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<MapGeometry>
         }
     }
     let lines = from_lines.map(|(g, _)| g);
+    let from = match (args.resize.or(args.crop), lines) {
+        (Some(_), _) => "--resize/--crop",
+        (None, Some(_)) => "the lines' map_geometry",
+        (None, None) => "the official default: the lines carry no map_geometry",
+    };
     let base = lines.unwrap_or(MapGeometry::OFFICIAL);
     let chosen = MapGeometry {
         resize: args.resize.map_or(base.resize, |r| (r, r)),
@@ -161,21 +205,36 @@ fn mask_geometry(args: &Args, jobs: &[Job], source: &str) -> Result<MapGeometry>
             );
         }
     }
-    Ok(chosen)
+    Ok((chosen, from))
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    crate::cli::stdio::refuse_dash(&[("--plots", args.plots.as_deref(), "plots are written as files into a folder")])?;
+    crate::cli::stdio::refuse_dash(&[
+        ("--plots", args.plots.as_deref(), "plots are written as files into a folder"),
+        ("--html", args.html.as_deref(), "the report is a folder of files"),
+        ("--checkpoint", args.checkpoint.as_deref(), "it is read for its metadata and sha256"),
+    ])?;
     if let Some(dir) = &args.plots {
         atomic::check_writable_dir(dir)?;
     }
+    // Before any heavy work: the folder can be written, the checkpoint read.
+    let report_dir = args.html.as_deref().map(html::ReportDir::create).transpose()?;
+    let checkpoint = match &args.checkpoint {
+        Some(path) => Some(html::CheckpointInfo {
+            meta: checkpoint::read_meta(path)?,
+            sha256: hash::sha256_file(path)?,
+            path: path.clone(),
+        }),
+        None => None,
+    };
     let (source, reader): (String, Box<dyn Read>) = match args.input.as_deref() {
         None => ("stdin".to_string(), Box::new(std::io::stdin())),
         Some(p) if p == Path::new("-") => ("stdin".to_string(), Box::new(std::io::stdin())),
         Some(p) => (p.display().to_string(), Box::new(std::fs::File::open(p).map_err(|e| Error::io(p, e))?)),
     };
-    let (classes, jobs, failed) = read_jobs(BufReader::new(reader), &source, args.image_only, args.quiet.quiet)?;
+    let files = Files { maps_required: !args.image_only, read: !args.image_only || args.html.is_some() };
+    let (classes, jobs, failed) = read_jobs(BufReader::new(reader), &source, files, args.quiet.quiet)?;
     if jobs.is_empty() {
         anyhow::bail!("{source}: no scored records to evaluate");
     }
@@ -192,8 +251,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let mut map_size = None;
     let mut used_geometry = None;
-    if !args.image_only {
-        let geometry = mask_geometry(&args, &jobs, &source)?;
+    // Masks (and the report's photos) are brought to the maps' geometry.
+    let geometry = if files.read { Some(mask_geometry(&args, &jobs, &source)?) } else { None };
+    if let (false, Some((geometry, _))) = (args.image_only, geometry) {
         let prep = Preprocess::new(geometry.resize, geometry.crop, ResizeBackend::Pil)?;
         map_size =
             Some(reduce_pixels(&jobs, &mut inputs, &prep, args.mask_threshold as f32, &source, args.quiet.quiet)?);
@@ -202,7 +262,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = Options {
         pixel: PixelOptions { fpr_limit: args.fpr_limit, ..PixelOptions::default() },
         target_fpr: args.target_fpr,
-        plots: args.plots.is_some(),
+        plots: args.plots.is_some() || args.html.is_some(),
     };
     let mut report = report::evaluate(inputs, &opts);
     report.count_failed(&failed);
@@ -212,6 +272,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = &args.plots {
         write_plots(&report, dir, args.fpr_limit)?;
+    }
+    if let Some(dir) = report_dir {
+        let geometry = geometry.unwrap_or((MapGeometry::OFFICIAL, "the official default"));
+        write_html(&args, dir, &report, &jobs, checkpoint, geometry, &source)?;
     }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&report.to_json())? + "\n",
@@ -235,6 +299,16 @@ struct FailedLine {
     reason: String,
 }
 
+/// Which files of the lines are read.
+#[derive(Debug, Clone, Copy)]
+struct Files {
+    /// Every scored line must name a map (and a defective one a mask).
+    maps_required: bool,
+    /// Maps, masks and map geometry are taken from the lines (pixel metrics
+    /// or the report's worst cases).
+    read: bool,
+}
+
 /// Parses every line; returns class names in order of first appearance,
 /// the jobs, and per class the images that failed to score (lines with an
 /// "error" field, each image once, none that a scored line also has: a
@@ -242,7 +316,7 @@ struct FailedLine {
 fn read_jobs(
     reader: impl BufRead,
     source: &str,
-    image_only: bool,
+    files: Files,
     quiet: bool,
 ) -> Result<(Vec<String>, Vec<Job>, Vec<usize>)> {
     let mut classes: Vec<String> = Vec::new();
@@ -280,8 +354,9 @@ fn read_jobs(
             _ => None,
         }
         .ok_or_else(|| bad("the record has no numeric \"score\" (is it dinomaly-score output?)".to_string()))?;
-        let map = if image_only {
-            None
+        let map = if !files.maps_required {
+            let named = sample.extra.get("map").and_then(Value::as_str).filter(|m| !m.is_empty() && files.read);
+            named.map(PathBuf::from)
         } else {
             let map = sample.extra.get("map").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| {
                 bad("the record has no \"map\" path (score with --maps-dir, or use --image-only)".to_string())
@@ -294,7 +369,7 @@ fn read_jobs(
             }
             Some(PathBuf::from(map))
         };
-        let geometry = match sample.extra.get("map_geometry").filter(|g| !image_only && !g.is_null()) {
+        let geometry = match sample.extra.get("map_geometry").filter(|g| files.read && !g.is_null()) {
             Some(g) => Some(MapGeometry::from_json(g).map_err(bad)?),
             None => None,
         };
@@ -311,8 +386,10 @@ fn read_jobs(
             anomalous: label == 1,
             score,
             map,
-            mask: if image_only { None } else { sample.mask.clone() },
+            mask: if files.read { sample.mask.clone() } else { None },
             geometry,
+            image: sample.image.clone(),
+            model: sample.extra.get("model").and_then(Value::as_str).map(str::to_string),
         });
     }
     if classless > 0 && classes.iter().any(|c| c != DEFAULT_CLASS) && !quiet {
@@ -445,46 +522,85 @@ fn settings(
 fn write_plots(report: &Report, dir: &Path, fpr_limit: f64) -> anyhow::Result<()> {
     for c in &report.classes {
         let stem = plot::file_stem(&c.name);
-        if let (Some(curve), Some(aupro)) = (&c.pro_curve, c.get(Metric::Aupro)) {
-            let svg = plot::pro_chart(
-                &format!("{} — PRO (FPR < {fpr_limit})", c.name),
-                &format!("AUPRO {:.1} (area / last FPR)", 100.0 * aupro),
-                curve,
-                fpr_limit,
-            );
-            atomic::write_bytes(dir.join(format!("{stem}-pro.svg")), svg.as_bytes())
+        for (suffix, svg) in plot::class_charts(c, fpr_limit) {
+            atomic::write_bytes(dir.join(format!("{stem}-{suffix}.svg")), svg.as_bytes())
                 .with_context(|| "writing plots")?;
         }
-        let mut roc = Vec::new();
-        let mut pr = Vec::new();
-        let labels: Vec<(String, String)> = [
-            ("image", &c.image_curves, Metric::IAuroc, Metric::IAp),
-            ("pixel", &c.pixel_curves, Metric::PAuroc, Metric::PAp),
-        ]
-        .iter()
-        .filter(|(_, curves, _, _)| curves.is_some())
-        .map(|(level, _, auc, ap)| {
-            (
-                format!("{level} (AUROC {:.1})", 100.0 * c.get(*auc).unwrap_or(f64::NAN)),
-                format!("{level} (AP {:.1})", 100.0 * c.get(*ap).unwrap_or(f64::NAN)),
-            )
-        })
-        .collect();
-        let curves: Vec<_> = [&c.image_curves, &c.pixel_curves].into_iter().flatten().collect();
-        if curves.is_empty() {
-            continue;
+    }
+    Ok(())
+}
+
+/// Writes the --html report into its staging folder and renames it into
+/// place.
+fn write_html(
+    args: &Args,
+    dir: html::ReportDir,
+    report: &Report,
+    jobs: &[Job],
+    checkpoint: Option<html::CheckpointInfo>,
+    (geometry, geometry_from): (MapGeometry, &'static str),
+    source: &str,
+) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let mut cases: Vec<Vec<html::Case>> = vec![Vec::new(); report.classes.len()];
+    let mut models: Vec<String> = Vec::new();
+    for job in jobs {
+        cases[job.class].push(html::Case {
+            line: job.line,
+            image: job.image.clone(),
+            score: job.score,
+            anomalous: job.anomalous,
+            map: job.map.clone(),
+            mask: job.mask.clone(),
+        });
+        if let Some(m) = job.model.as_ref().filter(|m| !models.contains(m)) {
+            models.push(m.clone());
         }
-        for (curve, (roc_label, pr_label)) in curves.iter().zip(&labels) {
-            roc.push(Series { label: roc_label, points: &curve.roc });
-            pr.push(Series { label: pr_label, points: &curve.pr });
+    }
+    if let Some(ck) = &checkpoint {
+        let e = &ck.meta.encoder;
+        let trained = MapGeometry {
+            resize: (e.resize.0 as usize, e.resize.1 as usize),
+            crop: (e.crop.0 as usize, e.crop.1 as usize),
+        };
+        if trained != geometry && !args.quiet.quiet {
+            eprintln!(
+                "{TOOL}: warning: --checkpoint {} was trained at resize {:?} crop {:?}, the report shows resize {:?} crop {:?}: were the records scored with it?",
+                ck.path.display(),
+                trained.resize,
+                trained.crop,
+                geometry.resize,
+                geometry.crop
+            );
         }
-        let roc_svg =
-            plot::chart(&format!("{} — ROC", c.name), "false positive rate", "true positive rate", &roc, true);
-        let pr_svg = plot::chart(&format!("{} — precision-recall", c.name), "recall", "precision", &pr, false);
-        let roc_path = dir.join(format!("{stem}-roc.svg"));
-        let pr_path = dir.join(format!("{stem}-pr.svg"));
-        atomic::write_bytes(&roc_path, roc_svg.as_bytes()).with_context(|| "writing plots")?;
-        atomic::write_bytes(&pr_path, pr_svg.as_bytes()).with_context(|| "writing plots")?;
+    }
+    let prov = html::Provenance {
+        source: source.to_string(),
+        checkpoint,
+        models,
+        geometry,
+        geometry_from,
+        mask_threshold: (!args.image_only).then_some(args.mask_threshold),
+        fpr_limit: (!args.image_only).then_some(args.fpr_limit),
+        created: html::utc_now(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let opts = html::HtmlOptions {
+        worst: usize::from(args.worst),
+        fpr_limit: args.fpr_limit,
+        mask_threshold: args.mask_threshold as f32,
+    };
+    let written = html::write(dir.path(), report, &cases, &prov, &opts, DEFAULT_CLASS)?;
+    dir.commit()?;
+    if !args.quiet.quiet {
+        let dest = args.html.as_deref().unwrap_or(Path::new("."));
+        eprintln!(
+            "{TOOL}: report written to {} ({} files, {:.1} MB, {:.1} s)",
+            dest.join("index.html").display(),
+            written.files,
+            written.bytes as f64 / 1e6,
+            start.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

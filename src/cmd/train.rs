@@ -18,14 +18,16 @@ use crate::cli::progress;
 use crate::cli::ranges;
 use crate::io::checkpoint::ModelMeta;
 use crate::io::features::{FeatureMeta, FeatureStore, StoreDtype};
+use crate::model::store_input::StoreInput;
 use crate::model::{
     AttentionKind, DinomalyConfig, GroupPreset, HardMining, LossKind, StableAdamWConfig, TrainSettings, WarmCosine,
 };
 use crate::train::init::InitCheckpoint;
 use crate::train::log::{Continued, TrainLog};
+pub use crate::train::preset::{Mode, Preset};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
-use crate::train::trainer::{state_path, Best, StoreInput, Trainer};
+use crate::train::trainer::{state_path, Best, Trainer};
 use crate::train::validate::{ValMetric, Validator};
 
 const TOOL: &str = "dinomaly-train";
@@ -159,7 +161,7 @@ pub struct Args {
     /// Layer groups: loose (two groups of four, the paper's), strict (layer
     /// to layer) or single (all eight together).
     #[arg(long, value_enum, default_value = "loose")]
-    pub groups: Groups,
+    pub groups: GroupPreset,
 
     /// Loss: hard-mining (the loose loss) or plain global cosine.
     #[arg(long, value_enum, default_value = "hard-mining")]
@@ -273,30 +275,6 @@ pub struct Args {
     pub quiet: QuietArgs,
 }
 
-/// Training protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// One model for all classes.
-    Unified,
-    /// One model per class.
-    Separated,
-}
-
-/// Per-setting defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preset {
-    /// MVTec-AD multi-class.
-    Mvtec,
-    /// VisA multi-class.
-    Visa,
-    /// Real-IAD multi-class.
-    Realiad,
-    /// Class-separated training.
-    Separated,
-    /// ViT-L (as mvtec).
-    Large,
-}
-
 /// Decoder attention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Attention {
@@ -304,17 +282,6 @@ pub enum Attention {
     Linear,
     /// Softmax attention.
     Softmax,
-}
-
-/// Layer groups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Groups {
-    /// [[0,1,2,3],[4,5,6,7]].
-    Loose,
-    /// Eight singleton groups.
-    Strict,
-    /// One group of all eight.
-    Single,
 }
 
 /// Training loss.
@@ -347,14 +314,13 @@ struct Plan {
 
 impl Args {
     fn plan(&self) -> anyhow::Result<Plan> {
-        let (mode, iterations, dropout, eps) = match self.preset {
-            Preset::Mvtec | Preset::Visa | Preset::Large => (Mode::Unified, 10_000, 0.2, 1e-10),
-            Preset::Realiad => (Mode::Unified, 50_000, 0.4, 1e-10),
-            Preset::Separated => (Mode::Separated, 5_000, 0.2, 1e-8),
-        };
-        let mode = self.mode.unwrap_or(mode);
-        let eps = self.eps.unwrap_or(if mode == Mode::Separated { 1e-8 } else { eps });
-        let iterations = self.iterations.unwrap_or(iterations);
+        let preset = self.preset.values();
+        let mode = self.mode.unwrap_or(preset.mode);
+        // Separated training uses the separated eps whatever the preset;
+        // otherwise the preset's own.
+        let eps = self.eps.unwrap_or(if mode == Mode::Separated { mode.eps() } else { preset.mode.eps() });
+        let dropout = preset.dropout;
+        let iterations = self.iterations.unwrap_or(preset.iterations);
         let plan = Plan {
             mode,
             iterations,
@@ -609,7 +575,7 @@ fn open_init(args: &Args, plan: &Plan, path: &Path, meta: &FeatureMeta) -> anyho
         &format!(
             "starting from {} ({} checkpoint), fresh optimizer and schedule",
             path.display(),
-            format!("{:?}", init.kind).to_lowercase()
+            crate::io::names::name_of(&init.kind)
         ),
     );
     Ok(init)
@@ -625,11 +591,7 @@ fn model_config(args: &Args, plan: &Plan, meta: &FeatureMeta) -> anyhow::Result<
     cfg.num_layers = meta.layers.len();
     cfg.attention = attention;
     cfg.mlp_bias = args.variant == Variant::Official;
-    Ok(cfg.with_groups(match args.groups {
-        Groups::Loose => GroupPreset::Loose,
-        Groups::Strict => GroupPreset::Strict,
-        Groups::Single => GroupPreset::Single,
-    })?)
+    Ok(cfg.with_groups(args.groups)?)
 }
 
 /// Refuses --keep-best when its metric is undefined for a model's
@@ -732,13 +694,7 @@ fn image_source(
 ) -> anyhow::Result<ImageSource> {
     let quiet = args.quiet.quiet;
     let prep = args.encoder.preprocess()?;
-    let maps = match args.groups {
-        Groups::Loose => GroupPreset::Loose,
-        Groups::Strict => GroupPreset::Strict,
-        Groups::Single => GroupPreset::Single,
-    };
-    let extractor =
-        Extractor::open(&EncoderRequest::from_args(&args.encoder, quiet, TOOL), prep, maps, StoreDtype::F32, device)?;
+    let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, args.groups, StoreDtype::F32, device)?;
     progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
     let mut bad = unreadable(&samples, &prep);
     if !bad.is_empty() {
@@ -854,7 +810,7 @@ fn train_one(
                 many => serde_json::json!(many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()),
             },
             "images": args.images,
-            "init": init.map(|i| serde_json::json!({"path": i.path.display().to_string(), "kind": format!("{:?}", i.kind).to_lowercase()})),
+            "init": init.map(|i| serde_json::json!({"path": i.path.display().to_string(), "kind": crate::io::names::name_of(&i.kind)})),
             "val": val_store,
             "keep_best": args.keep_best.map(|m| m.name()),
             "best": p.best,
@@ -1033,7 +989,7 @@ fn shaping_settings(args: &Args, plan: &Plan, job: &Job) -> serde_json::Map<Stri
         "train_images": job.rows.len(),
         "iterations": plan.iterations,
         "batch": args.batch,
-        "sampling": format!("{:?}", args.sampling).to_lowercase(),
+        "sampling": crate::io::names::name_of(&args.sampling),
         "seed": args.seed,
         "lr": args.lr, "final_lr": args.final_lr, "warmup": plan.warmup,
         "weight_decay": args.weight_decay, "eps": plan.eps, "clip": args.clip,
@@ -1072,6 +1028,13 @@ fn changed_settings(was: &serde_json::Value, now: &serde_json::Map<String, serde
     for (key, flag) in SHAPING {
         let (Some(was), Some(now)) = (was.get(key), now.get(key)) else {
             continue;
+        };
+        // Names read through their table (earlier versions wrote
+        // "classbalanced" for class-balanced).
+        let was = &match (key, was.as_str()) {
+            ("sampling", Some(name)) => crate::io::names::parse_name::<Sampling>(name)
+                .map_or_else(|| was.clone(), |s| serde_json::Value::String(crate::io::names::name_of(&s))),
+            _ => was.clone(),
         };
         if !same_setting(was, now) {
             changed.push(match key {
@@ -1159,7 +1122,7 @@ fn resume_from(
     let quiet = args.quiet.quiet;
     let context = || format!("cannot resume from {}", resume.display());
     let recorded = crate::io::checkpoint::read_meta(resume).with_context(context)?;
-    crate::score::scorer::check_store_matches(meta, &recorded.encoder).with_context(context)?;
+    crate::io::features::check_store_matches(meta, &recorded.encoder).with_context(context)?;
     let mut changed = changed_settings(&recorded.training, shaping);
     changed.extend(changed_model(&recorded.model, &ModelMeta::from_config(trainer.model().config())));
     if recorded.encoder.dtype != meta.dtype {

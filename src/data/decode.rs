@@ -38,103 +38,7 @@ use image::{DynamicImage, RgbImage};
 use crate::data::resample::Image8;
 use crate::{Error, Result};
 
-/// An image in one of Pillow's modes, as `Image.open` returns it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PilImage {
-    /// `L`: 8-bit grey.
-    L(Image8),
-    /// `1`: bilevel, stored as 0 / 255 like Pillow does in memory.
-    Bilevel(Image8),
-    /// `P`: palette indices and an RGB palette (3 bytes per entry).
-    P { indices: Image8, palette: Vec<u8> },
-    /// `LA`: grey and alpha.
-    La(Image8),
-    /// `RGB`.
-    Rgb(Image8),
-    /// `RGBA`.
-    Rgba(Image8),
-    /// `CMYK` (true ink values, after Pillow's Adobe inversion).
-    Cmyk(Image8),
-    /// `I;16`: 16-bit grey, kept at full precision.
-    I16 { width: usize, height: usize, data: Vec<u16> },
-}
-
-impl PilImage {
-    /// (width, height).
-    pub fn size(&self) -> (usize, usize) {
-        match self {
-            PilImage::L(i)
-            | PilImage::Bilevel(i)
-            | PilImage::La(i)
-            | PilImage::Rgb(i)
-            | PilImage::Rgba(i)
-            | PilImage::Cmyk(i) => (i.width, i.height),
-            PilImage::P { indices, .. } => (indices.width, indices.height),
-            PilImage::I16 { width, height, .. } => (*width, *height),
-        }
-    }
-
-    /// Pillow's name for the mode.
-    pub fn mode(&self) -> &'static str {
-        match self {
-            PilImage::L(_) => "L",
-            PilImage::Bilevel(_) => "1",
-            PilImage::P { .. } => "P",
-            PilImage::La(_) => "LA",
-            PilImage::Rgb(_) => "RGB",
-            PilImage::Rgba(_) => "RGBA",
-            PilImage::Cmyk(_) => "CMYK",
-            PilImage::I16 { .. } => "I;16",
-        }
-    }
-
-    /// `.convert('RGB')`.
-    pub fn into_rgb(self) -> RgbImage {
-        let (w, h) = self.size();
-        let rgb: Vec<u8> = match self {
-            PilImage::Rgb(i) => i.data,
-            PilImage::L(i) | PilImage::Bilevel(i) => i.data.iter().flat_map(|&v| [v, v, v]).collect(),
-            PilImage::La(i) => i.data.chunks_exact(2).flat_map(|p| [p[0], p[0], p[0]]).collect(),
-            PilImage::Rgba(i) => i.data.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect(),
-            PilImage::P { indices, palette } => indices
-                .data
-                .iter()
-                .flat_map(|&k| {
-                    let k = usize::from(k) * 3;
-                    // Pillow fills the palette past its last entry with black.
-                    palette.get(k..k + 3).map_or([0, 0, 0], |c| [c[0], c[1], c[2]])
-                })
-                .collect(),
-            // Pillow's cmyk2rgb: nk - nk * C / 255 with nk = 255 - K,
-            // rounded by MULDIV255.
-            PilImage::Cmyk(i) => i
-                .data
-                .chunks_exact(4)
-                .flat_map(|p| {
-                    let nk = 255 - u32::from(p[3]);
-                    let f = |c: u8| (nk - muldiv255(u32::from(c), nk)) as u8;
-                    [f(p[0]), f(p[1]), f(p[2])]
-                })
-                .collect(),
-            // Pillow's I;16 -> RGB conversion clips instead of scaling.
-            PilImage::I16 { data, .. } => data
-                .iter()
-                .flat_map(|&v| {
-                    let g = v.min(255) as u8;
-                    [g, g, g]
-                })
-                .collect(),
-        };
-        // The length matches by construction of every variant.
-        RgbImage::from_raw(w as u32, h as u32, rgb).unwrap_or_else(|| RgbImage::new(w as u32, h as u32))
-    }
-}
-
-/// Pillow's `MULDIV255`: `a * b / 255` rounded, exactly, for bytes.
-pub(crate) fn muldiv255(a: u32, b: u32) -> u32 {
-    let t = a * b + 128;
-    ((t >> 8) + t) >> 8
-}
+pub use crate::data::pil_image::{muldiv255, PilImage};
 
 /// Pillow's `Image.MAX_IMAGE_PIXELS`: above it Pillow warns
 /// (`DecompressionBombWarning`), above twice it it refuses
@@ -146,14 +50,14 @@ pub const PILLOW_MAX_IMAGE_PIXELS: u64 = 89_478_485;
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 2 * PILLOW_MAX_IMAGE_PIXELS;
 
 /// Environment variable that sets the limit (a whole number of pixels).
-pub const MAX_PIXELS_ENV: &str = "DINOMALY_MAX_IMAGE_PIXELS";
+pub const MAX_PIXELS_ENV: &str = crate::env::MAX_IMAGE_PIXELS;
 
 /// The pixel limit of this process: `DINOMALY_MAX_IMAGE_PIXELS`, else
 /// [`DEFAULT_MAX_IMAGE_PIXELS`] (the tools refuse a malformed value at
-/// start-up, see [`crate::cli::environment::check`]).
+/// start-up, see [`crate::env::check`]).
 pub fn max_image_pixels() -> u64 {
     static LIMIT: OnceLock<u64> = OnceLock::new();
-    *LIMIT.get_or_init(|| crate::cli::environment::count_or(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS))
+    *LIMIT.get_or_init(|| crate::env::count_or(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS))
 }
 
 /// Refuses a `width` x `height` image of more than `max_pixels` pixels.
@@ -324,6 +228,16 @@ fn decode_png(bytes: &[u8], max_pixels: u64) -> std::result::Result<PilImage, St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_default_limit_is_the_code_s() {
+        let meaning = crate::env::vars_for("dinomaly-metrics")
+            .into_iter()
+            .find(|v| v.name == MAX_PIXELS_ENV)
+            .map(|v| v.meaning)
+            .expect("documented");
+        assert!(meaning.contains(&DEFAULT_MAX_IMAGE_PIXELS.to_string()), "{meaning}");
+    }
 
     #[test]
     fn empty_and_unknown_bytes_are_errors() {

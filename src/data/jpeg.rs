@@ -15,7 +15,7 @@
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_ulong, c_void};
 
-use crate::data::decode::PilImage;
+use crate::data::pil_image::PilImage;
 use crate::data::resample::Image8;
 
 // Links the static MozJPEG library that defines the symbols below.

@@ -20,7 +20,8 @@
 
 use std::path::Path;
 
-use crate::data::decode::{muldiv255, open, PilImage};
+use crate::data::decode::open;
+use crate::data::pil_image::{muldiv255, PilImage};
 use crate::data::preprocess::Preprocess;
 use crate::data::record::Sample;
 use crate::data::resample::{resize_bilinear, resize_nearest, Image8};

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod decode;
 pub mod jpeg;
 pub mod mask;
+pub mod pil_image;
 pub mod preprocess;
 pub mod record;
 pub mod resample;

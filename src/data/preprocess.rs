@@ -39,8 +39,10 @@ pub const MIN_SIDE: usize = 14;
 /// Largest accepted resize / crop side.
 pub const MAX_SIDE: usize = 2048;
 
-/// How the image is resized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How the image is resized. Its names in files are its flag values
+/// (`io::names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ResizeBackend {
     /// Pillow's antialiased bilinear on the 8-bit image (official code).
     #[default]

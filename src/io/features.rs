@@ -454,6 +454,43 @@ impl FeatureStore {
     }
 }
 
+/// A store can be scored by (or resume the training of) a model when both
+/// were made with the same encoder, layers, input size and pre-processing.
+pub fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<()> {
+    let mut differences = Vec::new();
+    if store.weights_sha256 != model.weights_sha256 {
+        differences.push(format!(
+            "encoder weights (sha256 {} vs {})",
+            short(&store.weights_sha256),
+            short(&model.weights_sha256)
+        ));
+    }
+    if store.layers != model.layers {
+        differences.push(format!("layers ({:?} vs {:?})", store.layers, model.layers));
+    }
+    if store.crop != model.crop || store.resize != model.resize {
+        differences.push(format!(
+            "input size (resize {:?} crop {:?} vs resize {:?} crop {:?})",
+            store.resize, store.crop, model.resize, model.crop
+        ));
+    }
+    if store.pos_interp != model.pos_interp || store.preprocess != model.preprocess {
+        differences.push(format!(
+            "pre-processing ({}/{} vs {}/{})",
+            store.preprocess, store.pos_interp, model.preprocess, model.pos_interp
+        ));
+    }
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::mismatch("feature store and checkpoint", format!("made differently: {}", differences.join(", "))))
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@
 //! - [`pixels`]: per-class pixel accumulation and evaluation;
 //! - [`thresholds`]: F1-optimal and target-FPR decision thresholds;
 //! - [`report`]: per-class results, the mean over classes, JSON/CSV/markdown;
-//! - [`plot`]: ROC and PR curves as SVG.
+//! - [`plot`]: ROC and PR curves and score histograms as SVG;
+//! - [`html`]: the report page of `--html` (table, curves, worst cases).
 //!
 //! A metric that the data cannot define (a class with one label only, all
 //! scores equal for the official AUPRO) is `Err(reason)`: reported as null
@@ -19,6 +20,7 @@
 pub mod aupro;
 pub mod binary;
 pub mod components;
+pub mod html;
 pub mod keys;
 pub mod pixels;
 pub mod plot;

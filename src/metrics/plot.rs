@@ -1,9 +1,13 @@
 //! ROC, precision-recall and PRO curves as small standalone SVG files,
 //! written by hand (a plotting crate would weigh more than the whole metrics
 //! module). The y axis runs from 0 to 1, the x axis too except for the PRO
-//! curve (0 to the FPR limit of AUPRO).
+//! curve (0 to the FPR limit of AUPRO), and the histogram of a class's
+//! image scores with its decision threshold.
 
 use std::fmt::Write;
+
+use super::binary::Curves;
+use super::report::{ClassResult, Metric};
 
 /// One curve of a chart.
 #[derive(Debug, Clone, Copy)]
@@ -166,6 +170,195 @@ fn draw(title: &str, x_label: &str, y_label: &str, series: &[Series], style: &St
     s
 }
 
+/// The charts of one class, as (file suffix, SVG): `roc` and `pr` (image
+/// and, unless image-only, pixel level) and `pro` (the PRO curve of AUPRO,
+/// when defined). Empty when the class has no curves (one label only, or
+/// evaluated without plots). Shared by `--plots` and the HTML report.
+pub fn class_charts(class: &ClassResult, fpr_limit: f64) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let levels: Vec<(&Curves, String, String)> = [
+        ("image", &class.image_curves, Metric::IAuroc, Metric::IAp),
+        ("pixel", &class.pixel_curves, Metric::PAuroc, Metric::PAp),
+    ]
+    .into_iter()
+    .filter_map(|(level, curves, auc, ap)| {
+        curves.as_ref().map(|c| {
+            (
+                c,
+                format!("{level} (AUROC {:.1})", 100.0 * class.get(auc).unwrap_or(f64::NAN)),
+                format!("{level} (AP {:.1})", 100.0 * class.get(ap).unwrap_or(f64::NAN)),
+            )
+        })
+    })
+    .collect();
+    if !levels.is_empty() {
+        let roc: Vec<Series> = levels.iter().map(|(c, label, _)| Series { label, points: &c.roc }).collect();
+        let pr: Vec<Series> = levels.iter().map(|(c, _, label)| Series { label, points: &c.pr }).collect();
+        out.push((
+            "roc",
+            chart(&format!("{} — ROC", class.name), "false positive rate", "true positive rate", &roc, true),
+        ));
+        out.push(("pr", chart(&format!("{} — precision-recall", class.name), "recall", "precision", &pr, false)));
+    }
+    if let (Some(curve), Some(aupro)) = (&class.pro_curve, class.get(Metric::Aupro)) {
+        out.push((
+            "pro",
+            pro_chart(
+                &format!("{} — PRO (FPR < {fpr_limit})", class.name),
+                &format!("AUPRO {:.1} (area / last FPR)", 100.0 * aupro),
+                curve,
+                fpr_limit,
+            ),
+        ));
+    }
+    out
+}
+
+/// Bins of the score histogram: enough to show the shape of a few hundred
+/// scores, few enough that each bar stays wider than a pixel or two.
+const HISTOGRAM_BINS: usize = 40;
+
+/// The histogram of image scores of a class, good images in blue and
+/// defective ones in red over one set of bins (bars drawn semi-transparent,
+/// so overlaps show), with the decision threshold as a dashed vertical
+/// line labelled `threshold.1`. Counts on the y axis.
+pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option<(f64, &str)>) -> String {
+    let pw = W - LEFT - RIGHT;
+    let ph = H - TOP - BOTTOM;
+    let all = good.iter().chain(defective).copied().chain(threshold.map(|t| t.0)).filter(|v| v.is_finite());
+    let (mut lo, mut hi) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi <= lo {
+        // One distinct value: a unit-wide range around it.
+        (lo, hi) = (lo - 0.5, lo + 0.5);
+    }
+    let width = (hi - lo) / HISTOGRAM_BINS as f64;
+    let bin = |v: f64| (((v - lo) / width) as usize).min(HISTOGRAM_BINS - 1);
+    let count = |values: &[f64]| {
+        let mut bins = vec![0usize; HISTOGRAM_BINS];
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            bins[bin(v)] += 1;
+        }
+        bins
+    };
+    let (good_bins, defective_bins) = (count(good), count(defective));
+    // The y axis in whole numbers of images, at most five steps of 1, 2 or
+    // 5 times a power of ten.
+    let most = good_bins.iter().chain(&defective_bins).copied().max().unwrap_or(0).max(1);
+    let step = count_step(most);
+    let top = most.div_ceil(step) * step;
+    let sx = |v: f64| LEFT + ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * pw;
+    let sy = |n: f64| TOP + (1.0 - n / top as f64) * ph;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
+    for i in 0..=5 {
+        let v = lo + (hi - lo) * i as f64 / 5.0;
+        let x = sx(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            sy(0.0),
+            sy(top as f64),
+            sy(0.0) + 16.0,
+            tick(v, hi - lo)
+        );
+    }
+    for n in (0..=top).step_by(step) {
+        let y = sy(n as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{n}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            y + 4.0
+        );
+    }
+    let _ =
+        writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">image score</text>"#, LEFT + pw / 2.0, H - 12.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">images</text>"#,
+        TOP + ph / 2.0,
+        TOP + ph / 2.0
+    );
+    for (bins, colour, class) in [(&good_bins, COLOURS[0], "good"), (&defective_bins, COLOURS[1], "defective")] {
+        for (k, &n) in bins.iter().enumerate().filter(|b| *b.1 > 0) {
+            let x0 = sx(lo + width * k as f64);
+            let x1 = sx(lo + width * (k + 1) as f64);
+            let _ = writeln!(
+                s,
+                r#"<rect class="{class}" x="{x0:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="{colour}" fill-opacity="0.5" stroke="{colour}" stroke-width="0.5"/>"#,
+                sy(n as f64),
+                x1 - x0,
+                sy(0.0) - sy(n as f64)
+            );
+        }
+    }
+    if let Some((t, label)) = threshold.filter(|t| t.0.is_finite()) {
+        let x = sx(t);
+        let _ = writeln!(
+            s,
+            r#"<line class="threshold" x1="{x:.2}" y1="{TOP}" x2="{x:.2}" y2="{:.1}" stroke="black" stroke-width="1.5" stroke-dasharray="6 3"/>"#,
+            sy(0.0)
+        );
+        // The label above the frame (clear of bars and legend), on the side
+        // of the line with more room.
+        let (anchor, dx) = if x > LEFT + pw / 2.0 { ("end", 4.0) } else { ("start", -4.0) };
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="{anchor}">{}</text>"#,
+            x + dx,
+            TOP - 4.0,
+            escape(label)
+        );
+    }
+    let _ = writeln!(s, r#"<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#);
+    let lx = LEFT + pw - 150.0;
+    for (i, (colour, text)) in
+        [(COLOURS[0], format!("good ({})", good.len())), (COLOURS[1], format!("defective ({})", defective.len()))]
+            .iter()
+            .enumerate()
+    {
+        let ly = TOP + 34.0 + 18.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx:.1}" y="{:.1}" width="14" height="10" fill="{colour}" fill-opacity="0.5" stroke="{colour}"/><text x="{:.1}" y="{ly:.1}">{}</text>"#,
+            ly - 9.0,
+            lx + 20.0,
+            escape(text)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The step of at most five ticks from 0 to `most` or above: 1, 2 or 5
+/// times a power of ten.
+fn count_step(most: usize) -> usize {
+    let mut magnitude = 1usize;
+    loop {
+        for m in [1, 2, 5] {
+            if m * magnitude * 5 >= most {
+                return m * magnitude;
+            }
+        }
+        magnitude *= 10;
+    }
+}
+
+/// A tick label with as many decimals as a fifth of `span` needs.
+fn tick(v: f64, span: f64) -> String {
+    let decimals = (-(span / 5.0).log10()).ceil().clamp(0.0, 8.0) as usize;
+    format!("{v:.decimals$}")
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
@@ -224,6 +417,29 @@ mod tests {
         for (a, b) in back.iter().zip(&pts) {
             assert!((a.0 - b.0).abs() < 1e-7 && (a.1 - b.1).abs() < 1e-6, "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn histogram_bins_both_labels_and_marks_the_threshold() {
+        let good = [0.1, 0.1, 0.2];
+        let defective = [0.9, 0.5];
+        let svg = histogram("c <scores>", &good, &defective, Some((0.4, "F1-optimal threshold 0.4")));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("c &lt;scores&gt;") && svg.contains("good (3)") && svg.contains("defective (2)"));
+        // Two good bins (0.1 twice, 0.2), two defective ones.
+        assert_eq!(svg.matches(r#"<rect class="good""#).count(), 2, "{svg}");
+        assert_eq!(svg.matches(r#"<rect class="defective""#).count(), 2, "{svg}");
+        // The y axis runs to the tallest bar (two images), in steps of 1.
+        assert!(svg.contains(&format!(r#"y="{TOP:.2}""#)), "{svg}");
+        assert!(svg.contains(r#"text-anchor="end">2</text>"#) && !svg.contains(r#"text-anchor="end">3</text>"#));
+        assert_eq!([1, 5, 6, 10, 11, 105, 1000].map(count_step), [1, 1, 2, 2, 5, 50, 200]);
+        // The threshold at 0.4 of the range 0.1..0.9: 3/8 of the width.
+        let x = LEFT + (W - LEFT - RIGHT) * 0.375;
+        assert!(svg.contains(&format!(r#"class="threshold" x1="{x:.2}""#)), "{svg}");
+        assert!(!histogram("c", &good, &defective, None).contains("threshold"));
+        // One distinct score, or none: still a drawable chart.
+        assert!(histogram("c", &[0.5, 0.5], &[], None).contains(r#"<rect class="good""#));
+        assert!(histogram("c", &[], &[], None).ends_with("</svg>\n"));
     }
 
     #[test]

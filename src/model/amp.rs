@@ -21,7 +21,26 @@
 
 use tch::{Kind, Tensor};
 
-use crate::cli::args::Precision;
+/// Numeric precision of a run (`--precision`): what the rules below select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// float32 everywhere (the references' setting).
+    #[default]
+    Fp32,
+    /// Encoder and decoder in bfloat16 (for CUDA; maps and scores are
+    /// still computed in float32 from the bfloat16 features).
+    Bf16,
+}
+
+impl Precision {
+    /// The tensor kind of the weights.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            Precision::Fp32 => tch::Kind::Float,
+            Precision::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+}
 
 /// How the trainable modules compute their matrix products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -13,12 +13,13 @@ use tch::Tensor;
 
 use crate::{Error, Result};
 
-/// The grouping of the target layers compared by the loss and the maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The grouping of the target layers compared by the loss and the maps
+/// (`dinomaly-train --groups`; the doc lines are its help).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GroupPreset {
-    /// Two groups: first half and second half (the loose constraint).
+    /// Two groups, first and second half: [[0,1,2,3],[4,5,6,7]] (the loose constraint).
     Loose,
-    /// One group per layer (layer-to-layer reconstruction).
+    /// One group per layer: eight singleton groups (layer to layer).
     Strict,
     /// All layers in one group.
     Single,

@@ -27,7 +27,9 @@ pub mod mlp;
 pub mod optim;
 pub mod optim_fused;
 pub mod recompute;
+pub mod record;
 pub mod schedule;
+pub mod store_input;
 pub mod train;
 
 pub use amp::Amp;

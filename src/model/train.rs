@@ -25,7 +25,7 @@ use super::loss::LossKind;
 use super::optim::{clip_grads_, grads_of, StableAdamW};
 use super::recompute::Checkpointed;
 use super::schedule::WarmCosine;
-use crate::cli::args::Precision;
+use crate::model::amp::Precision;
 use crate::Result;
 
 /// Everything about a step that is not the model, the optimizer or data.

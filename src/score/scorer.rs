@@ -26,23 +26,14 @@ use crate::backbone::pos_embed::PosInterp;
 use crate::backbone::weights::HashInBackground;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::io::checkpoint::{self, ModelMeta};
+use crate::io::checkpoint_kind::foreign_kind;
+pub use crate::io::checkpoint_kind::{detect_kind, CheckpointKind};
 use crate::io::features::{FeatureMeta, StoreDtype};
 use crate::io::pth::read_state_dict;
 use crate::io::sniff::{self, FileKind};
+use crate::model::store_input::StoreInput;
 use crate::model::{AttentionKind, Dinomaly, DinomalyConfig};
-use crate::train::trainer::StoreInput;
 use crate::{Error, Result};
-
-/// Which kind of checkpoint a file is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum CheckpointKind {
-    /// Written by dinomaly-train.
-    Dinomaly,
-    /// The official repository's saved ViTill state dict.
-    Official,
-    /// anomalib 2.x Dinomaly (Lightning .ckpt or torch state dict).
-    Anomalib,
-}
 
 /// How to open a checkpoint.
 #[derive(Debug, Clone)]
@@ -62,7 +53,7 @@ pub struct ScorerRequest {
     /// Build no encoder (scoring from a feature store).
     pub features_only: bool,
     /// Weights and activations precision.
-    pub precision: crate::cli::args::Precision,
+    pub precision: crate::model::amp::Precision,
     /// Notes on stderr off.
     pub quiet: bool,
     /// Tool name for notes.
@@ -76,7 +67,7 @@ pub struct Scorer {
     /// Kind of the checkpoint.
     pub kind: CheckpointKind,
     encoder: Option<Encoder>,
-    precision: crate::cli::args::Precision,
+    precision: crate::model::amp::Precision,
     _vs: nn::VarStore,
     model: Dinomaly,
     prep: Preprocess,
@@ -205,58 +196,6 @@ impl Scorer {
     }
 }
 
-/// Detects the checkpoint kind from the file's contents.
-pub fn detect_kind(path: &Path) -> Result<CheckpointKind> {
-    match sniff::file_kind(path)? {
-        FileKind::Safetensors => {
-            // Only the header is read (the map pages in nothing else).
-            let map = crate::io::safetensors_load::map_file(path)?;
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&map)
-                .map_err(|e| Error::format(path, crate::io::safetensors_load::header_problem("checkpoint", &e)))?;
-            let format = meta.metadata().as_ref().and_then(|m| m.get("format").cloned());
-            if format.as_deref() == Some(checkpoint::FORMAT) {
-                Ok(CheckpointKind::Dinomaly)
-            } else {
-                foreign_kind(meta.tensors().keys().map(String::as_str)).ok_or_else(|| {
-                    Error::format(path, "not a Dinomaly checkpoint (no dinomaly metadata, no encoder/decoder keys)")
-                })
-            }
-        }
-        FileKind::TorchZip => {
-            let sd = read_state_dict(path, None)?;
-            foreign_kind(sd.tensors.iter().map(|(k, _)| k.as_str())).ok_or_else(|| {
-                Error::format(path, "a torch checkpoint without Dinomaly keys (encoder.*, bottleneck.0.*, decoder.*)")
-            })
-        }
-        FileKind::TorchLegacy => Err(Error::format(path, sniff::legacy_message())),
-        _ => Err(Error::format(path, "not a checkpoint (neither safetensors nor a torch.save file)")),
-    }
-}
-
-/// The foreign kind the tensor names point to: anomalib keeps its timm
-/// encoder under `encoder.feature_extractor.` (after `model.` in a Lightning
-/// checkpoint), the official `ViTill` its Meta-layout encoder under
-/// `encoder.`.
-fn foreign_kind<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<CheckpointKind> {
-    let mut official = false;
-    for k in keys {
-        if k.contains("encoder.feature_extractor.") {
-            return Some(CheckpointKind::Anomalib);
-        }
-        official |= k.starts_with("encoder.blocks.") || k.starts_with("encoder.cls_token");
-    }
-    official.then_some(CheckpointKind::Official)
-}
-
-/// The name of a kind as `--kind` takes it.
-fn kind_name(kind: CheckpointKind) -> &'static str {
-    match kind {
-        CheckpointKind::Dinomaly => "dinomaly",
-        CheckpointKind::Official => "official",
-        CheckpointKind::Anomalib => "anomalib",
-    }
-}
-
 fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
     let ckpt = checkpoint::load(&req.checkpoint)?;
     let meta = ckpt.meta.encoder.clone();
@@ -303,11 +242,8 @@ fn open_dinomaly(req: &ScorerRequest, device: Device) -> Result<Scorer> {
         }
         Some(opened.encoder)
     };
-    let backend = match meta.preprocess.as_str() {
-        "pil" => ResizeBackend::Pil,
-        "tensor" => ResizeBackend::Tensor,
-        other => return Err(Error::format(&req.checkpoint, format!("unknown pre-processing '{other}'"))),
-    };
+    let backend: ResizeBackend = crate::io::names::parse_name(&meta.preprocess)
+        .ok_or_else(|| Error::format(&req.checkpoint, format!("unknown pre-processing '{}'", meta.preprocess)))?;
     let prep = Preprocess::new(
         (meta.resize.0 as usize, meta.resize.1 as usize),
         (meta.crop.0 as usize, meta.crop.1 as usize),
@@ -351,9 +287,9 @@ pub fn read_foreign(path: &Path, kind: CheckpointKind) -> Result<ForeignCheckpoi
                 // Both foreign kinds start with a vowel: "an".
                 format!(
                     "its keys are those of an {} checkpoint, not an {} one (use --kind {})",
-                    kind_name(found),
-                    kind_name(kind),
-                    kind_name(found)
+                    crate::io::names::name_of(&found),
+                    crate::io::names::name_of(&kind),
+                    crate::io::names::name_of(&found)
                 ),
             ));
         }
@@ -409,7 +345,7 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
     if req.weights.is_some() {
         return Err(Error::config(format!(
             "--weights applies to dinomaly checkpoints; an {} checkpoint holds its own encoder weights",
-            kind_name(kind)
+            crate::io::names::name_of(&kind)
         )));
     }
     if kind == CheckpointKind::Anomalib && req.map_size.is_some() {
@@ -433,7 +369,7 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
     let (crop_h, crop_w) = prep.crop();
     let n = layers.len();
     let meta = FeatureMeta {
-        backbone: format!("{} ({:?} checkpoint)", arch.name(), kind).to_lowercase(),
+        backbone: format!("{} ({} checkpoint)", arch.name(), crate::io::names::name_of(&kind)).to_lowercase(),
         weights_sha256: weights.sha256.clone(),
         embed_dim: arch.embed_dim,
         num_heads: arch.num_heads,
@@ -444,7 +380,7 @@ fn open_foreign(req: &ScorerRequest, kind: CheckpointKind, device: Device) -> Re
         all_layers: false,
         resize: (prep.resize().0 as u32, prep.resize().1 as u32),
         crop: (crop_h as u32, crop_w as u32),
-        preprocess: format!("{backend:?}").to_lowercase(),
+        preprocess: crate::io::names::name_of(&backend),
         pos_interp: pos_interp.as_str().to_string(),
         grid: (crop_h as i64 / arch.patch_size, crop_w as i64 / arch.patch_size),
         dtype: StoreDtype::F32,
@@ -475,9 +411,9 @@ fn finish(
     post: PostProcess,
     device: Device,
 ) -> Result<Scorer> {
-    if req.precision == crate::cli::args::Precision::Bf16 {
+    if req.precision == crate::model::amp::Precision::Bf16 {
         if let Some(note) = crate::cpu::bf16_note(device) {
-            crate::cli::progress::note(req.quiet, &req.tool, &note);
+            crate::progress::note(req.quiet, &req.tool, &note);
         }
     }
     let mut vs = nn::VarStore::new(device);
@@ -512,73 +448,9 @@ fn finish(
     })
 }
 
-/// A store can be scored by (or resume the training of) a model when both
-/// were made with the same encoder, layers, input size and pre-processing.
-pub fn check_store_matches(store: &FeatureMeta, model: &FeatureMeta) -> Result<()> {
-    let mut differences = Vec::new();
-    if store.weights_sha256 != model.weights_sha256 {
-        differences.push(format!(
-            "encoder weights (sha256 {} vs {})",
-            short(&store.weights_sha256),
-            short(&model.weights_sha256)
-        ));
-    }
-    if store.layers != model.layers {
-        differences.push(format!("layers ({:?} vs {:?})", store.layers, model.layers));
-    }
-    if store.crop != model.crop || store.resize != model.resize {
-        differences.push(format!(
-            "input size (resize {:?} crop {:?} vs resize {:?} crop {:?})",
-            store.resize, store.crop, model.resize, model.crop
-        ));
-    }
-    if store.pos_interp != model.pos_interp || store.preprocess != model.preprocess {
-        differences.push(format!(
-            "pre-processing ({}/{} vs {}/{})",
-            store.preprocess, store.pos_interp, model.preprocess, model.pos_interp
-        ));
-    }
-    if differences.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::mismatch("feature store and checkpoint", format!("made differently: {}", differences.join(", "))))
-    }
-}
-
-fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
-}
+pub use crate::io::features::check_store_matches;
 
 /// Model settings recorded for an official/anomalib model.
 pub fn model_meta(scorer: &Scorer) -> ModelMeta {
     ModelMeta::from_config(scorer.model.config())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn foreign_kinds_follow_the_encoder_keys() {
-        let kind = |keys: &[&str]| foreign_kind(keys.iter().copied());
-        assert_eq!(
-            kind(&["encoder.feature_extractor.cls_token", "bottleneck.0.fc1.weight"]),
-            Some(CheckpointKind::Anomalib)
-        );
-        // Lightning: everything under "model.", plus aliases and buffers.
-        assert_eq!(
-            kind(&[
-                "post_processor.image_min",
-                "model.encoder.feature_extractor.pos_embed",
-                "trainable_modules.0.0.fc1.weight"
-            ]),
-            Some(CheckpointKind::Anomalib)
-        );
-        assert_eq!(
-            kind(&["encoder.cls_token", "encoder.blocks.0.norm1.weight", "decoder.0.norm1.weight"]),
-            Some(CheckpointKind::Official)
-        );
-        assert_eq!(kind(&["bottleneck.0.fc1.weight", "decoder.0.norm1.weight"]), None);
-        assert_eq!(kind(&[]), None);
-    }
 }

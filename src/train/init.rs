@@ -80,7 +80,7 @@ impl InitCheckpoint {
         let mut differences = Vec::new();
         match &self.origin {
             Origin::Dinomaly(meta) => {
-                crate::score::scorer::check_store_matches(store, &meta.encoder)
+                crate::io::features::check_store_matches(store, &meta.encoder)
                     .map_err(|e| Error::mismatch(what(), e.to_string()))?;
                 let m = &meta.model;
                 if m.attention != run.attention {
@@ -106,7 +106,7 @@ impl InitCheckpoint {
                     ));
                 }
                 let (pos_interp, backend, _) = foreign_pipeline(self.kind);
-                let backend = format!("{backend:?}").to_lowercase();
+                let backend = crate::io::names::name_of(&backend);
                 if store.pos_interp != pos_interp.as_str() || store.preprocess != backend {
                     encoder_differences.push(format!(
                         "it was trained on features made with --preprocess {backend} --pos-interp {}, the store with --preprocess {} --pos-interp {} (extract again with the former)",

@@ -4,6 +4,7 @@
 
 pub mod init;
 pub mod log;
+pub mod preset;
 pub mod sampler;
 pub mod source;
 pub mod trainer;

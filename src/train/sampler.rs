@@ -16,13 +16,17 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{Error, Result};
 
-/// How batches are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// How batches are drawn. Its names in files are its flag values
+/// (`io::names`); `classbalanced`, the name earlier versions recorded, is
+/// read too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Sampling {
     /// Shuffle all rows together every epoch; drop the last partial batch.
     #[default]
     Shuffle,
     /// Draw classes evenly within every batch.
+    #[serde(alias = "classbalanced")]
     ClassBalanced,
 }
 

@@ -10,7 +10,7 @@
 //! of (seed, it). Resuming therefore needs only the weights, the optimizer
 //! moments and the iteration number.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Tensor};
@@ -19,65 +19,11 @@ use super::sampler::BatchSampler;
 use super::source::BatchSource;
 use crate::io::checkpoint::{self, CheckpointMeta, ModelMeta};
 use crate::io::features::FeatureMeta;
-use crate::model::{
-    train_step, Dinomaly, DinomalyConfig, Features, StableAdamW, StableAdamWConfig, StepOutcome, TrainSettings,
-};
+use crate::io::train_state::{self, TrainState};
+use crate::model::{train_step, Dinomaly, DinomalyConfig, StableAdamW, StableAdamWConfig, StepOutcome, TrainSettings};
 use crate::{Error, Result};
 
-/// How store rows become model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreInput {
-    /// The store's G maps are the model's groups.
-    Groups,
-    /// The store holds every target layer (G = layers): fed as layers.
-    Layers,
-    /// The store's groups equally partition the layers and the model wants
-    /// a single group of all layers: the mean of the stored groups.
-    MeanOfGroups,
-}
-
-impl StoreInput {
-    /// Decides how a store with `store` metadata feeds a model with `groups`.
-    pub fn for_store(store: &FeatureMeta, groups: &[Vec<usize>]) -> Result<Self> {
-        let n = store.layers.len();
-        if store.all_layers {
-            return Ok(StoreInput::Layers);
-        }
-        if store.groups == groups {
-            return Ok(StoreInput::Groups);
-        }
-        let single = groups.len() == 1 && groups[0].len() == n;
-        if single && crate::model::fusion::is_equal_partition(&store.groups, n) {
-            return Ok(StoreInput::MeanOfGroups);
-        }
-        Err(Error::mismatch(
-            "feature store",
-            format!(
-                "it holds the layer groups {:?}; groups {groups:?} need a store written with \
-                 `dinomaly-extract --all-layers`",
-                store.groups
-            ),
-        ))
-    }
-}
-
-impl StoreInput {
-    /// Calls `f` with the model input made from store rows `batch`
-    /// (B, G, T, D): the groups as they are, their mean, or the layers.
-    pub fn with_features<R>(self, batch: &Tensor, f: impl FnOnce(Features<'_>) -> R) -> R {
-        match self {
-            StoreInput::Groups => f(Features::Groups(batch)),
-            StoreInput::MeanOfGroups => {
-                let single = batch.mean_dim(1, true, None);
-                f(Features::Groups(&single))
-            }
-            StoreInput::Layers => {
-                let layers: Vec<Tensor> = (0..batch.size()[1]).map(|i| batch.select(1, i)).collect();
-                f(Features::Layers(&layers))
-            }
-        }
-    }
-}
+pub use crate::model::store_input::StoreInput;
 
 /// Training progress recorded in checkpoints.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -247,23 +193,13 @@ impl Trainer {
             calibration: None,
         };
         if with_state {
-            // The state carries its own copy of the weights, so that it is
-            // complete by itself: a run killed between the two writes below
-            // leaves a state newer than the checkpoint, and resuming from
-            // the state alone still continues exactly.
-            let mut named = self.opt.state_tensors();
-            named.extend(self.weights().into_iter().map(|(k, t)| (format!("{STATE_WEIGHTS}{k}"), t)));
-            named
-                .push(("progress.iterations_done".into(), Tensor::from_slice(&[self.progress.iterations_done as i64])));
-            let mut kv = std::collections::HashMap::new();
-            kv.insert("format".to_string(), "dinomaly-train-state".to_string());
-            kv.insert(
-                "progress".to_string(),
-                serde_json::to_string(&self.progress).map_err(|e| Error::config(e.to_string()))?,
-            );
-            let state = state_path(path);
-            let bytes = checkpoint::serialize(&state, &named, kv)?;
-            crate::io::atomic::write_bytes(&state, &bytes)?;
+            train_state::write(
+                path,
+                self.opt.state_tensors(),
+                self.weights(),
+                self.progress.iterations_done,
+                &self.progress,
+            )?;
         }
         checkpoint::save(path, &self.weights(), &meta)
     }
@@ -275,7 +211,7 @@ impl Trainer {
     pub fn resume(&mut self, path: &Path, store: &FeatureMeta) -> Result<()> {
         // Its metadata only: the weights come from the state file.
         let meta = checkpoint::read_meta(path)?;
-        crate::score::scorer::check_store_matches(store, &meta.encoder)?;
+        crate::io::features::check_store_matches(store, &meta.encoder)?;
         let model_meta = ModelMeta::from_config(self.model.config());
         if meta.model != model_meta {
             return Err(Error::mismatch(
@@ -283,52 +219,12 @@ impl Trainer {
                 format!("the checkpoint's model settings {:?} differ from this run's {:?}", meta.model, model_meta),
             ));
         }
-        let state = state_path(path);
-        // The header only: the tensors are read once, below.
-        let file = std::fs::File::open(&state).map_err(|e| {
-            Error::io(
-                &state,
-                std::io::Error::new(
-                    e.kind(),
-                    format!("no training state to resume from ({e}); it is written with --save-every"),
-                ),
-            )
-        })?;
-        // SAFETY: read-only map of a file the tools only ever replace by
-        // renaming, never modify in place.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&state, e))?;
-        let (_, st) = safetensors::SafeTensors::read_metadata(&map)
-            .map_err(|e| Error::format(&state, format!("not a training state: {e:?}")))?;
-        let kv = st.metadata().clone().unwrap_or_default();
-        if kv.get("format").map(String::as_str) != Some("dinomaly-train-state") {
-            return Err(Error::format(&state, "not a dinomaly training state"));
-        }
-        let progress: Progress = serde_json::from_str(kv.get("progress").map(String::as_str).unwrap_or(""))
-            .map_err(|e| Error::format(&state, format!("bad progress metadata: {e}")))?;
-        let named = Tensor::read_safetensors(&state)
-            .map_err(|e| Error::format(&state, format!("corrupt or truncated training state: {e}")))?;
-        let (weights, named): (Named, Named) = named
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("progress."))
-            .partition(|(k, _)| k.starts_with(STATE_WEIGHTS));
-        let weights: Vec<(String, Tensor)> =
-            weights.into_iter().map(|(k, t)| (k[STATE_WEIGHTS.len()..].to_string(), t)).collect();
-        crate::io::varstore::load_into(&self.vs, &weights, &state, |_| false)?;
-        self.opt.load_state_tensors(&named)?;
-        self.progress = progress;
+        let state: TrainState<Progress> = train_state::read(path)?;
+        crate::io::varstore::load_into(&self.vs, &state.weights, &state_path(path), |_| false)?;
+        self.opt.load_state_tensors(&state.optimizer)?;
+        self.progress = state.progress;
         Ok(())
     }
 }
 
-/// Tensors by name.
-type Named = Vec<(String, Tensor)>;
-
-/// Prefix of the model weights' names in a training state file.
-const STATE_WEIGHTS: &str = "model.";
-
-/// Where the optimizer state of checkpoint `path` is kept.
-pub fn state_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".state");
-    path.with_file_name(name)
-}
+pub use crate::io::train_state::state_path;

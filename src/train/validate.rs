@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind};
 
-use super::trainer::StoreInput;
 use crate::data::mask::load_sample_mask;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::io::features::{FeatureMeta, FeatureStore};
 use crate::metrics::pixels::{reduce, PixelSet};
 use crate::metrics::report::{evaluate, ClassInput, Metric, Options, Report};
+use crate::model::store_input::StoreInput;
 use crate::model::Dinomaly;
 use crate::score::anomaly_map::{PostProcess, PostProcessor};
 use crate::{Error, Result};

@@ -1,5 +1,8 @@
-//! Progress bars on stderr, hidden when stderr is not a terminal, with
-//! `--quiet`, or when `TERM=dumb`, so logs and pipelines stay clean.
+//! How the tools and the library report to a person: progress bars on
+//! stderr, hidden when stderr is not a terminal, with `--quiet`, or when
+//! `TERM=dumb`, so logs and pipelines stay clean; and one-line notes. In the
+//! library (not in `cli`) because the library's long steps (a download, the
+//! weights' check) report through it; `cli::progress` is this module.
 
 use std::io::IsTerminal;
 
