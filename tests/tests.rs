@@ -22,6 +22,7 @@ mod gpu_check;
 mod maps;
 mod metrics;
 mod model;
+mod photo;
 mod preprocess;
 mod score_parity;
 mod weights;
