@@ -87,7 +87,7 @@ pub struct Args {
     /// size, as the paper evaluates and dinomaly-metrics reads) or photo
     /// (the original image's pixels; the border the crop cut off is NaN,
     /// not inspected). Lines say which in "map_space".
-    #[arg(long, value_enum, default_value = "crop", requires = "maps_dir")]
+    #[arg(long, value_enum, default_value = "crop")]
     pub map_space: crate::score::photo::MapSpace,
 
     /// Pixel threshold on the maps (default: the checkpoint's calibration,
@@ -207,6 +207,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("--maps-dir", args.maps_dir.as_deref(), "maps are written as files into a folder"),
         ("--skip-existing", args.skip_existing.as_deref(), "the results file is read and trimmed in place"),
     ])?;
+    if args.map_space == MapSpace::Photo && args.maps_dir.is_none() {
+        bail!("--map-space photo says where --maps-dir maps lie: pass --maps-dir DIR (regions are in photo pixels without it)");
+    }
     if args.features.is_some() {
         if args.map_space == MapSpace::Photo {
             bail!("--map-space photo needs the photos, and --features scores a feature store without them");
