@@ -2,7 +2,7 @@
 # The demo behind `make demo`: extract -> train -> score -> metrics on two
 # real data sets, then the metric tables, the HTML reports
 # (OUT/NAME/report/index.html, with a screenshot OUT/NAME/report.png when
-# chromium is installed) and where the overlays are.
+# chromium is installed) and where the maps are.
 #
 #   elpv      solar-cell electroluminescence photos (pip package elpv-dataset,
 #             CC BY-NC-SA 4.0, read from its wheel, never committed); classes
@@ -171,10 +171,12 @@ run_dataset() {
     --log "$out/train-log.jsonl" -o "$out/model.safetensors"
   # The store is only needed for training.
   rm -f "$out/train-features.safetensors"
-  say "$name: score (test split, maps and overlays)  [$(elapsed)]"
+  # No --overlay: overlays use one colour scale anchored at a pixel
+  # threshold, which needs a calibrated checkpoint (or --pixel-threshold).
+  say "$name: score (test split, maps)  [$(elapsed)]"
   "$BIN/dinomaly-score" -c "$out/model.safetensors" "${SCORE_WEIGHTS[@]}" \
     --dataset "$test_root" --layout "$layout" --split test --device "$DEVICE" \
-    --maps-dir "$out/maps" --overlay >"$out/scores.jsonl"
+    --maps-dir "$out/maps" >"$out/scores.jsonl"
   say "$name: metrics  [$(elapsed)]"
   "$BIN/dinomaly-metrics" -i "$out/scores.jsonl" "$@" --format markdown >"$out/metrics.md"
   "$BIN/dinomaly-metrics" -q -i "$out/scores.jsonl" "$@" --format json >"$out/metrics.json"

@@ -69,7 +69,11 @@ fn cli_files_every_output_gets_the_umask_mode() {
         train.args(["--save-every", "2", "--log"]).arg(out.join("train.jsonl"));
         run(&train, "");
         let mut score = fx::score(&ckpt, &shared.weights);
-        score.arg("--input").arg(&shared.input).arg("--maps-dir").arg(out.join("maps")).arg("--overlay");
+        score.arg("--input").arg(&shared.input).arg("--maps-dir").arg(out.join("maps")).args([
+            "--overlay",
+            "--pixel-threshold",
+            "0.5",
+        ]);
         let scores = run(&score, "");
         // Image-level curves (the records have labels, no masks).
         let mut metrics = util::tool("dinomaly-metrics");

@@ -30,7 +30,7 @@ fn score_features(ckpt: &Path) -> std::process::Command {
 /// The record of an output line: the line without what scoring adds.
 fn input_part(line: &Value) -> Value {
     let mut obj = line.as_object().unwrap().clone();
-    for key in ["score", "anomalous", "map", "map_geometry", "error"] {
+    for key in ["score", "anomalous", "map", "map_geometry", "map_space", "regions", "regions_omitted", "error"] {
         obj.remove(key);
     }
     Value::Object(obj)
@@ -58,7 +58,11 @@ fn cli_score_lines_maps_overlays_and_threshold() {
     let maps = dir.join("maps");
     let t = threshold.to_string();
     let out = score_shared(
-        &[&settings[..], &["--threshold", &t, "--maps-dir", maps.to_str().unwrap(), "--overlay"]].concat(),
+        &[
+            &settings[..],
+            &["--threshold", &t, "--maps-dir", maps.to_str().unwrap(), "--overlay", "--pixel-threshold", "0.5"],
+        ]
+        .concat(),
     );
     assert_code(&out, 0);
     let with_maps = parse_lines(&util::stdout(&out));

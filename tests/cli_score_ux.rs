@@ -175,7 +175,9 @@ fn cli_score_ux_map_names_carry_the_class() {
     let dir = Dir::new("cli_score_ux_map_names");
     let maps = dir.join("maps");
     let out = util::run(
-        fx::score(&shared.ckpt, &shared.weights).args(["--map-size", "16", "--overlay", "--maps-dir"]).arg(&maps),
+        fx::score(&shared.ckpt, &shared.weights)
+            .args(["--map-size", "16", "--overlay", "--pixel-threshold", "0.5", "--maps-dir"])
+            .arg(&maps),
         &fx::lines(&shared.records),
     );
     assert_code(&out, 0);

@@ -24,6 +24,7 @@ mod gpu_check;
 mod maps;
 mod metrics;
 mod model;
+mod photo;
 mod preprocess;
 mod report;
 mod score_parity;

@@ -23,7 +23,7 @@ _dinomaly__score() {
 
     case "${cmd}" in
         dinomaly__score)
-            opts="-c -i -q -h -V --checkpoint --kind --weights --input --dataset --layout --split --classes --features --layers --maps-dir --overlay --map-size --max-ratio --threshold --fail-above --skip-existing --shard --batch --batch-wait --precision --on-error --device --quiet --retry-errors --help --version"
+            opts="-c -i -q -h -V --checkpoint --kind --weights --input --dataset --layout --split --classes --features --layers --maps-dir --overlay --map-space --pixel-threshold --max-regions --map-size --max-ratio --threshold --fail-above --skip-existing --shard --batch --batch-wait --precision --on-error --device --quiet --retry-errors --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -78,6 +78,18 @@ _dinomaly__score() {
                     return 0
                     ;;
                 --maps-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --map-space)
+                    COMPREPLY=($(compgen -W "crop photo" -- "${cur}"))
+                    return 0
+                    ;;
+                --pixel-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-regions)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -15,6 +15,10 @@ complete -c dinomaly-score -l classes -d 'Only these classes of --dataset (comma
 complete -c dinomaly-score -l features -d 'Score the rows of this feature store (made with the checkpoint\'s encoder settings) instead of reading images; - reads it from stdin' -r -F
 complete -c dinomaly-score -l layers -d 'Target layers of official/anomalib checkpoints (default per size). Refused with dinomaly-train checkpoints, which record theirs' -r
 complete -c dinomaly-score -l maps-dir -d 'Write each anomaly map as float32 .npy (map size) into DIR' -r -F
+complete -c dinomaly-score -l map-space -d 'Where --maps-dir maps lie: crop (the model\'s centre crop at the map size, as the paper evaluates and dinomaly-metrics reads) or photo (the original image\'s pixels; the border the crop cut off is NaN, not inspected). Lines say which in "map_space"' -r -f -a "crop\t'The model\'s centre crop at the map size (the paper\'s evaluation and `dinomaly-metrics` use these)'
+photo\t'The original photo, pixel for pixel; the border the crop cut off is NaN (not inspected)'"
+complete -c dinomaly-score -l pixel-threshold -d 'Pixel threshold on the maps (default: the checkpoint\'s calibration, per class): each line lists its "regions" above it, in photo pixels, and overlays put it at their midpoint colour. Needs images (refused with --features)' -r
+complete -c dinomaly-score -l max-regions -d 'Most regions listed per line, strongest peak first ("regions_omitted" counts the rest)' -r
 complete -c dinomaly-score -l map-size -d 'Side of the anomaly map: N or HxW (official: 256). Refused with anomalib checkpoints, whose map is anomalib\'s raw map at the crop size and whose score is taken at 256, as anomalib does' -r
 complete -c dinomaly-score -l max-ratio -d 'Image score = mean of the top fraction of map pixels, in [0, 1] (0 = max; default 0.01)' -r
 complete -c dinomaly-score -l threshold -d 'Add "anomalous": score > T to each line' -r
@@ -28,7 +32,7 @@ bf16\t'Encoder and decoder in bfloat16 (for CUDA; maps and scores are still comp
 complete -c dinomaly-score -l on-error -d 'What to do with an input that cannot be scored: stop (exit 2; the lines of the inputs before it are already on stdout) or skip (a line with "error" instead of a score, and go on)' -r -f -a "stop\t'Stop at the first one, with exit status 2'
 skip\t'Report it and go on'"
 complete -c dinomaly-score -l device -d 'Where to compute: auto (CUDA when present, else CPU), cpu, cuda or cuda:N' -r
-complete -c dinomaly-score -l overlay -d 'Also write a PNG heatmap over the image per input (needs --maps-dir)'
+complete -c dinomaly-score -l overlay -d 'Also write a PNG heatmap over the image per input (needs --maps-dir and a pixel threshold: the calibration\'s or --pixel-threshold). One colour scale for all images: 0 dark blue, the threshold light green, twice the threshold and above dark red; with --map-space photo it is drawn on the photo, the border the crop cut off hatched grey'
 complete -c dinomaly-score -s q -l quiet -d 'No progress bar and no notes on stderr (errors are still printed)'
 complete -c dinomaly-score -l retry-errors -d 'With --skip-existing: score again the inputs whose only lines in the results file are "error" lines (by default they are skipped, so a broken image does not add an error line on every run)'
 complete -c dinomaly-score -s h -l help -d 'Print help (see more with \'--help\')'

@@ -123,9 +123,10 @@ pub fn examples(tool: &str) -> &'static [Example] {
         ],
         "dinomaly-score" => &[
             Example {
-                what: "Score the test split of an MVTec-AD tree, writing maps and heat-map overlays:",
-                command: "dinomaly-score -c model.safetensors --dataset mvtec --layout mvtec --split test \\\n    \
-                          --maps-dir maps/ --overlay > scores.jsonl",
+                what: "Score the test split of an MVTec-AD tree with a calibrated checkpoint, writing maps and \
+                       overlays on the original photos and each image's defect regions:",
+                command: "dinomaly-score -c model.cal.safetensors --dataset mvtec --layout mvtec --split test \\\n    \
+                          --maps-dir maps/ --map-space photo --overlay > scores.jsonl",
             },
             Example {
                 what: "From cron: score only new images (an unreadable one is noted once), exit 1 when a score exceeds 0.3:",

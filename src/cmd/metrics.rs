@@ -367,6 +367,14 @@ fn read_jobs(
                         .to_string(),
                 ));
             }
+            // Photo-space maps (dinomaly-score --map-space photo) have the
+            // photo's size and a NaN border: the paper's pixel metrics are
+            // defined on the crop.
+            if let Some(space) = sample.extra.get("map_space").and_then(Value::as_str).filter(|s| *s != "crop") {
+                return Err(bad(format!(
+                    "its map is in {space} space: pixel metrics need crop-space maps (score with --map-space crop, the default, or use --image-only)"
+                )));
+            }
             Some(PathBuf::from(map))
         };
         let geometry = match sample.extra.get("map_geometry").filter(|g| files.read && !g.is_null()) {

@@ -1,6 +1,7 @@
 //! `dinomaly-score`: images (or a feature store) + a checkpoint → one JSON
 //! line per input, in input order: the input record's fields, `score`,
-//! `anomalous` with --threshold, `map` with --maps-dir.
+//! `anomalous` with --threshold, `map` with --maps-dir (in the crop's or
+//! the photo's pixels, `map_space`), `regions` with a pixel threshold.
 
 use std::collections::HashSet;
 use std::io::{BufRead, Read, Seek, SeekFrom};
@@ -19,9 +20,13 @@ use crate::cli::ranges;
 use crate::data::batches::{decode_in_background, Batch};
 use crate::data::preprocess::load_image;
 use crate::data::record::Sample;
+use crate::io::calibration::Thresholds;
 use crate::io::features::FeatureStore;
 use crate::score::anomaly_map::ScoredBatch;
+use crate::score::map_geometry::MapGeometry;
 use crate::score::overlay::{self, MapView, Overlay};
+use crate::score::photo::{self, MapSpace};
+use crate::score::regions;
 use crate::score::scorer::{CheckpointKind, Scorer, ScorerRequest};
 
 const TOOL: &str = "dinomaly-score";
@@ -81,9 +86,32 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub maps_dir: Option<PathBuf>,
 
-    /// Also write a PNG heatmap over the image per input (needs --maps-dir).
+    /// Also write a PNG heatmap over the image per input (needs --maps-dir
+    /// and a pixel threshold: the calibration's or --pixel-threshold). One
+    /// colour scale for all images: 0 dark blue, the threshold light green,
+    /// twice the threshold and above dark red; with --map-space photo it is
+    /// drawn on the photo, the border the crop cut off hatched grey.
     #[arg(long, requires = "maps_dir")]
     pub overlay: bool,
+
+    /// Where --maps-dir maps lie: crop (the model's centre crop at the map
+    /// size, as the paper evaluates and dinomaly-metrics reads) or photo
+    /// (the original image's pixels; the border the crop cut off is NaN,
+    /// not inspected). Lines say which in "map_space".
+    #[arg(long, value_enum, default_value = "crop")]
+    pub map_space: crate::score::photo::MapSpace,
+
+    /// Pixel threshold on the maps (default: the checkpoint's calibration,
+    /// per class): each line lists its "regions" above it, in photo
+    /// pixels, and overlays put it at their midpoint colour. Needs images
+    /// (refused with --features).
+    #[arg(long, value_name = "T", value_parser = ranges::POSITIVE, allow_hyphen_values = true)]
+    pub pixel_threshold: Option<f64>,
+
+    /// Most regions listed per line, strongest peak first ("regions_omitted"
+    /// counts the rest).
+    #[arg(long, default_value_t = 10, value_name = "N", value_parser = ranges::at_least::<usize>(1), allow_hyphen_values = true)]
+    pub max_regions: usize,
 
     /// Side of the anomaly map: N or HxW (official: 256). Refused with
     /// anomalib checkpoints, whose map is anomalib's raw map at the crop
@@ -171,6 +199,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ("--maps-dir", args.maps_dir.as_deref(), "maps are written as files into a folder"),
         ("--skip-existing", args.skip_existing.as_deref(), "the results file is read and trimmed in place"),
     ])?;
+    if args.map_space == MapSpace::Photo && args.maps_dir.is_none() {
+        bail!("--map-space photo says where --maps-dir maps lie: pass --maps-dir DIR (regions are in photo pixels without it)");
+    }
+    if args.features.is_some() {
+        if args.map_space == MapSpace::Photo {
+            bail!("--map-space photo needs the photos, and --features scores a feature store without them");
+        }
+        if args.pixel_threshold.is_some() {
+            bail!("--pixel-threshold locates regions in photo pixels, and --features scores a feature store without the photos");
+        }
+    }
     if let Some(dir) = &args.maps_dir {
         crate::io::atomic::check_writable_dir(dir).with_context(|| "--maps-dir is not usable")?;
     }
@@ -227,13 +266,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         device,
     )
     .with_context(|| format!("cannot use checkpoint {}", args.checkpoint.display()))?;
+    let pixel_thresholds = pixel_thresholds(&args, &scorer)?;
+    if args.overlay && pixel_thresholds.is_none() {
+        bail!("--overlay needs a pixel threshold for its one colour scale: calibrate the checkpoint (dinomaly-calibrate) or pass --pixel-threshold T");
+    }
+    if store.is_some() && pixel_thresholds.is_some() {
+        progress::note(
+            quiet,
+            TOOL,
+            "the calibration's pixel threshold is not used: regions need the photos, not a feature store",
+        );
+    }
+    let pixel_thresholds = pixel_thresholds.filter(|_| store.is_none());
     let total = inputs.len();
     let mut out = DataOut::stdout();
     if args.fail_above.is_some() {
         out = out.keep_going_when_closed();
     }
-    let mut state =
-        Output { out, args: &args, scorer: &scorer, exceeded: false, failed: 0, written: 0, above: Above::default() };
+    let mut state = Output {
+        out,
+        args: &args,
+        scorer: &scorer,
+        pixel_thresholds,
+        exceeded: false,
+        failed: 0,
+        written: 0,
+        above: Above::default(),
+    };
     let prep = scorer.preprocess();
     let decode = move |s: &Sample| load_image(&s.image, &prep);
     let (bar, result, live_skips) = match live {
@@ -332,6 +391,8 @@ struct Output<'a> {
     out: DataOut,
     args: &'a Args,
     scorer: &'a Scorer,
+    /// For regions and overlays (--pixel-threshold, else the calibration's).
+    pixel_thresholds: Option<Thresholds>,
     exceeded: bool,
     failed: usize,
     /// Lines emitted (scored or failed), whether or not stdout took them.
@@ -393,19 +454,54 @@ impl Output<'_> {
             let mut record: Map<String, Value> = sample.to_json();
             match result {
                 Ok((score, map)) => {
+                    let prep = self.scorer.preprocess();
+                    let geometry = MapGeometry { resize: prep.resize(), crop: prep.crop() };
+                    let threshold = self.pixel_thresholds.as_ref().map(|t| t.for_class(sample.class.as_deref()) as f32);
+                    let in_photo = self.args.map_space == MapSpace::Photo && self.args.maps_dir.is_some();
+                    // The map on the photo, for photo-space maps and regions.
+                    let photo = if in_photo || threshold.is_some() {
+                        let size = photo::photo_size(&sample.image)?;
+                        let view = MapView { values: &map, height: map_hw.0, width: map_hw.1 };
+                        Some((photo::map_to_photo(view, geometry, size)?, size))
+                    } else {
+                        None
+                    };
+                    if let (Some(t), Some((values, size))) = (threshold, &photo) {
+                        let regions = regions::find_regions(values, size.0, size.1, t);
+                        let omitted = regions.len().saturating_sub(self.args.max_regions);
+                        let listed: Vec<Value> =
+                            regions.iter().take(self.args.max_regions).map(regions::Region::to_json).collect();
+                        record.insert("regions".into(), Value::Array(listed));
+                        if omitted > 0 {
+                            record.insert("regions_omitted".into(), json!(omitted));
+                        }
+                    }
                     if let Some(dir) = &self.args.maps_dir {
                         let stem = map_stem(&sample.image, sample.class.as_deref());
                         let path = dir.join(format!("{stem}.npy"));
-                        crate::io::npy::write_f32_2d(&path, map_hw.0, map_hw.1, &map)?;
-                        if self.args.overlay {
-                            write_overlay(self.scorer, &sample.image, &dir.join(format!("{stem}.png")), &map, map_hw)?;
+                        let png = dir.join(format!("{stem}.png"));
+                        match (&photo, in_photo) {
+                            (Some((values, size)), true) => {
+                                crate::io::npy::write_f32_2d(&path, size.0, size.1, values)?;
+                                if let (true, Some(t)) = (self.args.overlay, threshold) {
+                                    let rgb = crate::data::decode::load_rgb(&sample.image)?;
+                                    let view = MapView { values, height: size.0, width: size.1 };
+                                    let drawn =
+                                        overlay::render_on_photo(&rgb, view, overlay::threshold_scale(t)?, 0.5)?;
+                                    overlay::write_png(&png, &drawn)?;
+                                }
+                            }
+                            _ => {
+                                crate::io::npy::write_f32_2d(&path, map_hw.0, map_hw.1, &map)?;
+                                if let (true, Some(t)) = (self.args.overlay, threshold) {
+                                    write_overlay(self.scorer, &sample.image, &png, &map, map_hw, t)?;
+                                }
+                            }
                         }
                         record.insert("map".into(), json!(path.to_string_lossy()));
-                        // What dinomaly-metrics needs to bring masks to the
-                        // map (it covers the centre crop of the resized image).
-                        let prep = self.scorer.preprocess();
-                        let geometry =
-                            crate::score::map_geometry::MapGeometry { resize: prep.resize(), crop: prep.crop() };
+                        record.insert("map_space".into(), json!(self.args.map_space.name()));
+                        // What dinomaly-metrics needs to bring masks to a
+                        // crop-space map (the centre crop of the resized image).
                         record.insert("map_geometry".into(), geometry.to_json());
                     }
                     record.insert("score".into(), json!(score));
@@ -561,10 +657,18 @@ pub fn map_stem(image: &Path, class: Option<&str>) -> String {
     format!("{}-{hash}", parts.join("_"))
 }
 
-fn write_overlay(scorer: &Scorer, image: &Path, dest: &Path, map: &[f32], hw: (usize, usize)) -> anyhow::Result<()> {
+fn write_overlay(
+    scorer: &Scorer,
+    image: &Path,
+    dest: &Path,
+    map: &[f32],
+    hw: (usize, usize),
+    threshold: f32,
+) -> anyhow::Result<()> {
     let rgb = crate::data::decode::load_rgb(image)?;
     let visible = scorer.preprocess().visible_crop(&rgb);
-    overlay::write_overlay(dest, &visible, MapView { values: map, height: hw.0, width: hw.1 }, &Overlay::default())?;
+    let settings = Overlay { scale: overlay::threshold_scale(threshold)?, ..Overlay::default() };
+    overlay::write_overlay(dest, &visible, MapView { values: map, height: hw.0, width: hw.1 }, &settings)?;
     Ok(())
 }
 
@@ -609,6 +713,19 @@ impl LiveSkips {
         }
         (!parts.is_empty()).then(|| parts.join("; "))
     }
+}
+
+/// The pixel thresholds in force: --pixel-threshold for every class, else
+/// the calibration stored in a dinomaly checkpoint, else none.
+fn pixel_thresholds(args: &Args, scorer: &Scorer) -> anyhow::Result<Option<Thresholds>> {
+    if let Some(t) = args.pixel_threshold {
+        return Ok(Some(Thresholds { global: t, per_class: Default::default() }));
+    }
+    if scorer.kind != CheckpointKind::Dinomaly {
+        return Ok(None);
+    }
+    let meta = crate::io::checkpoint::read_meta(&args.checkpoint)?;
+    Ok(meta.calibration.and_then(|c| c.pixel))
 }
 
 /// The images of a results file: those with a scored line, and those with

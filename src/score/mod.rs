@@ -1,11 +1,14 @@
 //! Scoring: anomaly maps and image scores from fused feature groups
 //! ([`anomaly_map`], with the Gaussian in [`smoothing`]) and heatmap
 //! overlays for people ([`overlay`]); the map's geometry recorded beside it
-//! ([`map_geometry`]).
+//! ([`map_geometry`]); maps on the original photo ([`photo`]) and the
+//! defect regions above a pixel threshold ([`regions`]).
 
 pub mod anomaly_map;
 pub mod map_geometry;
 pub mod overlay;
+pub mod photo;
+pub mod regions;
 pub mod scorer;
 pub mod smoothing;
 

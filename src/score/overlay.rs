@@ -11,6 +11,13 @@
 //! instead adds OpenCV's JET image to the picture and divides by the max; the
 //! colormap here is the piecewise-linear MATLAB jet (dark blue, blue, cyan,
 //! yellow, red, dark red), close to but not OpenCV's table.
+//!
+//! `dinomaly-score --overlay` uses one scale for every image:
+//! [`threshold_scale`], 0 (normal) dark blue and the pixel threshold at the
+//! colormap's midpoint (`jet(0.5)`, light green), so red always means "well
+//! above the threshold" and a normal image stays blue. On the photo
+//! ([`render_on_photo`]) the border the centre crop cut off is hatched grey:
+//! the model never saw it, so it is neither normal nor defective.
 
 use std::path::Path;
 
@@ -54,6 +61,54 @@ pub struct MapView<'a> {
     pub values: &'a [f32],
     pub height: usize,
     pub width: usize,
+}
+
+/// The colour of map values at the pixel threshold on every overlay.
+pub const THRESHOLD_COLOUR: Rgb<u8> = Rgb([128, 255, 128]);
+
+/// The one scale of all overlays: 0 (normal) to twice the pixel threshold
+/// `t`, so `t` sits at the colormap's midpoint ([`THRESHOLD_COLOUR`]).
+pub fn threshold_scale(t: f32) -> Result<Scale> {
+    if !(t.is_finite() && t > 0.0) {
+        return Err(Error::config(format!("the pixel threshold for overlays must be a positive number, got {t}")));
+    }
+    Ok(Scale::Fixed { low: 0.0, high: 2.0 * t })
+}
+
+/// The overlay of a photo-space map (the photo's size, NaN where not
+/// inspected) on the photo: `scale` must be fixed (one scale for all
+/// images); not-inspected pixels are hatched grey, diagonal dark lines over
+/// the photo greyed by half.
+pub fn render_on_photo(photo: &RgbImage, map: MapView<'_>, scale: Scale, alpha: f32) -> Result<RgbImage> {
+    let Scale::Fixed { low, high } = scale else {
+        return Err(Error::config("overlays on the photo use a fixed scale, not a per-image one"));
+    };
+    if !(0.0..=1.0).contains(&alpha) {
+        return Err(Error::config(format!("overlay alpha must be between 0 and 1, got {alpha}")));
+    }
+    let (width, height) = photo.dimensions();
+    if map.width != width as usize || map.height != height as usize || map.values.len() != map.width * map.height {
+        return Err(Error::config(format!(
+            "photo-space map is {}x{}, the photo {}x{}",
+            map.height, map.width, height, width
+        )));
+    }
+    if !(low.is_finite() && high.is_finite() && low < high) {
+        return Err(Error::config(format!("overlay range must be two finite numbers, low < high; got {low}..{high}")));
+    }
+    Ok(RgbImage::from_fn(width, height, |x, y| {
+        let base = photo.get_pixel(x, y);
+        let value = map.values[y as usize * map.width + x as usize];
+        if value.is_nan() {
+            // Hatching: one dark line every 8 pixels along the diagonal.
+            if (x + y) % 8 < 2 {
+                return Rgb([64, 64, 64]);
+            }
+            return Rgb(std::array::from_fn(|c| ((base[c] as f32 + 128.0) / 2.0).round() as u8));
+        }
+        let heat = jet((value - low) / (high - low));
+        Rgb(std::array::from_fn(|c| ((1.0 - alpha) * base[c] as f32 + alpha * heat[c] as f32).round() as u8))
+    }))
 }
 
 /// The jet colour of `t` in [0, 1] (clamped).
@@ -182,6 +237,24 @@ mod tests {
         assert_eq!(render(&image, view(&map, 1, 2), &only_image).unwrap(), image);
         let bad = Overlay { alpha: 1.5, ..Overlay::default() };
         assert!(render(&image, view(&map, 1, 2), &bad).is_err());
+    }
+
+    #[test]
+    fn the_threshold_has_one_colour_and_the_border_is_hatched() {
+        let scale = threshold_scale(0.2).unwrap();
+        assert_eq!(scale, Scale::Fixed { low: 0.0, high: 0.4 });
+        assert!(threshold_scale(0.0).is_err() && threshold_scale(f32::NAN).is_err());
+        let photo = RgbImage::from_pixel(4, 1, Rgb([10, 20, 30]));
+        let map = [0.2, 0.0, 1.0, f32::NAN];
+        let out = render_on_photo(&photo, view(&map, 1, 4), scale, 1.0).unwrap();
+        assert_eq!(*out.get_pixel(0, 0), THRESHOLD_COLOUR);
+        assert_eq!(THRESHOLD_COLOUR, jet(0.5));
+        assert_eq!(*out.get_pixel(1, 0), jet(0.0));
+        assert_eq!(*out.get_pixel(2, 0), jet(1.0));
+        // x + y = 3: greyed photo between hatch lines.
+        assert_eq!(*out.get_pixel(3, 0), Rgb([69, 74, 79]));
+        assert!(render_on_photo(&photo, view(&map, 1, 4), Scale::MinMax, 1.0).is_err());
+        assert!(render_on_photo(&photo, view(&map[..2], 1, 2), scale, 1.0).is_err());
     }
 
     #[test]
