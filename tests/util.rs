@@ -48,7 +48,8 @@ impl Dir {
 }
 
 /// Every binary of the suite.
-pub const TOOLS: &[&str] = &["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-metrics"];
+pub const TOOLS: &[&str] =
+    &["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-calibrate", "dinomaly-metrics"];
 
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {

@@ -65,7 +65,8 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
 }
 
 /// The suite's tools, for SEE ALSO.
-const TOOLS: [&str; 4] = ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-metrics"];
+const TOOLS: [&str; 5] =
+    ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-calibrate", "dinomaly-metrics"];
 
 /// One example of a man page: what it does, and the command exactly as
 /// README.md shows it (continuation lines included).

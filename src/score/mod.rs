@@ -4,7 +4,10 @@
 //! ([`map_geometry`]).
 
 pub mod anomaly_map;
+pub mod calibrate;
+pub mod decision;
 pub mod map_geometry;
+pub mod model_id;
 pub mod overlay;
 pub mod scorer;
 pub mod smoothing;
