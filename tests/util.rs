@@ -57,6 +57,7 @@ pub fn tool(name: &str) -> Command {
         "dinomaly-extract" => env!("CARGO_BIN_EXE_dinomaly-extract"),
         "dinomaly-train" => env!("CARGO_BIN_EXE_dinomaly-train"),
         "dinomaly-score" => env!("CARGO_BIN_EXE_dinomaly-score"),
+        "dinomaly-calibrate" => env!("CARGO_BIN_EXE_dinomaly-calibrate"),
         "dinomaly-metrics" => env!("CARGO_BIN_EXE_dinomaly-metrics"),
         other => panic!("unknown tool {other}"),
     };

@@ -204,6 +204,11 @@ fn read_lines(reader: impl std::io::BufRead, source: &str, model: &str) -> crate
         if !text.trim_start().starts_with('{') {
             return Err(bad("a plain path, not a scored JSON record (the output of dinomaly-score)".to_string()));
         }
+        // A failed image has no score to calibrate with (nor a model id).
+        if sample.extra.get("error").is_some_and(|e| !e.is_null()) {
+            skipped += 1;
+            continue;
+        }
         match sample.extra.get("model") {
             Some(Value::String(m)) if m == model => {}
             Some(Value::String(m)) => {
@@ -217,10 +222,6 @@ fn read_lines(reader: impl std::io::BufRead, source: &str, model: &str) -> crate
                     "the record has no \"model\" id: score with this version of dinomaly-score (-c CKPT)".to_string()
                 ))
             }
-        }
-        if sample.extra.get("error").is_some_and(|e| !e.is_null()) {
-            skipped += 1;
-            continue;
         }
         let score = match sample.extra.get("score") {
             Some(Value::Number(n)) => n.as_f64().filter(|s| s.is_finite()),
@@ -339,7 +340,7 @@ mod tests {
         assert!(err.contains("in:1: a plain path"), "{err}");
         let err = read("{\"image\": \n").unwrap_err().to_string();
         assert!(err.contains("in:1: not valid JSON"), "{err}");
-        let failed = r#"{"image": "b.png", "error": "unreadable", "model": "0123456789abcdef"}"#;
+        let failed = r#"{"image": "b.png", "error": "unreadable"}"#;
         let (lines, skipped) = read(&format!("{ok}\n{failed}\n")).unwrap();
         assert_eq!((lines.len(), skipped), (1, 1));
     }
