@@ -130,6 +130,18 @@ pub fn examples(tool: &str) -> &'static [Example] {
                 command: "dinomaly-score -c model.safetensors --shard 2/4 -i list.jsonl > part2.jsonl",
             },
         ],
+        "dinomaly-calibrate" => &[
+            Example {
+                what: "Calibrate on held-back good images at a 1 % false-positive rate (image and pixel \
+                       thresholds per class); the new checkpoint decides:",
+                command: "dinomaly-score -c model.safetensors -i good.jsonl --maps-dir calib-maps/ \\\n    \
+                          | dinomaly-calibrate -c model.safetensors --target-fpr 0.01 -o model.cal.safetensors",
+            },
+            Example {
+                what: "F1-optimal thresholds from labelled validation lines:",
+                command: "dinomaly-calibrate -c model.safetensors --rule f1 -i val-scores.jsonl -o model.cal.safetensors",
+            },
+        ],
         "dinomaly-metrics" => &[
             Example {
                 what: "The paper's table of the seven metrics, per class and mean:",
