@@ -99,7 +99,7 @@ mod tests {
             assert!(!decision.anomalous, "at the threshold is not above it");
         }
         // A random-looking float threshold too (score - t is exactly 0).
-        for t in [1e-7, 0.7071067811865476, 3.0e5] {
+        for t in [1e-7, 0.123_456_789_012_345_67, 3.0e5] {
             assert_eq!(normalized_score(t, t, ScoreRange { min: 0.0, max: 0.37 }), 0.5);
         }
     }
