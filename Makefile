@@ -103,7 +103,7 @@ $(CURDIR)/.venv-ref/bin/python:
 # measured 2026-12-05 on this project's AVX-512 CPU, every fixture changed
 # by at most 4.2e-6 relative (encoder cases; model 7.3e-7, score 3.2e-7),
 # inside the tests' 1e-5. Commit a regeneration only with a reason.
-FIXTURE_GENERATORS := encoder maps metrics model preprocess score weights
+FIXTURE_GENERATORS := calibration encoder maps metrics model preprocess score weights
 
 fixtures: $(BENCH_PYTHON)
 	@for g in $(FIXTURE_GENERATORS); do \

@@ -26,7 +26,7 @@
 #   DEVICE=auto|cpu|cuda   (default auto).
 #   DINOMALY_BIN=DIR the binaries (default target/release); demo-data is
 #                    DIR/examples/demo-data unless DEMO_DATA=FILE.
-#   PYTHON=python3   used only for `pip download`.
+#   PYTHON=python3   used for `pip download` and the decisions table.
 #   OMP_WAIT_POLICY  default passive here: libtorch's OpenMP threads otherwise
 #                    busy-wait, which slows every step several times on a
 #                    machine shared with other jobs (and costs little alone).
@@ -85,7 +85,7 @@ random_banner() {
 EOF
 }
 
-for tool in extract train score metrics; do
+for tool in extract train score calibrate metrics; do
   [[ -x $BIN/dinomaly-$tool ]] || die "$BIN/dinomaly-$tool is missing: run 'make demo' (it builds first)"
 done
 [[ -x $DEMO_DATA ]] || die "$DEMO_DATA is missing: run 'make demo' (it builds first)"
@@ -152,7 +152,30 @@ echo "elpv-dataset: CC BY-NC-SA 4.0 (Buerhop-Lutz et al., EU PVSEC 2018), used l
 echo "textures: scikit-image's brick, grass and gravel photographs, CC0 (see $DATA/textures/SOURCE.txt)"
 
 # --- pipeline -------------------------------------------------------------
-# run_dataset NAME LAYOUT SIZE METRICS-FLAGS...
+# hold_back ROOT OUT: splits the good training images of an MVTec-layout
+# tree (ROOT/CLASS/train/good/*), every fourth of each class (sorted) held
+# back for calibration: OUT/train.jsonl and OUT/calib.jsonl. Prints the
+# number held back per class (the smallest).
+hold_back() {
+  local root=$1 out=$2 class dir i n fewest=
+  : >"$out/train.jsonl"
+  : >"$out/calib.jsonl"
+  for dir in "$root"/*/train/good; do
+    class=$(basename "$(dirname "$(dirname "$dir")")")
+    i=0 n=0
+    while IFS= read -r f; do
+      line="{\"image\": \"$f\", \"class\": \"$class\", \"label\": 0}"
+      if ((i % 4 == 0)); then echo "$line" >>"$out/calib.jsonl"; n=$((n + 1)); else echo "$line" >>"$out/train.jsonl"; fi
+      i=$((i + 1))
+    done < <(find "$dir" -maxdepth 1 -type f -name '*.png' | LC_ALL=C sort)
+    if [[ -z $fewest || $n -lt $fewest ]]; then fewest=$n; fi
+  done
+  echo "${fewest:-0}"
+}
+
+# run_dataset NAME LAYOUT SIZE METRICS-FLAGS... (CALIBRATE=1: hold back a
+# quarter of the good training images, calibrate on them, decide the test
+# images with the calibrated model)
 run_dataset() {
   local name=$1 layout=$2 size=$3
   shift 3
@@ -161,8 +184,14 @@ run_dataset() {
   if [[ $layout == folder ]]; then train_root=$root/train test_root=$root/test; fi
   rm -rf "$out"
   mkdir -p "$out"
+  local train_input=(--dataset "$train_root" --layout "$layout" --split train)
+  if [[ ${CALIBRATE:-0} == 1 ]]; then
+    HELD=$(hold_back "$root" "$out")
+    train_input=(-i "$out/train.jsonl")
+    echo "held back for calibration: $HELD good training images per class (every fourth)"
+  fi
   say "$name: extract (train split, --resize $size --crop $size)  [$(elapsed)]"
-  "$BIN/dinomaly-extract" --dataset "$train_root" --layout "$layout" --split train \
+  "$BIN/dinomaly-extract" "${train_input[@]}" \
     "${ENCODER[@]}" --resize "$size" --crop "$size" --device "$DEVICE" \
     -o "$out/train-features.safetensors"
   say "$name: train (unified, $ITERATIONS iterations, batch $BATCH)  [$(elapsed)]"
@@ -171,10 +200,21 @@ run_dataset() {
     --log "$out/train-log.jsonl" -o "$out/model.safetensors"
   # The store is only needed for training.
   rm -f "$out/train-features.safetensors"
-  # No --overlay: overlays use one colour scale anchored at a pixel
-  # threshold, which needs a calibrated checkpoint (or --pixel-threshold).
+  local model=$out/model.safetensors
+  if [[ ${CALIBRATE:-0} == 1 ]]; then
+    # The target FPR the held-back images allow (n >= 1/F per class), 0.01 at best.
+    TARGET_FPR=$(awk -v n="$HELD" 'BEGIN { f = (n > 0) ? 1 / n : 0.5; if (f < 0.01) f = 0.01; printf "%.4g", f }')
+    say "$name: calibrate on the held-back good images (target FPR $TARGET_FPR)  [$(elapsed)]"
+    "$BIN/dinomaly-score" -q -c "$model" "${SCORE_WEIGHTS[@]}" -i "$out/calib.jsonl" --device "$DEVICE" \
+      --maps-dir "$out/calib-maps" >"$out/calib-scores.jsonl"
+    "$BIN/dinomaly-calibrate" -c "$model" -i "$out/calib-scores.jsonl" --target-fpr "$TARGET_FPR" \
+      -o "$out/model.cal.safetensors" >"$out/calibration.json"
+    model=$out/model.cal.safetensors
+  fi
+  # No --overlay: the metrics read crop-space maps; overlays on the photo
+  # (--map-space photo --overlay) are shown in README.
   say "$name: score (test split, maps)  [$(elapsed)]"
-  "$BIN/dinomaly-score" -c "$out/model.safetensors" "${SCORE_WEIGHTS[@]}" \
+  "$BIN/dinomaly-score" -c "$model" "${SCORE_WEIGHTS[@]}" \
     --dataset "$test_root" --layout "$layout" --split test --device "$DEVICE" \
     --maps-dir "$out/maps" >"$out/scores.jsonl"
   say "$name: metrics  [$(elapsed)]"
@@ -200,7 +240,33 @@ screenshot() {
 }
 
 run_dataset elpv folder "$ELPV_SIZE" --image-only
-run_dataset textures mvtec "$TEX_SIZE" --resize "$TEX_SIZE" --crop "$TEX_SIZE"
+CALIBRATE=1 run_dataset textures mvtec "$TEX_SIZE" --resize "$TEX_SIZE" --crop "$TEX_SIZE"
+
+# Per class: the target FPR, the FPR measured on the good test images and the
+# share of defective test images flagged by the calibrated thresholds.
+decisions_table() {
+  "$PYTHON" - "$1" "$2" <<'PY'
+import json, sys
+target = sys.argv[2]
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if "anomalous" not in r:
+        continue
+    c = rows.setdefault(r.get("class", ""), [0, 0, 0, 0, r["threshold"]])
+    if r["label"] == 0:
+        c[0] += 1; c[1] += r["anomalous"]
+    else:
+        c[2] += 1; c[3] += r["anomalous"]
+print("| class | threshold | target FPR | FPR on good test images | defective test images flagged |")
+print("|---|---|---|---|---|")
+for name, (g, fp, d, tp, t) in sorted(rows.items()):
+    fpr = f"{fp}/{g} = {fp / g:.2f}" if g else "-"
+    tpr = f"{tp}/{d} = {tp / d:.2f}" if d else "-"
+    print(f"| {name} | {t:.4f} | {target} | {fpr} | {tpr} |")
+PY
+}
+decisions_table "$OUT/textures/scores.jsonl" "$TARGET_FPR" >"$OUT/textures/decisions.md"
 
 # --- results --------------------------------------------------------------
 RESULTS=$OUT/results.md
@@ -224,6 +290,10 @@ RESULTS=$OUT/results.md
   echo "## textures (scikit-image CC0 textures with synthetic defects, ${TEX_SIZE} px)"
   echo
   cat "$OUT/textures/metrics.md"
+  echo
+  echo "### textures: decisions calibrated on held-back good training images ($HELD per class)"
+  echo
+  cat "$OUT/textures/decisions.md"
 } >"$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
 

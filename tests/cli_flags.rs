@@ -70,7 +70,7 @@ fn cli_flags_out_of_range_values_are_refused_at_parse_time() {
         ("dinomaly-score", "--max-ratio", "-0.1", "use a number in [0, 1]", &[]),
         ("dinomaly-score", "--threshold", "NaN", "use a finite number", &[]),
         ("dinomaly-score", "--fail-above", "inf", "use a finite number", &[]),
-        ("dinomaly-score", "--fail-above", "-inf", "use a finite number", &[]),
+        ("dinomaly-score", "--fail-above", "NaN", "use a finite number", &[]),
         ("dinomaly-score", "--batch", "0", "use a whole number >= 1", &[]),
         ("dinomaly-score", "--batch-wait", "-1", "use a whole number in [0, 65535]", &[]),
         ("dinomaly-score", "--batch-wait", "65536", "use a whole number in [0, 65535]", &[]),
@@ -100,6 +100,18 @@ fn cli_flags_out_of_range_values_are_refused_at_parse_time() {
         );
         assert!(util::stdout(&out).is_empty(), "{what}: stdout not empty");
     }
+    // --fail-above may stand without a value (the calibrated thresholds), so
+    // a value that starts with '-' and is not a plain number takes '='.
+    let mut args = required("dinomaly-score", dir.path());
+    args.push("--fail-above=-inf".to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("dinomaly-score", &args);
+    assert_code(&out, 2);
+    assert!(
+        util::stderr(&out).starts_with("error: --fail-above: -inf is not a finite number"),
+        "{}",
+        util::stderr(&out)
+    );
     assert!(fx::entries(dir.path()).is_empty(), "a refused run wrote {:?}", fx::entries(dir.path()));
 }
 

@@ -30,7 +30,20 @@ fn score_features(ckpt: &Path) -> std::process::Command {
 /// The record of an output line: the line without what scoring adds.
 fn input_part(line: &Value) -> Value {
     let mut obj = line.as_object().unwrap().clone();
-    for key in ["score", "anomalous", "map", "map_geometry", "map_space", "regions", "regions_omitted", "error"] {
+    for key in [
+        "score",
+        "model",
+        "anomalous",
+        "threshold",
+        "normalized_score",
+        "map",
+        "map_geometry",
+        "map_space",
+        "regions",
+        "regions_omitted",
+        "pixel_threshold",
+        "error",
+    ] {
         obj.remove(key);
     }
     Value::Object(obj)

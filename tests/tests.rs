@@ -4,6 +4,7 @@ mod util;
 
 mod bad_input;
 mod batch_invariance;
+mod cli_calibrate;
 mod cli_extract;
 mod cli_files;
 mod cli_fixture;

@@ -48,7 +48,8 @@ impl Dir {
 }
 
 /// Every binary of the suite.
-pub const TOOLS: &[&str] = &["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-metrics"];
+pub const TOOLS: &[&str] =
+    &["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-calibrate", "dinomaly-metrics"];
 
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {
@@ -56,6 +57,7 @@ pub fn tool(name: &str) -> Command {
         "dinomaly-extract" => env!("CARGO_BIN_EXE_dinomaly-extract"),
         "dinomaly-train" => env!("CARGO_BIN_EXE_dinomaly-train"),
         "dinomaly-score" => env!("CARGO_BIN_EXE_dinomaly-score"),
+        "dinomaly-calibrate" => env!("CARGO_BIN_EXE_dinomaly-calibrate"),
         "dinomaly-metrics" => env!("CARGO_BIN_EXE_dinomaly-metrics"),
         other => panic!("unknown tool {other}"),
     };

@@ -65,7 +65,8 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
 }
 
 /// The suite's tools, for SEE ALSO.
-const TOOLS: [&str; 4] = ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-metrics"];
+const TOOLS: [&str; 5] =
+    ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-calibrate", "dinomaly-metrics"];
 
 /// One example of a man page: what it does, and the command exactly as
 /// README.md shows it (continuation lines included).
@@ -140,6 +141,18 @@ pub fn examples(tool: &str) -> &'static [Example] {
             Example {
                 what: "Live inspection: score each image as soon as it is written into a folder:",
                 command: "inotifywait -m -e close_write --format '%w%f' /incoming | dinomaly-score -c model.safetensors",
+            },
+        ],
+        "dinomaly-calibrate" => &[
+            Example {
+                what: "Calibrate on held-back good images at a 1 % false-positive rate (image and pixel \
+                       thresholds per class); the new checkpoint decides:",
+                command: "dinomaly-score -c model.safetensors -i good.jsonl --maps-dir calib-maps/ \\\n    \
+                          | dinomaly-calibrate -c model.safetensors --target-fpr 0.01 -o model.cal.safetensors",
+            },
+            Example {
+                what: "F1-optimal thresholds from labelled validation lines:",
+                command: "dinomaly-calibrate -c model.safetensors --rule f1 -i val-scores.jsonl -o model.cal.safetensors",
             },
         ],
         "dinomaly-metrics" => &[

@@ -1,7 +1,9 @@
 //! `dinomaly-score`: images (or a feature store) + a checkpoint → one JSON
 //! line per input, in input order: the input record's fields, `score`,
-//! `anomalous` with --threshold, `map` with --maps-dir (in the crop's or
-//! the photo's pixels, `map_space`), `regions` with a pixel threshold.
+//! `model` (the model id), `anomalous` with --threshold, `map` with
+//! --maps-dir (in the crop's or the photo's pixels, `map_space`), `regions`
+//! with a pixel threshold; with a calibrated checkpoint also `anomalous`,
+//! `threshold` and `normalized_score` (see [`crate::score::decision`]).
 
 use std::collections::HashSet;
 use std::io::{BufRead, Read, Seek, SeekFrom};
@@ -23,6 +25,7 @@ use crate::data::record::Sample;
 use crate::io::calibration::Thresholds;
 use crate::io::features::FeatureStore;
 use crate::score::anomaly_map::ScoredBatch;
+use crate::score::decision::Decider;
 use crate::score::map_geometry::MapGeometry;
 use crate::score::overlay::{self, MapView, Overlay};
 use crate::score::photo::{self, MapSpace};
@@ -35,9 +38,11 @@ const TOOL: &str = "dinomaly-score";
 ///
 /// Input samples as for dinomaly-extract (JSON lines or paths on stdin,
 /// --input FILE, or --dataset), or the rows of a feature store (--features).
-/// Output: the input record with "score" added (and "anomalous" with
-/// --threshold, "map" with --maps-dir), in input order, each line flushed
-/// as soon as its image is scored (on a GPU: its batch).
+/// Output: the input record with "score" and "model" (the model's id: the
+/// first 16 hex digits of a sha256 of its weights and encoder sha256, the
+/// same for any copy or calibration of the checkpoint) added, "anomalous"
+/// with --threshold, "map" with --maps-dir, in input order, each line
+/// flushed as soon as its image is scored (on a GPU: its batch).
 ///
 /// Live input: samples from a pipe, a FIFO (-i FIFO) or a terminal are
 /// scored as their lines arrive, without waiting for the end of the input
@@ -48,6 +53,13 @@ const TOOL: &str = "dinomaly-score";
 /// file (--input FILE, `< FILE`) and --dataset are read whole first (a bad
 /// line stops the run before anything is scored), and so is any input with
 /// --shard, which needs the number of inputs.
+///
+/// With a checkpoint calibrated by dinomaly-calibrate each line also gets
+/// "anomalous" (score > threshold), "threshold" (the one calibrated for
+/// the line's class, else the global one; --threshold overrides it) and
+/// "normalized_score" = clamp((score - threshold) / (max - min) + 0.5, 0,
+/// 1), anomalib's min-max normalisation, with min and max the lowest and
+/// highest calibration score of the class: 0.5 at the threshold.
 /// Exit status: 0 ok, 1 when --fail-above is exceeded, 2 on errors.
 #[derive(Debug, clap::Parser)]
 #[command(name = "dinomaly-score", version, allow_negative_numbers = true)]
@@ -124,17 +136,21 @@ pub struct Args {
     #[arg(long, value_name = "R", value_parser = ranges::FRACTION, allow_hyphen_values = true)]
     pub max_ratio: Option<f64>,
 
-    /// Add "anomalous": score > T to each line.
+    /// Add "anomalous": score > T to each line (with a calibrated
+    /// checkpoint: instead of the calibrated thresholds).
     #[arg(long, value_name = "T", value_parser = ranges::FINITE, allow_hyphen_values = true)]
     pub threshold: Option<f64>,
 
     /// Exit with status 1 when any score exceeds T (for alerting); stderr
     /// then says how many, the highest and the first few images (even with
-    /// --quiet). A reader that closes stdout early (`| head`) does not turn
-    /// this into success: scoring goes on without writing until a score
-    /// exceeds T.
-    #[arg(long, value_name = "T", value_parser = ranges::FINITE, allow_hyphen_values = true)]
-    pub fail_above: Option<f64>,
+    /// --quiet). Without T: when any line is decided anomalous by the
+    /// calibrated thresholds (or --threshold); refused with an uncalibrated
+    /// checkpoint (a T that starts with '-' and is not a plain number takes
+    /// '=': --fail-above=-inf). A reader that closes stdout early (`| head`)
+    /// does not turn this into success: scoring goes on without writing
+    /// until a score exceeds T.
+    #[arg(long, value_name = "T", num_args = 0..=1, value_parser = ranges::FINITE)]
+    pub fail_above: Option<Option<f64>>,
 
     /// Skip inputs whose image already has a line in this results file, with
     /// a score or an "error" (--retry-errors scores the latter again); for
@@ -266,6 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         device,
     )
     .with_context(|| format!("cannot use checkpoint {}", args.checkpoint.display()))?;
+    let decider = decider(&args, &scorer)?;
     let pixel_thresholds = pixel_thresholds(&args, &scorer)?;
     if args.overlay && pixel_thresholds.is_none() {
         bail!("--overlay needs a pixel threshold for its one colour scale: calibrate the checkpoint (dinomaly-calibrate) or pass --pixel-threshold T");
@@ -288,6 +305,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         args: &args,
         scorer: &scorer,
         pixel_thresholds,
+        decider: decider.as_ref(),
         exceeded: false,
         failed: 0,
         written: 0,
@@ -369,7 +387,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if state.failed > 0 {
         progress::note(quiet, TOOL, &format!("{} inputs could not be scored (lines with \"error\")", state.failed));
     }
-    if let (Some(t), true) = (args.fail_above, state.exceeded) {
+    if let (Some(limit), true) = (args.fail_above, state.exceeded) {
+        let t = match limit {
+            Some(t) => format!("--fail-above {t}"),
+            None => "the calibrated thresholds".to_string(),
+        };
         // The reason for exit 1, printed even with --quiet (as errors are).
         let unscored = total.saturating_sub(state.written);
         let stopped = match (stopped_early, live_skips.is_some()) {
@@ -382,9 +404,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             _ => String::new(),
         };
-        eprintln!("{TOOL}: {}{stopped}", state.above.summary(t, state.written - state.failed));
+        eprintln!("{TOOL}: {}{stopped}", state.above.summary(&t, state.written - state.failed));
     }
     Ok(if state.exceeded { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The decider of a calibrated checkpoint (`None`: uncalibrated, lines as
+/// before calibration existed); bare `--fail-above` needs one.
+fn decider(args: &Args, scorer: &Scorer) -> anyhow::Result<Option<Decider>> {
+    let calibration = match scorer.kind {
+        CheckpointKind::Dinomaly => crate::io::checkpoint::read_meta(&args.checkpoint)?.calibration,
+        _ => None,
+    };
+    if calibration.is_none() && args.fail_above == Some(None) {
+        bail!(
+            "--fail-above without a value uses the calibrated thresholds, and {} is not calibrated: give a value \
+             or calibrate it with dinomaly-calibrate",
+            args.checkpoint.display()
+        );
+    }
+    Ok(calibration.map(|c| Decider::new(c, args.threshold)))
 }
 
 struct Output<'a> {
@@ -393,6 +432,7 @@ struct Output<'a> {
     scorer: &'a Scorer,
     /// For regions and overlays (--pixel-threshold, else the calibration's).
     pixel_thresholds: Option<Thresholds>,
+    decider: Option<&'a Decider>,
     exceeded: bool,
     failed: usize,
     /// Lines emitted (scored or failed), whether or not stdout took them.
@@ -423,9 +463,10 @@ impl Above {
         }
     }
 
-    /// "2 of 8 scores above --fail-above 0.3; highest 0.71 (b.png); first: a.png, b.png".
-    fn summary(&self, threshold: f64, scored: usize) -> String {
-        let mut text = format!("{} of {scored} scores above --fail-above {threshold}", self.count);
+    /// "2 of 8 scores above --fail-above 0.3; highest 0.71 (b.png); first:
+    /// a.png, b.png" (`threshold` names the limit).
+    fn summary(&self, threshold: &str, scored: usize) -> String {
+        let mut text = format!("{} of {scored} scores above {threshold}", self.count);
         if let Some((score, image)) = &self.highest {
             text.push_str(&format!("; highest {score} ({image})"));
         }
@@ -505,10 +546,23 @@ impl Output<'_> {
                         record.insert("map_geometry".into(), geometry.to_json());
                     }
                     record.insert("score".into(), json!(score));
-                    if let Some(t) = self.args.threshold {
+                    record.insert("model".into(), json!(self.scorer.model_id()));
+                    let decision = self.decider.map(|d| d.decide(f64::from(score), sample.class.as_deref()));
+                    if let Some(d) = decision {
+                        record.insert("anomalous".into(), json!(d.anomalous));
+                        record.insert("threshold".into(), json!(d.threshold));
+                        if let Some(n) = d.normalized {
+                            record.insert("normalized_score".into(), json!(n));
+                        }
+                    } else if let Some(t) = self.args.threshold {
                         record.insert("anomalous".into(), json!(f64::from(score) > t));
                     }
-                    if self.args.fail_above.is_some_and(|t| f64::from(score) > t) {
+                    let above = match self.args.fail_above {
+                        Some(Some(t)) => f64::from(score) > t,
+                        Some(None) => decision.is_some_and(|d| d.anomalous),
+                        None => false,
+                    };
+                    if above {
                         self.exceeded = true;
                         self.above.add(score, &sample.image);
                     }
@@ -800,7 +854,7 @@ mod tests {
             above.add(score, Path::new(image));
         }
         assert_eq!(
-            above.summary(0.3, 10),
+            above.summary("--fail-above 0.3", 10),
             "4 of 10 scores above --fail-above 0.3; highest 0.9 (b.png); first: a.png, b.png, c.png, ..."
         );
     }

@@ -29,6 +29,38 @@ impl Thresholds {
     }
 }
 
+impl Calibration {
+    /// The image threshold for a record of `class` and the score range of
+    /// the same images: the class's own when it was calibrated, else the
+    /// global ones (never a class's threshold with the global range).
+    pub fn image_for_class(&self, class: Option<&str>) -> (f64, Option<ScoreRange>) {
+        let range = self.image_range.as_ref();
+        match class.and_then(|c| self.image.per_class.get(c).map(|t| (c, *t))) {
+            Some((c, t)) => (t, range.and_then(|r| r.per_class.get(c).copied())),
+            None => (self.image.global, range.map(|r| r.global)),
+        }
+    }
+}
+
+/// The lowest and highest calibration score of a class: the span of the
+/// normalised score (`dinomaly-score`'s `"normalized_score"`, see
+/// `crate::score::decision`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRange {
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Score ranges, global and per class, keyed as [`Thresholds`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRanges {
+    /// Of all calibration images (for classes not in `per_class`).
+    pub global: ScoreRange,
+    /// Per class, for the classes with their own threshold.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_class: BTreeMap<String, ScoreRange>,
+}
+
 /// How many calibration images of a class were used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CalibrationCounts {
@@ -45,6 +77,11 @@ pub struct Calibration {
     /// when the calibration lines had no maps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pixel: Option<Thresholds>,
+    /// The lowest and highest calibration image score, global and per
+    /// class, for the normalised score; absent in calibrations that do not
+    /// normalise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_range: Option<ScoreRanges>,
     /// The rule (`"target-fpr"`, `"f1"`, ...), as `dinomaly-calibrate` names it.
     pub rule: String,
     /// The false-positive rate aimed at, for rules that have one.
@@ -78,6 +115,7 @@ mod tests {
         let c = Calibration {
             image: Thresholds { global: 0.5, per_class: BTreeMap::new() },
             pixel: None,
+            image_range: None,
             rule: "target-fpr".into(),
             target_fpr: Some(0.01),
             counts: BTreeMap::from([(String::new(), CalibrationCounts { good: 300, defective: 0 })]),

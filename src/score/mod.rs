@@ -5,7 +5,10 @@
 //! defect regions above a pixel threshold ([`regions`]).
 
 pub mod anomaly_map;
+pub mod calibrate;
+pub mod decision;
 pub mod map_geometry;
+pub mod model_id;
 pub mod overlay;
 pub mod photo;
 pub mod regions;

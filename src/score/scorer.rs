@@ -74,6 +74,8 @@ pub struct Scorer {
     post: PostProcessor,
     post_config: PostProcess,
     device: Device,
+    /// The model's id ([`super::model_id`]), as scored lines carry it.
+    model_id: String,
 }
 
 impl Scorer {
@@ -102,6 +104,11 @@ impl Scorer {
     /// Device.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// The model's id ([`super::model_id`]): the `"model"` of scored lines.
+    pub fn model_id(&self) -> &str {
+        &self.model_id
     }
 
     /// Scores normalised images (B, 3, h, w). An image's score and map do
@@ -416,6 +423,7 @@ fn finish(
             crate::progress::note(req.quiet, &req.tool, &note);
         }
     }
+    let model_id = super::model_id::model_id(tensors, &meta.weights_sha256)?;
     let mut vs = nn::VarStore::new(device);
     // Every parameter is loaded next: no random draws for them.
     let model = crate::model::init::without_random_init(|| Dinomaly::new(&vs.root(), cfg))?;
@@ -445,6 +453,7 @@ fn finish(
         post: processor,
         post_config: post,
         device,
+        model_id,
     })
 }
 

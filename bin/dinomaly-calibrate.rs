@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    dinomaly::cli::exit::main_with(dinomaly::cmd::calibrate::run)
+}
