@@ -180,6 +180,7 @@ fn cli_calibrated_pixel_thresholds_give_regions_per_class() {
         counts: BTreeMap::new(),
         created: "2026-12-05T09:00:00Z".into(),
         model: "test".into(),
+        image_range: None,
         details: Default::default(),
     });
     let calibrated = dir.join("model.cal.safetensors");
