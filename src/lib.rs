@@ -21,6 +21,7 @@
 pub mod alloc;
 pub mod backbone;
 pub mod cli;
+pub mod clock;
 pub mod cmd;
 pub mod cpu;
 pub mod data;
