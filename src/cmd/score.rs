@@ -22,7 +22,7 @@ use crate::cli::ranges;
 use crate::data::batches::{decode_in_background, Batch};
 use crate::data::preprocess::load_image;
 use crate::data::record::Sample;
-use crate::io::calibration::Thresholds;
+use crate::io::calibration::{Calibration, Thresholds};
 use crate::io::features::FeatureStore;
 use crate::score::anomaly_map::ScoredBatch;
 use crate::score::decision::Decider;
@@ -282,8 +282,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         device,
     )
     .with_context(|| format!("cannot use checkpoint {}", args.checkpoint.display()))?;
-    let decider = decider(&args, &scorer)?;
-    let pixel_thresholds = pixel_thresholds(&args, &scorer)?;
+    // The checkpoint's calibration, read once for the decisions and the
+    // pixel thresholds (official and anomalib checkpoints carry none).
+    let calibration = match scorer.kind {
+        CheckpointKind::Dinomaly => crate::io::checkpoint::read_meta(&args.checkpoint)?.calibration,
+        _ => None,
+    };
+    let pixel_thresholds = pixel_thresholds(&args, calibration.as_ref());
+    let decider = decider(&args, calibration)?;
     if args.overlay && pixel_thresholds.is_none() {
         bail!("--overlay needs a pixel threshold for its one colour scale: calibrate the checkpoint (dinomaly-calibrate) or pass --pixel-threshold T");
     }
@@ -411,11 +417,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 /// The decider of a calibrated checkpoint (`None`: uncalibrated, lines as
 /// before calibration existed); bare `--fail-above` needs one.
-fn decider(args: &Args, scorer: &Scorer) -> anyhow::Result<Option<Decider>> {
-    let calibration = match scorer.kind {
-        CheckpointKind::Dinomaly => crate::io::checkpoint::read_meta(&args.checkpoint)?.calibration,
-        _ => None,
-    };
+fn decider(args: &Args, calibration: Option<Calibration>) -> anyhow::Result<Option<Decider>> {
     if calibration.is_none() && args.fail_above == Some(None) {
         bail!(
             "--fail-above without a value uses the calibrated thresholds, and {} is not calibrated: give a value \
@@ -770,16 +772,12 @@ impl LiveSkips {
 }
 
 /// The pixel thresholds in force: --pixel-threshold for every class, else
-/// the calibration stored in a dinomaly checkpoint, else none.
-fn pixel_thresholds(args: &Args, scorer: &Scorer) -> anyhow::Result<Option<Thresholds>> {
-    if let Some(t) = args.pixel_threshold {
-        return Ok(Some(Thresholds { global: t, per_class: Default::default() }));
+/// the checkpoint's calibration, else none.
+fn pixel_thresholds(args: &Args, calibration: Option<&Calibration>) -> Option<Thresholds> {
+    match args.pixel_threshold {
+        Some(t) => Some(Thresholds { global: t, per_class: Default::default() }),
+        None => calibration.and_then(|c| c.pixel.clone()),
     }
-    if scorer.kind != CheckpointKind::Dinomaly {
-        return Ok(None);
-    }
-    let meta = crate::io::checkpoint::read_meta(&args.checkpoint)?;
-    Ok(meta.calibration.and_then(|c| c.pixel))
 }
 
 /// The images of a results file: those with a scored line, and those with

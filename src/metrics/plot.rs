@@ -67,14 +67,7 @@ fn draw(title: &str, x_label: &str, y_label: &str, series: &[Series], style: &St
     // Curves drawn with 2 decimals (a hundredth of a pixel), the shaded
     // one with 4 so that its area can be checked against the metric.
     let decimals = if style.shade { 4 } else { 2 };
-    let mut s = String::new();
-    // `write!` into a String cannot fail.
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
+    let mut s = svg_start(title);
     for i in 0..=5 {
         let v = i as f64 / 5.0;
         let (x, y) = (sx(v * x_max), sy(v));
@@ -251,13 +244,7 @@ pub fn histogram(title: &str, good: &[f64], defective: &[f64], threshold: Option
     let top = most.div_ceil(step) * step;
     let sx = |v: f64| LEFT + ((v - lo) / (hi - lo)).clamp(0.0, 1.0) * pw;
     let sy = |n: f64| TOP + (1.0 - n / top as f64) * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
+    let mut s = svg_start(title);
     for i in 0..=5 {
         let v = lo + (hi - lo) * i as f64 / 5.0;
         let x = sx(v);
@@ -374,6 +361,19 @@ pub fn file_stem(class: &str) -> String {
     } else {
         stem
     }
+}
+
+/// The opening of a plot: the SVG element, a white background and the
+/// title. (`write!` into a String cannot fail.)
+fn svg_start(title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, W / 2.0, escape(title));
+    s
 }
 
 #[cfg(test)]
