@@ -15,9 +15,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use dinomaly::data::map_geometry::MapGeometry;
 use dinomaly::io::calibration::{Calibration, Thresholds};
-use dinomaly::score::map_geometry::MapGeometry;
-use dinomaly::score::overlay::MapView;
+use dinomaly::metrics::overlay::MapView;
 use dinomaly::score::photo::map_to_photo;
 use dinomaly::score::regions::find_regions;
 use serde_json::Value;

@@ -23,6 +23,7 @@ use crate::cli::args::QuietArgs;
 use crate::cli::output::DataOut;
 use crate::cli::progress;
 use crate::cli::ranges;
+use crate::data::map_geometry::MapGeometry;
 use crate::data::mask::load_mask;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::data::record::parse_line;
@@ -31,7 +32,6 @@ use crate::metrics::html;
 use crate::metrics::pixels::{self, PixelOptions, PixelSet, ReducedImage};
 use crate::metrics::plot;
 use crate::metrics::report::{self, ClassInput, Options, Report};
-use crate::score::map_geometry::MapGeometry;
 use crate::{Error, Result};
 
 const TOOL: &str = "dinomaly-metrics";

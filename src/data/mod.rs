@@ -6,6 +6,7 @@ pub mod batches;
 pub mod dataset;
 pub mod decode;
 pub mod jpeg;
+pub mod map_geometry;
 pub mod mask;
 pub mod pil_image;
 pub mod preprocess;

@@ -39,12 +39,12 @@ use rayon::prelude::*;
 use super::plot;
 use super::report::{Metric, Report};
 use crate::data::decode::load_rgb;
+use crate::data::map_geometry::MapGeometry;
 use crate::data::mask::load_mask;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::io::checkpoint::CheckpointMeta;
 use crate::io::npy;
-use crate::score::map_geometry::MapGeometry;
-use crate::score::overlay::{self, MapView, Overlay, Scale};
+use crate::metrics::overlay::{self, MapView, Overlay, Scale};
 use crate::{Error, Result};
 
 /// One scored image that may be shown as a worst case.

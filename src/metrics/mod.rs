@@ -11,7 +11,8 @@
 //! - [`thresholds`]: F1-optimal and target-FPR decision thresholds;
 //! - [`report`]: per-class results, the mean over classes, JSON/CSV/markdown;
 //! - [`plot`]: ROC and PR curves and score histograms as SVG;
-//! - [`html`]: the report page of `--html` (table, curves, worst cases).
+//! - [`html`]: the report page of `--html` (table, curves, worst cases);
+//! - [`overlay`]: heatmaps over images, for the report and `dinomaly-score --overlay`.
 //!
 //! A metric that the data cannot define (a class with one label only, all
 //! scores equal for the official AUPRO) is `Err(reason)`: reported as null
@@ -22,6 +23,7 @@ pub mod binary;
 pub mod components;
 pub mod html;
 pub mod keys;
+pub mod overlay;
 pub mod pixels;
 pub mod plot;
 pub mod report;

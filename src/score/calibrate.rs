@@ -27,12 +27,12 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
+use crate::data::map_geometry::MapGeometry;
 use crate::data::mask::load_mask;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
 use crate::io::calibration::{CalibrationCounts, ScoreRange, ScoreRanges, Thresholds};
 use crate::io::npy;
 use crate::metrics::{binary, keys, thresholds};
-use crate::score::map_geometry::MapGeometry;
 use crate::{Error, Result};
 
 /// How thresholds are chosen.

@@ -26,8 +26,8 @@
 
 use std::path::Path;
 
-use crate::score::map_geometry::MapGeometry;
-use crate::score::overlay::MapView;
+use crate::data::map_geometry::MapGeometry;
+use crate::metrics::overlay::MapView;
 use crate::{Error, Result};
 
 /// Where a map's pixels lie: `dinomaly-score --map-space`.
