@@ -211,18 +211,22 @@ run_dataset() {
       -o "$out/model.cal.safetensors" >"$out/calibration.json"
     model=$out/model.cal.safetensors
   fi
-  # No --overlay: the metrics read crop-space maps; overlays on the photo
-  # (--map-space photo --overlay) are shown in README.
-  say "$name: score (test split, maps)  [$(elapsed)]"
+  # Crop-space maps (what the metrics read). A calibrated model carries a
+  # pixel threshold, so its overlays get one colour scale for all images
+  # (--overlay needs it); overlays on the photo (--map-space photo) are
+  # shown in README.
+  local overlay=()
+  if [[ ${CALIBRATE:-0} == 1 ]]; then overlay=(--overlay); fi
+  say "$name: score (test split, maps${overlay:+, overlays})  [$(elapsed)]"
   "$BIN/dinomaly-score" -c "$model" "${SCORE_WEIGHTS[@]}" \
     --dataset "$test_root" --layout "$layout" --split test --device "$DEVICE" \
-    --maps-dir "$out/maps" >"$out/scores.jsonl"
+    --maps-dir "$out/maps" "${overlay[@]}" >"$out/scores.jsonl"
   say "$name: metrics  [$(elapsed)]"
   "$BIN/dinomaly-metrics" -i "$out/scores.jsonl" "$@" --format markdown >"$out/metrics.md"
   "$BIN/dinomaly-metrics" -q -i "$out/scores.jsonl" "$@" --format json >"$out/metrics.json"
   say "$name: report (dinomaly-metrics --html)  [$(elapsed)]"
   "$BIN/dinomaly-metrics" -q -i "$out/scores.jsonl" "$@" --html "$out/report" \
-    --checkpoint "$out/model.safetensors" >/dev/null
+    --checkpoint "$model" >/dev/null
   screenshot "$out/report/index.html" "$out/report.png"
 }
 
@@ -302,7 +306,7 @@ random_banner
 echo
 cat "$RESULTS"
 echo
-echo "Overlays (heatmaps over the test images): $OUT/elpv/maps/*.png and $OUT/textures/maps/*.png"
+echo "Overlays (heatmaps over the test images, calibrated pixel threshold): $OUT/textures/maps/*.png"
 echo "Scores: $OUT/{elpv,textures}/scores.jsonl; tables: $RESULTS"
 echo "Reports (open in a browser):"
 for name in elpv textures; do

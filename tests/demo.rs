@@ -88,6 +88,12 @@ fn quick_demo_runs_the_whole_pipeline_on_real_data() {
             assert!(score.is_finite(), "{name}: {line}");
             let map = PathBuf::from(line["map"].as_str().expect("map path"));
             assert!(map.is_file(), "{name}: no map {}", map.display());
+            // The textures model is calibrated: its pixel threshold anchors
+            // one colour scale, so every map has its overlay beside it, and
+            // every line carries the decision.
+            let overlay = map.with_extension("png");
+            assert_eq!(overlay.is_file(), name == "textures", "{name}: overlay {}", overlay.display());
+            assert_eq!(line.get("anomalous").is_some(), name == "textures", "{name}: {line}");
         }
     }
 
@@ -97,7 +103,11 @@ fn quick_demo_runs_the_whole_pipeline_on_real_data() {
         let html = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{}: {e}", page.display()));
         assert!(html.contains("<table class=\"metrics\"") && html.contains("Checkpoint sha256"), "{name}");
         assert!(stdout.contains(&format!("{name}/report/index.html")), "{name}: path not printed:\n{stdout}");
+        // The report is given the checkpoint in use: the calibrated one for the textures.
+        let calibrated = !html.contains("none in the checkpoint") && html.contains("rule target-fpr");
+        assert_eq!(calibrated, name == "textures", "{name}: calibration row");
     }
+    assert!(stdout.contains("textures/maps/*.png"), "overlay path not printed:\n{stdout}");
 
     // A second preparation with the same settings reuses the trees.
     let wheel = dir.join("wheels").join("elpv_dataset-1.0.0.post1-py3-none-any.whl");
