@@ -13,7 +13,7 @@ use dinomaly::data::decode;
 use dinomaly::io::features::FeatureStore;
 use serde_json::{json, Value};
 
-use crate::cli_fixture::{self as fx, assert_error, entries};
+use crate::util::fixture::{self as fx, assert_error, entries};
 use crate::util::{self, assert_code, Dir};
 
 /// A real 16x16 RGB file of `format`, from the image crate's encoder.

@@ -16,7 +16,7 @@ use dinomaly::score::ScoredBatch;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli_fixture::{self as fx, parse_lines};
+use crate::util::fixture::{self as fx, parse_lines};
 use crate::util::{self, assert_code, Dir};
 
 /// The fixed batch shape handed to the scorer (used on devices that run a

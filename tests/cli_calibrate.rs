@@ -8,7 +8,7 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::cli_fixture::{self as fx, assert_error, parse_lines};
+use crate::util::fixture::{self as fx, assert_error, parse_lines};
 use crate::util::{self, assert_code, Dir};
 
 /// `dinomaly-calibrate -c CKPT -o OUT` with `args`, lines on stdin.

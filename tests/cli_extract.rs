@@ -8,7 +8,7 @@ use dinomaly::io::features::FeatureStore;
 use serde_json::{json, Value};
 use tch::{Device, Kind};
 
-use crate::cli_fixture::{self as fx, assert_error, entries};
+use crate::util::fixture::{self as fx, assert_error, entries};
 use crate::util::{self, assert_code, Dir};
 
 /// The store's records as JSON values.

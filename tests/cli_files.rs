@@ -13,7 +13,7 @@ use std::process::{Command, Output, Stdio};
 use dinomaly::io::checkpoint;
 use dinomaly::io::features::FeatureStore;
 
-use crate::cli_fixture::{self as fx, assert_error, entries};
+use crate::util::fixture::{self as fx, assert_error, entries};
 use crate::util::{self, assert_code, Dir};
 
 /// `cmd` run by `sh` after `umask MASK`, with the same environment.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::cli_fixture::{self as fx, assert_error, parse_lines};
+use crate::util::fixture::{self as fx, assert_error, parse_lines};
 use crate::util::{self, assert_code, Dir};
 
 /// Runs `tool` with `args` and an empty stdin.

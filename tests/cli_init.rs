@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use dinomaly::io::checkpoint;
 use tch::Tensor;
 
-use crate::cli_fixture::{self as fx, assert_error};
+use crate::util::fixture::{self as fx, assert_error};
 use crate::util::{self, assert_code, Dir};
 
 /// An official-layout checkpoint (the `ViTill` state dict as the official

@@ -10,7 +10,7 @@ use std::process::Stdio;
 use dinomaly::io::features::FeatureStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli_fixture::{self as fx, assert_error, entries};
+use crate::util::fixture::{self as fx, assert_error, entries};
 use crate::util::{self, assert_code, Dir};
 
 /// Every tensor of a checkpoint, by name, in file order.

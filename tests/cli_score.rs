@@ -10,7 +10,7 @@ use std::process::{Output, Stdio};
 use dinomaly::io::npy;
 use serde_json::{json, Value};
 
-use crate::cli_fixture::{self as fx, assert_error, entries, parse_lines};
+use crate::util::fixture::{self as fx, assert_error, entries, parse_lines};
 use crate::util::{self, assert_code, Dir};
 
 /// Scores the shared records (stdin) with `flags`.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli_fixture::{self as fx, parse_lines, wait_at_most};
+use crate::util::fixture::{self as fx, parse_lines, wait_at_most};
 use crate::util::{self, assert_code, Dir};
 
 /// How long a result may take on a slow, loaded machine before the test

@@ -9,7 +9,7 @@ use std::process::{Output, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::cli_fixture::{self as fx, parse_lines};
+use crate::util::fixture::{self as fx, parse_lines};
 use crate::util::{self, assert_code, Dir};
 
 /// The shared records' scores, by image path.

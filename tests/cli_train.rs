@@ -14,7 +14,7 @@ use dinomaly::io::features::{FeatureStore, FeatureWriter};
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli_fixture::{self as fx, assert_error, entries};
+use crate::util::fixture::{self as fx, assert_error, entries};
 use crate::util::{self, assert_code, Dir};
 
 fn load(path: &Path) -> checkpoint::Checkpoint {

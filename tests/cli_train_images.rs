@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use dinomaly::io::checkpoint;
 use dinomaly::io::features::FeatureStore;
 
-use crate::cli_fixture::{self as fx, assert_error, entries};
+use crate::util::fixture::{self as fx, assert_error, entries};
 use crate::util::{self, assert_code, Dir};
 
 /// Largest relative difference allowed between the weights trained from

@@ -7,7 +7,7 @@
 
 use std::process::Output;
 
-use crate::cli_fixture::{self as fx, parse_lines};
+use crate::util::fixture::{self as fx, parse_lines};
 use crate::util::{self, assert_code};
 
 /// `dinomaly-score` (notes on) over the shared records at `precision`,

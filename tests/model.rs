@@ -327,7 +327,7 @@ fn official_checkpoint_as_init_follows_the_official_steps() {
     let dir = crate::util::Dir::new("model_init_official");
     let t = variant_tensors("official", Device::Cpu);
     let weights = dir.join("encoder.safetensors");
-    crate::cli_fixture::tiny_weights(&weights, 3);
+    crate::util::fixture::tiny_weights(&weights, 3);
     let mut named: Vec<(String, Tensor)> =
         Tensor::read_safetensors(&weights).unwrap().into_iter().map(|(k, t)| (format!("encoder.{k}"), t)).collect();
     let mut init: Vec<(String, Tensor)> =

@@ -23,7 +23,7 @@ use dinomaly::score::regions::find_regions;
 use serde_json::Value;
 use tch::{Kind, Tensor};
 
-use crate::cli_fixture::{self as fx, assert_error, parse_lines};
+use crate::util::fixture::{self as fx, assert_error, parse_lines};
 use crate::util::{self, assert_code, Dir};
 
 const PHOTO_REL_TOL: f64 = 1e-5;

@@ -7,7 +7,6 @@ mod batch_invariance;
 mod cli_calibrate;
 mod cli_extract;
 mod cli_files;
-mod cli_fixture;
 mod cli_flags;
 mod cli_init;
 mod cli_scale_out;

@@ -13,8 +13,7 @@ use crate::cli::args::QuietArgs;
 use crate::cli::output::DataOut;
 use crate::cli::progress;
 use crate::cli::ranges;
-use crate::data::map_geometry::MapGeometry;
-use crate::data::record::parse_line;
+use crate::data::record::{parse_scored_line, ScoredRecord};
 use crate::io::calibration::Calibration;
 use crate::io::{atomic, checkpoint};
 use crate::score::calibrate::{self, CalLine, Rule};
@@ -198,50 +197,39 @@ fn read_lines(reader: impl std::io::BufRead, source: &str, model: &str) -> crate
     for line in crate::data::record::lines(reader, source) {
         let (line_no, text) = line?;
         let bad = |reason: String| Error::Record { source_name: source.to_string(), line: line_no, reason };
-        let Some(sample) = parse_line(&text, source, line_no)? else {
+        let Some(ScoredRecord { sample, scored }) = parse_scored_line(&text, source, line_no)? else {
             continue;
         };
-        if !text.trim_start().starts_with('{') {
-            return Err(bad("a plain path, not a scored JSON record (the output of dinomaly-score)".to_string()));
-        }
         // A failed image has no score to calibrate with (nor a model id).
-        if sample.extra.get("error").is_some_and(|e| !e.is_null()) {
+        if scored.error.is_some() {
             skipped += 1;
             continue;
         }
-        match sample.extra.get("model") {
-            Some(Value::String(m)) if m == model => {}
-            Some(Value::String(m)) => {
+        match &scored.model {
+            Some(m) if m == model => {}
+            Some(m) => {
                 return Err(bad(format!(
                     "scored by model {m}, but the checkpoint is model {model}: calibrate with the lines of this \
                      checkpoint (dinomaly-score -c CKPT)"
                 )))
             }
-            _ => {
+            None => {
                 return Err(bad(
                     "the record has no \"model\" id: score with this version of dinomaly-score (-c CKPT)".to_string()
                 ))
             }
         }
-        let score = match sample.extra.get("score") {
-            Some(Value::Number(n)) => n.as_f64().filter(|s| s.is_finite()),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            bad(format!(
-                "\"score\" is {}, not a finite number",
-                sample.extra.get("score").map_or_else(|| "missing".to_string(), Value::to_string)
-            ))
+        let score = scored.score.filter(|s| s.is_finite()).ok_or_else(|| {
+            // The value as written: null (a NaN score) or missing.
+            let written = sample.extra.get("score").map_or_else(|| "missing".to_string(), Value::to_string);
+            bad(format!("\"score\" is {written}, not a finite number"))
         })?;
-        let map = match sample.extra.get("map") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(m)) if !m.is_empty() => Some(PathBuf::from(m)),
-            Some(other) => return Err(bad(format!("\"map\" must be a path, not {other}"))),
-        };
-        let geometry = match sample.extra.get("map_geometry").filter(|g| !g.is_null()) {
-            Some(g) => Some(MapGeometry::from_json(g).map_err(bad)?),
+        let map = match scored.map {
             None => None,
+            Some(m) if !m.is_empty() => Some(PathBuf::from(m)),
+            Some(_) => return Err(bad("\"map\" must be a path, not \"\"".to_string())),
         };
+        let geometry = scored.map_geometry;
         lines.push(CalLine {
             line: line_no,
             class: sample.class.clone().filter(|c| !c.is_empty()),

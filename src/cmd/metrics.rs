@@ -26,7 +26,7 @@ use crate::cli::ranges;
 use crate::data::map_geometry::MapGeometry;
 use crate::data::mask::load_mask;
 use crate::data::preprocess::{Preprocess, ResizeBackend};
-use crate::data::record::parse_line;
+use crate::data::record::{parse_scored_line, ScoredRecord};
 use crate::io::{atomic, checkpoint, hash, npy};
 use crate::metrics::html;
 use crate::metrics::pixels::{self, PixelOptions, PixelSet, ReducedImage};
@@ -327,38 +327,34 @@ fn read_jobs(
     for line in crate::data::record::lines(reader, source) {
         let (line_no, line) = line?;
         let bad = |reason: String| Error::Record { source_name: source.to_string(), line: line_no, reason };
-        let Some(sample) = parse_line(&line, source, line_no)? else {
+        let Some(ScoredRecord { sample, scored }) = parse_scored_line(&line, source, line_no)? else {
             continue;
         };
-        if !line.trim_start().starts_with('{') {
-            return Err(bad("a plain path, not a scored JSON record".to_string()));
-        }
         if sample.class.is_none() {
             classless += 1;
         }
         let class = sample.class.clone().unwrap_or_else(|| DEFAULT_CLASS.to_string());
-        if let Some(err) = sample.extra.get("error").filter(|e| !e.is_null()) {
+        if let Some(reason) = scored.error {
             failed_lines.push(FailedLine {
                 line: line_no,
                 image: sample.image.to_string_lossy().into_owned(),
                 class,
-                reason: err.as_str().map_or_else(|| err.to_string(), str::to_string),
+                reason,
             });
             continue;
         }
         scored_images.insert(sample.image.to_string_lossy().into_owned());
         let label =
             sample.label.ok_or_else(|| bad("the record has no \"label\" (0 normal, 1 anomalous)".to_string()))?;
-        let score = match sample.extra.get("score") {
-            Some(Value::Number(n)) => n.as_f64().filter(|s| s.is_finite()),
-            _ => None,
-        }
-        .ok_or_else(|| bad("the record has no numeric \"score\" (is it dinomaly-score output?)".to_string()))?;
+        let score = scored
+            .score
+            .filter(|s| s.is_finite())
+            .ok_or_else(|| bad("the record has no numeric \"score\" (is it dinomaly-score output?)".to_string()))?;
         let map = if !files.maps_required {
-            let named = sample.extra.get("map").and_then(Value::as_str).filter(|m| !m.is_empty() && files.read);
+            let named = scored.map.as_deref().filter(|m| !m.is_empty() && files.read);
             named.map(PathBuf::from)
         } else {
-            let map = sample.extra.get("map").and_then(Value::as_str).filter(|m| !m.is_empty()).ok_or_else(|| {
+            let map = scored.map.as_deref().filter(|m| !m.is_empty()).ok_or_else(|| {
                 bad("the record has no \"map\" path (score with --maps-dir, or use --image-only)".to_string())
             })?;
             if label == 1 && sample.mask.is_none() {
@@ -370,17 +366,14 @@ fn read_jobs(
             // Photo-space maps (dinomaly-score --map-space photo) have the
             // photo's size and a NaN border: the paper's pixel metrics are
             // defined on the crop.
-            if let Some(space) = sample.extra.get("map_space").and_then(Value::as_str).filter(|s| *s != "crop") {
+            if let Some(space) = scored.map_space.as_deref().filter(|s| *s != "crop") {
                 return Err(bad(format!(
                     "its map is in {space} space: pixel metrics need crop-space maps (score with --map-space crop, the default, or use --image-only)"
                 )));
             }
             Some(PathBuf::from(map))
         };
-        let geometry = match sample.extra.get("map_geometry").filter(|g| files.read && !g.is_null()) {
-            Some(g) => Some(MapGeometry::from_json(g).map_err(bad)?),
-            None => None,
-        };
+        let geometry = scored.map_geometry.filter(|_| files.read);
         let class_idx = match classes.iter().position(|c| *c == class) {
             Some(k) => k,
             None => {
@@ -397,7 +390,7 @@ fn read_jobs(
             mask: if files.read { sample.mask.clone() } else { None },
             geometry,
             image: sample.image.clone(),
-            model: sample.extra.get("model").and_then(Value::as_str).map(str::to_string),
+            model: scored.model,
         });
     }
     if classless > 0 && classes.iter().any(|c| c != DEFAULT_CLASS) && !quiet {

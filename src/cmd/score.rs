@@ -6,12 +6,12 @@
 //! `threshold` and `normalized_score` (see [`crate::score::decision`]).
 
 use std::collections::HashSet;
-use std::io::{BufRead, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use sha2::Digest;
 use tch::{Device, Kind, Tensor};
 
@@ -22,7 +22,7 @@ use crate::cli::ranges;
 use crate::data::batches::{decode_in_background, Batch};
 use crate::data::map_geometry::MapGeometry;
 use crate::data::preprocess::load_image;
-use crate::data::record::Sample;
+use crate::data::record::{parse_scored_line, Sample, Scored, ScoredRecord};
 use crate::io::calibration::{Calibration, Thresholds};
 use crate::io::features::FeatureStore;
 use crate::metrics::overlay::{self, MapView, Overlay};
@@ -495,6 +495,7 @@ impl Output<'_> {
                 return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
             }
             let mut record: Map<String, Value> = sample.to_json();
+            let mut scored = Scored::default();
             match result {
                 Ok((score, map)) => {
                     let prep = self.scorer.preprocess();
@@ -512,12 +513,9 @@ impl Output<'_> {
                     if let (Some(t), Some((values, size))) = (threshold, &photo) {
                         let regions = regions::find_regions(values, size.0, size.1, t);
                         let omitted = regions.len().saturating_sub(self.args.max_regions);
-                        let listed: Vec<Value> =
-                            regions.iter().take(self.args.max_regions).map(regions::Region::to_json).collect();
-                        record.insert("regions".into(), Value::Array(listed));
-                        if omitted > 0 {
-                            record.insert("regions_omitted".into(), json!(omitted));
-                        }
+                        scored.regions =
+                            Some(regions.iter().take(self.args.max_regions).map(regions::Region::to_json).collect());
+                        scored.regions_omitted = (omitted > 0).then_some(omitted);
                     }
                     if let Some(dir) = &self.args.maps_dir {
                         let stem = map_stem(&sample.image, sample.class.as_deref());
@@ -541,23 +539,21 @@ impl Output<'_> {
                                 }
                             }
                         }
-                        record.insert("map".into(), json!(path.to_string_lossy()));
-                        record.insert("map_space".into(), json!(self.args.map_space.name()));
+                        scored.map = Some(path.to_string_lossy().into_owned());
+                        scored.map_space = Some(self.args.map_space.name().to_string());
                         // What dinomaly-metrics needs to bring masks to a
                         // crop-space map (the centre crop of the resized image).
-                        record.insert("map_geometry".into(), geometry.to_json());
+                        scored.map_geometry = Some(geometry);
                     }
-                    record.insert("score".into(), json!(score));
-                    record.insert("model".into(), json!(self.scorer.model_id()));
+                    scored.score = Some(f64::from(score));
+                    scored.model = Some(self.scorer.model_id().to_string());
                     let decision = self.decider.map(|d| d.decide(f64::from(score), sample.class.as_deref()));
                     if let Some(d) = decision {
-                        record.insert("anomalous".into(), json!(d.anomalous));
-                        record.insert("threshold".into(), json!(d.threshold));
-                        if let Some(n) = d.normalized {
-                            record.insert("normalized_score".into(), json!(n));
-                        }
+                        scored.anomalous = Some(d.anomalous);
+                        scored.threshold = Some(d.threshold);
+                        scored.normalized_score = d.normalized;
                     } else if let Some(t) = self.args.threshold {
-                        record.insert("anomalous".into(), json!(f64::from(score) > t));
+                        scored.anomalous = Some(f64::from(score) > t);
                     }
                     let above = match self.args.fail_above {
                         Some(Some(t)) => f64::from(score) > t,
@@ -574,9 +570,10 @@ impl Output<'_> {
                         bail!("{}: {reason}; stopped (pass --on-error skip to go on)", sample.image.display());
                     }
                     self.failed += 1;
-                    record.insert("error".into(), json!(reason));
+                    scored.error = Some(reason);
                 }
             }
+            scored.add_to(&mut record);
             self.out.line(&Value::Object(record).to_string())?;
             self.written += 1;
         }
@@ -805,20 +802,17 @@ fn done_images(path: &Path) -> anyhow::Result<DoneImages> {
         file.seek(SeekFrom::End(0))?;
     }
     let mut done = DoneImages::default();
-    for (i, line) in bytes[..complete].lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: Value =
-            serde_json::from_str(&line).with_context(|| format!("{}:{}: not a JSON line", path.display(), i + 1))?;
-        let Some(image) = value.get("image").and_then(Value::as_str) else {
+    let source = path.display().to_string();
+    for line in crate::data::record::lines(&bytes[..complete], &source) {
+        let (line_no, text) = line?;
+        let Some(ScoredRecord { sample, scored }) = parse_scored_line(&text, &source, line_no)? else {
             continue;
         };
-        if value.get("score").is_some_and(|s| s.is_number()) {
-            done.scored.insert(image.to_string());
-        } else if value.get("error").is_some_and(|e| !e.is_null()) {
-            done.failed.insert(image.to_string());
+        let image = sample.image.to_string_lossy().into_owned();
+        if scored.score.is_some() {
+            done.scored.insert(image);
+        } else if scored.error.is_some() {
+            done.failed.insert(image);
         }
     }
     done.failed.retain(|image| !done.scored.contains(image));

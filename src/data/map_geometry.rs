@@ -37,6 +37,22 @@ impl MapGeometry {
     }
 }
 
+/// Serialized as [`MapGeometry::to_json`] writes it (the scored record's
+/// `"map_geometry"` field).
+impl serde::Serialize for MapGeometry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.to_json(), serializer)
+    }
+}
+
+/// Read with [`MapGeometry::from_json`]'s checks and messages.
+impl<'de> serde::Deserialize<'de> for MapGeometry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let value = <Value as serde::Deserialize>::deserialize(deserializer)?;
+        MapGeometry::from_json(&value).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
