@@ -14,6 +14,7 @@ use tch::Kind;
 use crate::backbone::extractor::Extractor;
 use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, Precision, QuietArgs, SampleSource};
+use crate::cli::on_error::{OnErrorPolicy, Skipped};
 use crate::cli::progress;
 use crate::cli::ranges;
 use crate::io::checkpoint::ModelMeta;
@@ -696,17 +697,12 @@ fn image_source(
     let prep = args.encoder.preprocess()?;
     let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, args.groups, StoreDtype::F32, device)?;
     progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
-    let mut bad = unreadable(&samples, &prep);
+    let bad = unreadable(&samples, &prep);
     if !bad.is_empty() {
-        if args.on_error == OnError::Stop {
-            let (_, err) = bad.swap_remove(0);
-            return Err(anyhow::Error::new(err)
-                .context("stopped; pass --on-error skip to leave out unreadable images")
-                .context(format!("no checkpoint written to {}", args.output.display())));
-        }
+        let mut on_error = OnErrorPolicy::new(args.on_error, TOOL, Skipped::Noted)
+            .unwritten(format!("no checkpoint written to {}", args.output.display()));
         for (i, err) in &bad {
-            // Always shown (as dinomaly-extract shows it): the data changed.
-            eprintln!("{TOOL}: skipped {}: {err}", samples[*i].image.display());
+            on_error.failed(&samples[*i].image, err, None)?;
         }
         let bad: std::collections::HashSet<usize> = bad.iter().map(|(i, _)| *i).collect();
         samples = samples.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, s)| s).collect();
