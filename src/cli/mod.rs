@@ -7,6 +7,7 @@ pub mod args;
 pub mod environment;
 pub mod exit;
 pub mod generate;
+pub mod on_error;
 pub mod output;
 pub use crate::progress;
 pub mod ranges;

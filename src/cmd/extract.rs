@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 
 use crate::backbone::extractor::Extractor;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, QuietArgs, SampleArgs};
+use crate::cli::on_error::{OnErrorPolicy, Skipped};
 use crate::cli::{progress, ranges, stdio};
 use crate::data::batches::decode_in_background;
 use crate::data::preprocess::load_image;
@@ -151,22 +152,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bar = progress::bar(samples.len() as u64, "extract", quiet);
     let total = samples.len();
     let batches = decode_in_background(samples, args.batch, 2, move |s| load_image(&s.image, &prep));
-    let mut skipped = 0usize;
+    let mut on_error = OnErrorPolicy::new(args.on_error, TOOL, Skipped::Noted)
+        .unwritten(format!("no feature store written to {shown}"));
     for batch in batches {
         let n = batch.samples.len();
         let (good, images, bad) = batch.split();
         for (sample, err) in bad {
-            match args.on_error {
-                OnError::Skip => {
-                    skipped += 1;
-                    bar.suspend(|| eprintln!("{TOOL}: skipped {}: {err}", sample.image.display()));
-                }
-                OnError::Stop => {
-                    return Err(anyhow::Error::new(err)
-                        .context("stopped; pass --on-error skip to leave out unreadable images")
-                        .context(format!("no feature store written to {shown}")));
-                }
-            }
+            on_error.failed(&sample.image, &err, Some(&bar))?;
         }
         if let Some(images) = images {
             writer.push(&good, &extractor.maps(&images)?)?;
@@ -174,6 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.inc(n as u64);
     }
     bar.finish_and_clear();
+    let skipped = on_error.skipped();
     let written = writer.finish().with_context(|| format!("{total} samples, {skipped} skipped"))?;
     progress::note(
         quiet,

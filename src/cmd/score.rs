@@ -16,6 +16,7 @@ use sha2::Digest;
 use tch::{Device, Kind, Tensor};
 
 use crate::cli::args::{DeviceArgs, OnError, QuietArgs, SampleArgs};
+use crate::cli::on_error::{OnErrorPolicy, Skipped};
 use crate::cli::output::DataOut;
 use crate::cli::progress;
 use crate::cli::ranges;
@@ -313,7 +314,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pixel_thresholds,
         decider: decider.as_ref(),
         exceeded: false,
-        failed: 0,
+        on_error: OnErrorPolicy::new(args.on_error, TOOL, Skipped::InOutput),
         written: 0,
         above: Above::default(),
     };
@@ -390,8 +391,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             progress::note(quiet, TOOL, &format!("skipped {text}"));
         }
     }
-    if state.failed > 0 {
-        progress::note(quiet, TOOL, &format!("{} inputs could not be scored (lines with \"error\")", state.failed));
+    if state.on_error.skipped() > 0 {
+        let failed = state.on_error.skipped();
+        progress::note(quiet, TOOL, &format!("{failed} inputs could not be scored (lines with \"error\")"));
     }
     if let (Some(limit), true) = (args.fail_above, state.exceeded) {
         let t = match limit {
@@ -410,7 +412,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             _ => String::new(),
         };
-        eprintln!("{TOOL}: {}{stopped}", state.above.summary(&t, state.written - state.failed));
+        eprintln!("{TOOL}: {}{stopped}", state.above.summary(&t, state.written - state.on_error.skipped()));
     }
     Ok(if state.exceeded { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
@@ -436,7 +438,9 @@ struct Output<'a> {
     pixel_thresholds: Option<Thresholds>,
     decider: Option<&'a Decider>,
     exceeded: bool,
-    failed: usize,
+    /// What --on-error does with an image that cannot be scored; counts
+    /// the lines with "error".
+    on_error: OnErrorPolicy,
     /// Lines emitted (scored or failed), whether or not stdout took them.
     written: usize,
     above: Above,
@@ -566,10 +570,7 @@ impl Output<'_> {
                     }
                 }
                 Err(reason) => {
-                    if self.args.on_error == OnError::Stop {
-                        bail!("{}: {reason}; stopped (pass --on-error skip to go on)", sample.image.display());
-                    }
-                    self.failed += 1;
+                    self.on_error.failed(&sample.image, &reason, None)?;
                     scored.error = Some(reason);
                 }
             }

@@ -14,6 +14,7 @@ use tch::Kind;
 use crate::backbone::extractor::Extractor;
 use crate::backbone::open::EncoderRequest;
 use crate::cli::args::{DeviceArgs, EncoderArgs, OnError, Precision, QuietArgs, SampleSource};
+use crate::cli::on_error::{OnErrorPolicy, Skipped};
 use crate::cli::progress;
 use crate::cli::ranges;
 use crate::io::checkpoint::ModelMeta;
@@ -25,9 +26,10 @@ use crate::model::{
 use crate::train::init::InitCheckpoint;
 use crate::train::log::{Continued, TrainLog};
 pub use crate::train::preset::{Mode, Preset};
+use crate::train::run::{last_path, periodic_path, run_job, Event, Finished, Job, Report, RunPlan};
 use crate::train::sampler::{BatchSampler, Sampling};
 use crate::train::source::{unreadable, BatchSource, ImageSource};
-use crate::train::trainer::{state_path, Best, Trainer};
+use crate::train::trainer::{state_path, Trainer};
 use crate::train::validate::{ValMetric, Validator};
 
 const TOOL: &str = "dinomaly-train";
@@ -348,29 +350,6 @@ impl Args {
             bail!("--resume works with one checkpoint: resume separated training class by class with --classes");
         }
         Ok(plan)
-    }
-}
-
-/// One model to train.
-struct Job {
-    /// Its class (separated training).
-    class: Option<String>,
-    /// Its training rows and how batches are drawn from them.
-    rows: Vec<usize>,
-    sampler: BatchSampler,
-    /// Its classes, sorted: validated on these, recorded in the checkpoint.
-    classes: Vec<String>,
-    /// Its checkpoint.
-    output: PathBuf,
-}
-
-impl Job {
-    /// "the model" or "the model of class 'c'", for messages.
-    fn whose(&self) -> String {
-        match &self.class {
-            Some(c) => format!("the model of class '{c}'"),
-            None => "the model".to_string(),
-        }
     }
 }
 
@@ -696,17 +675,12 @@ fn image_source(
     let prep = args.encoder.preprocess()?;
     let extractor = Extractor::open(&args.encoder.request(quiet, TOOL), prep, args.groups, StoreDtype::F32, device)?;
     progress::note(quiet, TOOL, &format!("checking {} images", samples.len()));
-    let mut bad = unreadable(&samples, &prep);
+    let bad = unreadable(&samples, &prep);
     if !bad.is_empty() {
-        if args.on_error == OnError::Stop {
-            let (_, err) = bad.swap_remove(0);
-            return Err(anyhow::Error::new(err)
-                .context("stopped; pass --on-error skip to leave out unreadable images")
-                .context(format!("no checkpoint written to {}", args.output.display())));
-        }
+        let mut on_error = OnErrorPolicy::new(args.on_error, TOOL, Skipped::Noted)
+            .unwritten(format!("no checkpoint written to {}", args.output.display()));
         for (i, err) in &bad {
-            // Always shown (as dinomaly-extract shows it): the data changed.
-            eprintln!("{TOOL}: skipped {}: {err}", samples[*i].image.display());
+            on_error.failed(&samples[*i].image, err, None)?;
         }
         let bad: std::collections::HashSet<usize> = bad.iter().map(|(i, _)| *i).collect();
         samples = samples.into_iter().enumerate().filter(|(i, _)| !bad.contains(i)).map(|(_, s)| s).collect();
@@ -753,12 +727,6 @@ fn train_one(
     let shaping = shaping_settings(args, plan, job);
     let val_store =
         args.val.as_ref().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string());
-    // With --keep-best the output holds the best weights only; the saves
-    // that a killed run resumes from go beside it.
-    let periodic = match args.keep_best {
-        Some(_) => last_path(&job.output),
-        None => job.output.clone(),
-    };
     let record = match &args.resume {
         Some(resume) => {
             let record = resume_from(args, resume, &mut trainer, meta, &shaping, val_store.as_deref(), &job.output)?;
@@ -820,89 +788,25 @@ fn train_one(
         }
         serde_json::Value::Object(t)
     };
-    let val_every = args.val_every.unwrap_or(plan.iterations);
-    let mut smoothed: Option<f64> = None;
-    let started = std::time::Instant::now();
-    let start_it = trainer.progress.iterations_done;
-    let mut stop = false;
-    while trainer.progress.iterations_done < plan.iterations && !stop {
-        let it = trainer.progress.iterations_done;
-        let outcome = trainer.step(source, &job.sampler)?;
-        if let Some(reason) = outcome.skipped {
-            bar.suspend(|| eprintln!("{TOOL}: iteration {it}: step skipped ({reason:?}, loss {:.6})", outcome.loss));
-        } else {
-            smoothed = Some(smoothed.map_or(outcome.loss, |s| 0.98 * s + 0.02 * outcome.loss));
-        }
-        let line = serde_json::json!({
-            "class": class, "it": it, "loss": outcome.loss, "lr": outcome.lr, "p": outcome.p,
-            "grad_norm": outcome.grad_norm, "skipped": outcome.skipped.map(|r| format!("{r:?}")),
-            // Timing from inside the process: a rate taken from it leaves
-            // out start-up, whatever the machine (scripts/gpu-check.sh).
-            "elapsed_s": started.elapsed().as_secs_f64(),
-        });
-        log_line(log, &line, || format!("iteration {it}"), &bar);
-        let done = trainer.progress.iterations_done;
-        let rate = (done - start_it) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!(
-            "loss {:.4} lr {:.2e} p {:.2} {:.2} it/s",
-            smoothed.unwrap_or(f64::NAN),
-            outcome.lr,
-            outcome.p,
-            rate
-        ));
-        bar.set_position(done);
-        // Validation comes before a save at the same iteration, so that the
-        // save (and a run resumed from it) knows its outcome.
-        if let Some(validator) = validator {
-            if done % val_every == 0 || done == plan.iterations {
-                let result = validator.run(trainer.model(), args.batch, &job.classes)?;
-                bar.suspend(|| eprintln!("{TOOL}: validation at iteration {done}: {}", result.summary()));
-                let mut line = serde_json::json!({"class": class, "validation": done});
-                if let (Some(line), serde_json::Value::Object(values)) = (line.as_object_mut(), result.to_json()) {
-                    line.extend(values);
-                }
-                log_line(log, &line, || format!("the validation at iteration {done}"), &bar);
-                if let Some(metric) = args.keep_best {
-                    let value = result.mean(metric);
-                    let progress = &mut trainer.progress;
-                    match value {
-                        Some(v) if progress.best.as_ref().is_none_or(|b| v > b.value) => {
-                            progress.best = Some(Best { metric: metric.name().to_string(), value: v, iteration: done });
-                            progress.since_best = 0;
-                            trainer.save(&job.output, meta, training_meta(&trainer), false)?;
-                        }
-                        _ => {
-                            progress.since_best += 1;
-                            if args.patience.is_some_and(|p| progress.since_best >= p) {
-                                let since = progress.since_best;
-                                bar.suspend(|| {
-                                    eprintln!(
-                                        "{TOOL}: no improvement in {since} validations: stopping at iteration {done}"
-                                    )
-                                });
-                                stop = true;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if !stop && args.save_every.is_some_and(|n| done % n == 0) && done < plan.iterations {
-            trainer.save(&periodic, meta, training_meta(&trainer), true)?;
-        }
-    }
+    let run_plan = RunPlan {
+        iterations: plan.iterations,
+        batch: args.batch,
+        val_every: args.val_every.unwrap_or(plan.iterations),
+        keep_best: args.keep_best,
+        patience: args.patience,
+        save_every: args.save_every,
+    };
+    let mut printer = Printer { class, log, bar: &bar };
+    let finished = run_job(&mut trainer, source, job, &run_plan, validator, meta, training_meta, &mut printer)?;
     bar.finish_and_clear();
-    let last = trainer.progress.loss_history.last().map(|&(_, l)| l).or(smoothed);
-    let last = last.map_or("n/a".into(), |l| format!("{l:.4}"));
-    let done = trainer.progress.iterations_done;
-    let skipped = trainer.progress.skipped_steps;
+    let last = finished.last_loss.map_or("n/a".into(), |l| format!("{l:.4}"));
+    let Finished { done, skipped, .. } = finished;
     let output = &job.output;
-    match (args.keep_best, trainer.progress.best.clone()) {
+    match (args.keep_best, finished.best) {
         // The best checkpoint is already written.
         (Some(metric), Some(best)) => {
             let last_weights = if args.save_every.is_some() {
-                trainer.save(&periodic, meta, training_meta(&trainer), true)?;
-                format!("; the last weights (iteration {done}) are in {}", periodic.display())
+                format!("; the last weights (iteration {done}) are in {}", periodic_path(&run_plan, job).display())
             } else {
                 String::new()
             };
@@ -919,7 +823,6 @@ fn train_one(
             );
         }
         (keep_best, _) => {
-            trainer.save(output, meta, training_meta(&trainer), args.save_every.is_some())?;
             let why = match keep_best {
                 Some(metric) => {
                     format!("; no validation gave a defined {}, so these are the last weights", metric.label())
@@ -936,6 +839,59 @@ fn train_one(
     Ok(())
 }
 
+/// Prints a run's events: the JSON log lines, the progress bar, and the
+/// notes on stderr (above the bar).
+struct Printer<'a> {
+    /// The class of a separated model, in every log line.
+    class: Option<&'a str>,
+    log: &'a mut Option<TrainLog>,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl Report for Printer<'_> {
+    fn event(&mut self, event: Event<'_>) {
+        let (class, bar) = (self.class, self.bar);
+        match event {
+            Event::Iteration { it, outcome, elapsed_s, smoothed, rate, done } => {
+                if let Some(reason) = outcome.skipped {
+                    bar.suspend(|| {
+                        eprintln!("{TOOL}: iteration {it}: step skipped ({reason:?}, loss {:.6})", outcome.loss)
+                    });
+                }
+                let line = serde_json::json!({
+                    "class": class, "it": it, "loss": outcome.loss, "lr": outcome.lr, "p": outcome.p,
+                    "grad_norm": outcome.grad_norm, "skipped": outcome.skipped.map(|r| format!("{r:?}")),
+                    // Timing from inside the process: a rate taken from it leaves
+                    // out start-up, whatever the machine (scripts/gpu-check.sh).
+                    "elapsed_s": elapsed_s,
+                });
+                log_line(self.log, &line, || format!("iteration {it}"), bar);
+                bar.set_message(format!(
+                    "loss {:.4} lr {:.2e} p {:.2} {:.2} it/s",
+                    smoothed.unwrap_or(f64::NAN),
+                    outcome.lr,
+                    outcome.p,
+                    rate
+                ));
+                bar.set_position(done);
+            }
+            Event::Validation { done, result } => {
+                bar.suspend(|| eprintln!("{TOOL}: validation at iteration {done}: {}", result.summary()));
+                let mut line = serde_json::json!({"class": class, "validation": done});
+                if let (Some(line), serde_json::Value::Object(values)) = (line.as_object_mut(), result.to_json()) {
+                    line.extend(values);
+                }
+                log_line(self.log, &line, || format!("the validation at iteration {done}"), bar);
+            }
+            Event::EarlyStop { since, done } => {
+                bar.suspend(|| {
+                    eprintln!("{TOOL}: no improvement in {since} validations: stopping at iteration {done}")
+                });
+            }
+        }
+    }
+}
+
 /// Writes a line to the log, if there is one, showing its first failure.
 fn log_line(
     log: &mut Option<TrainLog>,
@@ -947,16 +903,6 @@ fn log_line(
         // Always shown: the run will end with an error because of it.
         bar.suspend(|| eprintln!("{TOOL}: warning: {warning}"));
     }
-}
-
-/// Where the resumable saves of a run that keeps its best checkpoint at
-/// `output` go: `NAME.last.EXT` beside it (`model.last.safetensors`).
-pub fn last_path(output: &Path) -> PathBuf {
-    let name = match (output.file_stem(), output.extension()) {
-        (Some(stem), Some(ext)) => format!("{}.last.{}", stem.to_string_lossy(), ext.to_string_lossy()),
-        _ => format!("{}.last", output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()),
-    };
-    output.with_file_name(name)
 }
 
 /// The settings that shape what training computes, by checkpoint key, with
@@ -1285,11 +1231,5 @@ mod tests {
         let held = held_copy(&FeatureStore::open(&path).unwrap(), tch::Device::Cpu).unwrap();
         assert_eq!(held.kind(), Kind::Float);
         assert!(held.equal(&rows), "the rows were rounded");
-    }
-
-    #[test]
-    fn resumable_saves_of_a_kept_best_go_beside_it() {
-        assert_eq!(last_path(Path::new("out/model.safetensors")), Path::new("out/model.last.safetensors"));
-        assert_eq!(last_path(Path::new("model")), Path::new("model.last"));
     }
 }

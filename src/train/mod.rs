@@ -5,6 +5,7 @@
 pub mod init;
 pub mod log;
 pub mod preset;
+pub mod run;
 pub mod sampler;
 pub mod source;
 pub mod trainer;
