@@ -20,6 +20,7 @@ mod dataset;
 mod demo;
 mod docs;
 mod encoder;
+mod export;
 mod gpu_check;
 mod maps;
 mod metrics;

@@ -61,6 +61,7 @@ pub fn tool(name: &str) -> Command {
         "dinomaly-score" => env!("CARGO_BIN_EXE_dinomaly-score"),
         "dinomaly-calibrate" => env!("CARGO_BIN_EXE_dinomaly-calibrate"),
         "dinomaly-metrics" => env!("CARGO_BIN_EXE_dinomaly-metrics"),
+        "dinomaly-export" => env!("CARGO_BIN_EXE_dinomaly-export"),
         other => panic!("unknown tool {other}"),
     };
     let mut cmd = Command::new(path);
