@@ -71,10 +71,8 @@ impl Runtime {
         let plan = tract_onnx::onnx()
             .model_for_path(path)
             .expect("tract parses the model")
-            .into_typed()
-            .expect("tract types the model")
-            .into_decluttered()
-            .expect("tract declutters the model")
+            .into_optimized()
+            .expect("tract optimises the model")
             .into_runnable()
             .expect("tract plans the model");
         Runtime { plan }
@@ -91,7 +89,8 @@ impl Runtime {
     }
 
     fn run_f32(&self, data: &[f32], n: usize, side: (usize, usize)) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
-        let t = tract_ndarray::Array4::from_shape_vec((n, 3, side.0, side.1), data.to_vec()).expect("shape").into_tensor();
+        let t =
+            tract_ndarray::Array4::from_shape_vec((n, 3, side.0, side.1), data.to_vec()).expect("shape").into_tensor();
         self.run(t)
     }
 }

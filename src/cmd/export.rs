@@ -155,7 +155,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     progress::note(
         quiet,
         TOOL,
-        &format!("wrote {} ({:.1} MB, opset {})", args.output.display(), exported.bytes.len() as f64 / 1e6, export::OPSET),
+        &format!(
+            "wrote {} ({:.1} MB, opset {})",
+            args.output.display(),
+            exported.bytes.len() as f64 / 1e6,
+            export::OPSET
+        ),
     );
     let line = json!({
         "onnx": args.output,

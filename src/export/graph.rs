@@ -98,9 +98,17 @@ impl Graph {
     }
 
     /// [`Graph::op`] with `outputs` outputs.
-    pub fn op_n(&mut self, op: &str, inputs: &[&str], attrs: &[(&str, Attr)], hint: &str, outputs: usize) -> Vec<String> {
-        let outs: Vec<String> =
-            (0..outputs).map(|i| if outputs == 1 { self.fresh(hint) } else { self.fresh(&format!("{hint}.{i}")) }).collect();
+    pub fn op_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: &[(&str, Attr)],
+        hint: &str,
+        outputs: usize,
+    ) -> Vec<String> {
+        let outs: Vec<String> = (0..outputs)
+            .map(|i| if outputs == 1 { self.fresh(hint) } else { self.fresh(&format!("{hint}.{i}")) })
+            .collect();
         let attribute = attrs.iter().map(|(name, a)| attribute(name, a)).collect();
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),

@@ -356,30 +356,62 @@ fn to_spatial(g: &mut Graph, tokens: &str, prefix: i64, d: i64, grid: (i64, i64)
     g.op("Reshape", &[&t, &shape], &[], hint)
 }
 
-/// The smallest float32 scale whose product with `input` is at least
-/// `output`: every runtime then computes the output size
-/// `floor(input * scale)` as `output`, in float32 or float64 alike, and
-/// the sampling positions differ from PyTorch's `input / output` by at
-/// most one float32 rounding.
-pub fn resize_scale(input: i64, output: i64) -> f32 {
-    let exact = output as f64 / input as f64;
-    let mut s = exact as f32;
-    while (s as f64) * (input as f64) < output as f64 {
-        s = f32::from_bits(s.to_bits() + 1);
-    }
-    s
+/// Bilinear resize of (B, 1, H, W) to `to`, written as two MatMuls with
+/// constant interpolation matrices: `out = R_h · x · R_wᵀ`. Bilinear
+/// interpolation is separable, so this is PyTorch's `upsample_bilinear2d`
+/// exactly, and a MatMul means the same in every runtime, while the ONNX
+/// Resize op's coordinate modes are read differently by runtimes (tract
+/// 0.21 gave 3e-3 relative differences on the maps where onnxruntime gave
+/// 1e-5).
+fn resize(g: &mut Graph, x: &str, from: (i64, i64), to: (i64, i64), align_corners: bool, hint: &str) -> String {
+    let rows = interpolation_matrix(from.0, to.0, align_corners);
+    let rows = g.floats_f32(&format!("{hint}.rows"), &rows, &[to.0, from.0]);
+    let cols = interpolation_matrix(from.1, to.1, align_corners);
+    let cols_t = transpose(&cols, to.1 as usize, from.1 as usize);
+    let cols_t = g.floats_f32(&format!("{hint}.cols_t"), &cols_t, &[from.1, to.1]);
+    let tall = g.op("MatMul", &[&rows, x], &[], hint);
+    g.op("MatMul", &[&tall, &cols_t], &[], hint)
 }
 
-/// Resize of (B, 1, H, W) to `size`, linear, with the given coordinate mode.
-fn resize(g: &mut Graph, x: &str, from: (i64, i64), to: (i64, i64), mode: &'static str, hint: &str) -> String {
-    let scales = [1.0, 1.0, resize_scale(from.0, to.0), resize_scale(from.1, to.1)];
-    let scales = g.floats_f32(&format!("{hint}.scales"), &scales, &[4]);
-    g.op(
-        "Resize",
-        &[x, "", &scales],
-        &[("mode", Attr::Str("linear")), ("coordinate_transformation_mode", Attr::Str(mode))],
-        hint,
-    )
+/// The (output × input) matrix of 1-D linear interpolation as PyTorch's
+/// `upsample_bilinear2d` computes it (ATen `area_pixel_compute_source_index`
+/// and `UpSampleKernel.cpp`): with `align_corners` the source position is
+/// `dst · (in − 1) / (out − 1)`; without, `(dst + 0.5) · in / out − 0.5`
+/// clamped at 0; the two neighbours `floor` and `min(floor + 1, in − 1)`
+/// get weights `1 − λ` and `λ`. Positions and weights in float32, as ATen
+/// computes them for float32 maps.
+pub fn interpolation_matrix(input: i64, output: i64, align_corners: bool) -> Vec<f32> {
+    let (n_in, n_out) = (input as usize, output as usize);
+    let mut m = vec![0f32; n_in * n_out];
+    let scale: f32 = if align_corners {
+        if output > 1 {
+            (input - 1) as f32 / (output - 1) as f32
+        } else {
+            0.0
+        }
+    } else {
+        input as f32 / output as f32
+    };
+    for dst in 0..n_out {
+        let src = if align_corners { scale * dst as f32 } else { (scale * (dst as f32 + 0.5) - 0.5).max(0.0) };
+        let i0 = (src.floor() as usize).min(n_in - 1);
+        let i1 = (i0 + 1).min(n_in - 1);
+        let lambda = (src - i0 as f32).clamp(0.0, 1.0);
+        m[dst * n_in + i0] += 1.0 - lambda;
+        m[dst * n_in + i1] += lambda;
+    }
+    m
+}
+
+/// `m` (rows × cols, row-major) transposed.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; m.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = m[r * cols + c];
+        }
+    }
+    t
 }
 
 /// 1 - cosine similarity over channels of one group pair, in float32
@@ -411,7 +443,13 @@ fn group_distance(g: &mut Graph, e: &str, d: &str, hint: &str) -> String {
 /// reflect then Conv), and the top-ratio mean (TopK with k fixed by the
 /// map size, then ReduceMean; ReduceMax for ratio 0). All float32.
 /// Returns (map (B, 1, h, w) as dinomaly-score writes it, score (B)).
-fn post_process(g: &mut Graph, enc: &[String], dec: &[String], post: &PostProcess, grid: (i64, i64)) -> Result<(String, String)> {
+fn post_process(
+    g: &mut Graph,
+    enc: &[String],
+    dec: &[String],
+    post: &PostProcess,
+    grid: (i64, i64),
+) -> Result<(String, String)> {
     post.validate()?;
     let f16 = g.compute == Compute::F16;
     let crop = post.crop;
@@ -425,7 +463,7 @@ fn post_process(g: &mut Graph, enc: &[String], dec: &[String], post: &PostProces
             (e.clone(), d.clone())
         };
         let dist = group_distance(g, &e, &d, &hint);
-        ups.push(resize(g, &dist, grid, crop, "align_corners", &format!("upsample{i}")));
+        ups.push(resize(g, &dist, grid, crop, true, &format!("upsample{i}")));
     }
     let fused = if ups.len() == 1 {
         ups.remove(0)
@@ -435,8 +473,11 @@ fn post_process(g: &mut Graph, enc: &[String], dec: &[String], post: &PostProces
         g.op("ReduceMean", &[&cat], &[("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(1))], "fused_map")
     };
     // Same size: PyTorch's resize samples every pixel exactly, so none.
-    let resized =
-        if post.map_size == crop { fused.clone() } else { resize(g, &fused, crop, post.map_size, "half_pixel", "resized_map") };
+    let resized = if post.map_size == crop {
+        fused.clone()
+    } else {
+        resize(g, &fused, crop, post.map_size, false, "resized_map")
+    };
     let k = post.kernel_size;
     let kernel = gaussian_kernel(k, post.sigma)?.f_view([1, 1, k, k])?;
     let kernel = g.weight_f32("gaussian_kernel", &kernel)?;
@@ -494,14 +535,20 @@ pub fn build(g: &mut Graph, image: &str, spec: &NetSpec<'_>) -> Result<(String, 
 mod tests {
     use super::*;
 
+    /// The interpolation matrices equal libtorch's bilinear resize of
+    /// the identity, for up- and down-sampling, both corner modes.
     #[test]
-    fn resize_scales_give_the_output_size_in_float32_and_float64() {
-        for (input, output) in [(392, 256), (392, 392), (28, 392), (224, 256), (448, 255), (100, 33), (97, 1000)] {
-            let s = resize_scale(input, output);
-            assert_eq!((input as f32 * s) as i64, output, "{input} -> {output} f32");
-            assert_eq!((input as f64 * s as f64).floor() as i64, output, "{input} -> {output} f64");
-            assert!(((s as f64) - output as f64 / input as f64).abs() <= output as f64 / input as f64 * 1.2e-7);
+    fn interpolation_matrices_are_libtorchs_bilinear_resize() {
+        for (input, output) in [(4, 16), (16, 4), (28, 392), (392, 256), (224, 256), (5, 5), (7, 3)] {
+            for align in [true, false] {
+                let eye = tch::Tensor::eye(input, (tch::Kind::Float, tch::Device::Cpu)).view([1, 1, input, input]);
+                // Resizing rows of the identity gives the matrix's transpose's rows.
+                let torch = eye.upsample_bilinear2d([output, input], align, None, None).view([output, input]);
+                let want = Vec::<f32>::try_from(torch.flatten(0, -1)).unwrap();
+                let got = interpolation_matrix(input, output, align);
+                let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(worst <= 1e-6, "{input} -> {output} align {align}: {worst}");
+            }
         }
-        assert_eq!(resize_scale(28, 392), 14.0);
     }
 }
