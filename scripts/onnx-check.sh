@@ -57,7 +57,7 @@ if [[ $QUICK == 1 ]]; then
   ITERS=3 TRAIN_BATCH=4 SPEED_IMAGES=4 REPEATS=${ONNX_CHECK_REPEATS:-1}
 else
   ARCH=dinov2_vitb14_reg4 NAME=random-vitb14-reg4 RESIZE=448 CROP=392
-  ELPV_SUBSET=(--train 8 --test-good 3 --test-defect 3) TEX_SUBSET=(--train 2 --test-good 2 --test-defect 2)
+  ELPV_SUBSET=(--train 8 --test-good 3 --test-defect 3) TEX_SUBSET=(--train 2 --test-good 1 --test-defect 1)
   ITERS=10 TRAIN_BATCH=4 SPEED_IMAGES=8 REPEATS=${ONNX_CHECK_REPEATS:-3}
 fi
 # libtorch's OpenMP threads, as many as the other runtimes get.
