@@ -18,6 +18,7 @@ mod cli_train_images;
 mod cpu_bf16;
 mod dataset;
 mod demo;
+mod deploy;
 mod docs;
 mod encoder;
 mod export;
