@@ -9,12 +9,11 @@
 //! `|onnx - score| / |score|`; both at most 1e-4 (issue #15).
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 use tract_onnx::prelude::*;
 
-use crate::util::fixture::{self as fx, assert_error};
+use crate::util::fixture as fx;
 use crate::util::{self, assert_code, Dir};
 
 /// Relative tolerance on maps and scores (issue #15).
