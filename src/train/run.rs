@@ -139,7 +139,7 @@ pub fn run_job(
         }
         let done = trainer.progress.iterations_done;
         let elapsed_s = started.elapsed().as_secs_f64();
-        let rate = (done - start_it) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let rate = (done - start_it) as f64 / elapsed_s.max(1e-9);
         report.event(Event::Iteration { it, outcome: &outcome, elapsed_s, smoothed, rate, done });
         // Validation comes before a save at the same iteration, so that the
         // save (and a run resumed from it) knows its outcome.
