@@ -171,3 +171,230 @@ fn export_tiny_models_of_every_kind_match_dinomaly_score() {
         parity(&dir, &format!("tiny-{kind}"), &args, &args);
     }
 }
+
+impl Runtime {
+    fn run_u8(&self, data: &[u8], n: usize, side: (usize, usize)) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
+        let t =
+            tract_ndarray::Array4::from_shape_vec((n, 3, side.0, side.1), data.to_vec()).expect("shape").into_tensor();
+        self.run(t)
+    }
+}
+
+/// The raw RGB crops (uint8 CHW, flat) a `--input uint8` model takes: the
+/// checkpoint's resize and centre crop, before /255 and mean/std.
+fn raw_crops(paths: &[PathBuf], prep: &dinomaly::data::preprocess::Preprocess) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for p in paths {
+        let crop = prep.visible_crop(&dinomaly::data::decode::load_rgb(p).expect("load image"));
+        let (w, h) = crop.dimensions();
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    bytes.push(crop.get_pixel(x, y)[c]);
+                }
+            }
+        }
+    }
+    bytes
+}
+
+/// The shared tiny checkpoint's `-c CKPT --weights W` arguments.
+fn shared_args() -> Vec<String> {
+    let shared = fx::shared();
+    vec!["-c".into(), shared.ckpt.display().to_string(), "--weights".into(), shared.weights.display().to_string()]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn export_uint8_input_normalises_inside_the_graph() {
+    let dir = Dir::new("export-uint8");
+    let args = shared_args();
+    let onnx = dir.join("u8.onnx");
+    let line = export(&[strs(&args), vec!["--input", "uint8", "-o", onnx.to_str().unwrap()]].concat());
+    assert_eq!(line["input_kind"], "uint8");
+    assert_eq!(line["inputs"][0]["dtype"], "uint8");
+    let meta = metadata(&onnx);
+    assert_eq!(meta["input_kind"], "uint8");
+    let prep = preprocess(&meta);
+    let paths = images(4);
+    let reference = score(&dir, &strs(&args), &paths);
+    let data = raw_crops(&paths, &prep);
+    let side = prep.crop();
+    let runtime = Runtime::load(&onnx);
+    let per = 3 * side.0 * side.1;
+    let one = runtime.run_u8(&data[..per], 1, side);
+    let three = runtime.run_u8(&data[per..], 3, side);
+    let (m1, s1) = compare(&one, &reference, 0);
+    let (m3, s3) = compare(&three, &reference, 1);
+    eprintln!("uint8 input: batch 1 map {m1:.2e} score {s1:.2e}; batch 3 map {m3:.2e} score {s3:.2e} (relative)");
+    assert!(m1.max(m3) <= TOL && s1.max(s3) <= TOL, "uint8 input: {m1:e} {m3:e} {s1:e} {s3:e}");
+    // The official kind (the same Pillow resize) takes raw crops as well.
+    let c = score_fixture("official.pth");
+    let official = ["-c", c.to_str().unwrap(), "--layers", "0,1"];
+    let onnx = dir.join("official-u8.onnx");
+    export(&[&official[..], &["--input", "uint8", "-o", onnx.to_str().unwrap()]].concat());
+    let prep = preprocess(&metadata(&onnx));
+    let reference = score(&dir, &official, &paths[..2]);
+    let got = Runtime::load(&onnx).run_u8(&raw_crops(&paths[..2], &prep), 2, prep.crop());
+    let (m, s) = compare(&got, &reference, 0);
+    eprintln!("uint8 input, official: batch 2 map {m:.2e} score {s:.2e} (relative)");
+    assert!(m <= TOL && s <= TOL, "uint8 input, official: {m:e} {s:e}");
+}
+
+/// float16 carries 11 significant bits: one rounding is at most 2^-11
+/// (4.9e-4) relative. Weights and activations are each rounded once per
+/// layer and the rounding errors add up over the encoder and decoder
+/// layers (random-walk, not worst case), and the map is 1 - cos of two
+/// such features, so it inherits their error. Measured here: about 1e-3 on
+/// the tiny models. The bound is 1e-2: an order above what rounding gives,
+/// and far below a wrong graph (a missing layer, wrong scale or wrong
+/// order moves maps by tens of percent).
+const FP16_TOL: f64 = 1e-2;
+
+#[test]
+fn export_fp16_stays_within_float16_rounding_of_dinomaly_score() {
+    let dir = Dir::new("export-fp16");
+    let args = shared_args();
+    let onnx = dir.join("fp16.onnx");
+    let line = export(&[strs(&args), vec!["--precision", "fp16", "-o", onnx.to_str().unwrap()]].concat());
+    assert_eq!(line["precision"], "fp16");
+    // Graph I/O stays float32.
+    assert_eq!(line["inputs"][0]["dtype"], "float32");
+    assert_eq!(line["outputs"][0]["dtype"], "float32");
+    let fp32 = dir.join("fp32.onnx");
+    let line32 = export(&[strs(&args), vec!["-o", fp32.to_str().unwrap()]].concat());
+    // Weights in float16: the file is about half the float32 one.
+    let (b16, b32) = (line["bytes"].as_f64().unwrap(), line32["bytes"].as_f64().unwrap());
+    assert!(b16 < 0.6 * b32, "fp16 file {b16} bytes, fp32 {b32}");
+    let meta = metadata(&onnx);
+    assert_eq!(meta["precision"], "fp16");
+    let prep = preprocess(&meta);
+    let paths = images(4);
+    let reference = score(&dir, &strs(&args), &paths);
+    let data = crops(&paths, &prep);
+    let side = prep.crop();
+    let per = 3 * side.0 * side.1;
+    let runtime = Runtime::load(&onnx);
+    let (m1, s1) = compare(&runtime.run_f32(&data[..per], 1, side), &reference, 0);
+    let (m3, s3) = compare(&runtime.run_f32(&data[per..], 3, side), &reference, 1);
+    eprintln!("fp16: batch 1 map {m1:.2e} score {s1:.2e}; batch 3 map {m3:.2e} score {s3:.2e} (relative)");
+    assert!(m1.max(m3) <= FP16_TOL && s1.max(s3) <= FP16_TOL, "fp16: {m1:e} {m3:e} {s1:e} {s3:e}");
+    // Not float32 in disguise: the rounding shows.
+    assert!(m1.max(m3) > 1e-6, "fp16 maps equal float32's to {:e}", m1.max(m3));
+}
+
+#[test]
+fn export_static_batch_fixes_the_batch_axis() {
+    let dir = Dir::new("export-static");
+    let args = shared_args();
+    let onnx = dir.join("b3.onnx");
+    let line = export(&[strs(&args), vec!["--batch", "3", "-o", onnx.to_str().unwrap()]].concat());
+    assert_eq!(line["inputs"][0]["shape"][0], 3);
+    assert_eq!(line["outputs"][0]["shape"][0], 3);
+    assert_eq!(line["outputs"][1]["shape"], serde_json::json!([3]));
+    // The file itself declares the fixed dimension.
+    let proto = tract_onnx::onnx().proto_model_for_path(&onnx).expect("tract reads the model");
+    let graph = proto.graph.expect("a graph");
+    let dims = |v: &tract_onnx::pb::ValueInfoProto| -> Vec<String> {
+        let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            panic!("{}: not a tensor", v.name)
+        };
+        t.shape.as_ref().expect("a shape").dim.iter().map(|d| format!("{:?}", d.value)).collect()
+    };
+    for v in graph.input.iter().chain(&graph.output) {
+        let d = dims(v);
+        assert!(d[0].contains("DimValue(3)"), "{}: {d:?}", v.name);
+    }
+    let meta = metadata(&onnx);
+    let prep = preprocess(&meta);
+    let paths = images(3);
+    let reference = score(&dir, &strs(&args), &paths);
+    let (m, s) = compare(&Runtime::load(&onnx).run_f32(&crops(&paths, &prep), 3, prep.crop()), &reference, 0);
+    assert!(m <= TOL && s <= TOL, "static batch: {m:e} {s:e}");
+}
+
+#[test]
+fn export_metadata_says_how_to_feed_the_model() {
+    let shared = fx::shared();
+    let dir = Dir::new("export-metadata");
+    let args = shared_args();
+    // A calibrated checkpoint: its calibration travels with the model.
+    let lines = {
+        let mut cmd = fx::score(&shared.ckpt, &shared.weights);
+        let out = util::run(cmd.arg("-i").arg(&shared.input), "");
+        assert_code(&out, 0);
+        util::stdout(&out)
+    };
+    let model_id = fx::parse_lines(&lines)[0]["model"].as_str().unwrap().to_string();
+    let calibrated = dir.join("cal.safetensors");
+    let out = util::run(
+        util::tool("dinomaly-calibrate")
+            .arg("-q")
+            .arg("-c")
+            .arg(&shared.ckpt)
+            .arg("-o")
+            .arg(&calibrated)
+            .args(["--target-fpr", "0.5"]),
+        &lines,
+    );
+    assert_code(&out, 0);
+    let onnx = dir.join("cal.onnx");
+    let line = export(&[
+        "-c",
+        calibrated.to_str().unwrap(),
+        "--weights",
+        shared.weights.to_str().unwrap(),
+        "--map-size",
+        "64x48",
+        "--max-ratio",
+        "0.05",
+        "-o",
+        onnx.to_str().unwrap(),
+    ]);
+    let meta = metadata(&onnx);
+    // The JSON line's metadata is the file's.
+    let printed: std::collections::HashMap<String, String> = line["metadata"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string values").to_string()))
+        .collect();
+    assert_eq!(printed, meta);
+    assert_eq!(line["sha256"], fx::sha256(&onnx).as_str());
+    assert_eq!(line["bytes"], std::fs::metadata(&onnx).unwrap().len());
+    assert_eq!(line["opset"], 17);
+    let ckpt_meta = dinomaly::io::checkpoint::read_meta(&calibrated).unwrap();
+    let json = |k: &str| -> Value { serde_json::from_str(&meta[k]).unwrap_or_else(|e| panic!("{k}: {e}")) };
+    assert_eq!(meta["dinomaly.version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(meta["encoder_sha256"], fx::sha256(&shared.weights));
+    assert_eq!(meta["checkpoint_kind"], "dinomaly");
+    assert_eq!(meta["backbone"], ckpt_meta.encoder.backbone);
+    assert_eq!(json("crop"), serde_json::json!([112, 112]));
+    assert_eq!(json("resize"), serde_json::json!([112, 112]));
+    assert_eq!(meta["resize_backend"], "pil");
+    assert_eq!(json("mean"), serde_json::json!([0.485, 0.456, 0.406]));
+    assert_eq!(json("std"), serde_json::json!([0.229, 0.224, 0.225]));
+    assert_eq!(json("map_size"), serde_json::json!([64, 48]));
+    assert_eq!(line["outputs"][0]["shape"], serde_json::json!([-1, 64, 48]));
+    assert_eq!(json("top_ratio"), serde_json::json!(0.05));
+    assert_eq!(json("layers"), serde_json::json!([0, 1, 2, 3]));
+    assert_eq!((meta["input_kind"].as_str(), meta["precision"].as_str()), ("float", "fp32"));
+    assert_eq!(json("calibration"), serde_json::to_value(ckpt_meta.calibration.unwrap()).unwrap());
+    // The model id is the one dinomaly-score writes for these flags.
+    let out = util::run(
+        fx::score(&calibrated, &shared.weights).args(["--map-size", "64x48", "--max-ratio", "0.05"]),
+        &format!("{}\n", images(1)[0].display()),
+    );
+    assert_code(&out, 0);
+    assert_eq!(meta["dinomaly.model_id"], fx::parse_lines(&util::stdout(&out))[0]["model"].as_str().unwrap());
+    // Uncalibrated: no calibration key.
+    let plain = dir.join("plain.onnx");
+    export(&[strs(&args), vec!["-o", plain.to_str().unwrap()]].concat());
+    let plain_meta = metadata(&plain);
+    assert!(!plain_meta.contains_key("calibration"));
+    assert_eq!(plain_meta["dinomaly.model_id"], model_id);
+}

@@ -173,8 +173,8 @@ pub fn export(req: &ExportRequest) -> Result<Exported> {
     put("resize", json!([prep.resize().0, prep.resize().1]).to_string());
     put("resize_backend", crate::io::names::name_of(&prep.backend()));
     put("crop", json!([crop_h, crop_w]).to_string());
-    put("mean", json!(IMAGENET_MEAN).to_string());
-    put("std", json!(IMAGENET_STD).to_string());
+    put("mean", json!(IMAGENET_MEAN.map(decimal)).to_string());
+    put("std", json!(IMAGENET_STD.map(decimal)).to_string());
     put("map_size", json!([map_h, map_w]).to_string());
     put("score_map_size", json!([post.map_size.0, post.map_size.1]).to_string());
     put("top_ratio", json!(post.max_ratio).to_string());
@@ -219,6 +219,13 @@ pub fn export(req: &ExportRequest) -> Result<Exported> {
         ]),
         metadata,
     })
+}
+
+/// A float32 constant as the decimal it was written as (0.485, not
+/// 0.48500001430511475): the shortest text that reads back to the same
+/// float32, which is how torchvision and anomalib write these constants.
+fn decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
 }
 
 /// The input and its normalisation: for uint8, `(x / 255 - mean) / std`

@@ -61,12 +61,23 @@ fn linear(g: &mut Graph, x: &str, w: &Tensor, b: Option<&Tensor>, hint: &str) ->
     }
 }
 
-/// LayerNormalization over the last axis (opset 17; computed in float32
-/// inside, its default `stash_type`, also for float16 inputs).
+/// LayerNormalization over the last axis (opset 17), computed in float32.
+/// For float16 graphs the input is cast to float32 and the result back, with
+/// float32 scale and bias: what torch's autocast does with layer_norm (it is
+/// on autocast's float32 list), and what keeps the variance of large
+/// activations from overflowing float16 (TensorRT warns of exactly that for
+/// float16 LayerNorm). It also sidesteps tract 0.21, which cannot plan a
+/// float16 LayerNormalization.
 fn layer_norm(g: &mut Graph, x: &str, w: &Tensor, b: &Tensor, eps: f32, hint: &str) -> Result<String> {
-    let w = g.weight(&format!("{hint}.weight"), w)?;
-    let b = g.weight(&format!("{hint}.bias"), b)?;
-    Ok(g.op("LayerNormalization", &[x, &w, &b], &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))], hint))
+    let w = g.weight_f32(&format!("{hint}.weight"), w)?;
+    let b = g.weight_f32(&format!("{hint}.bias"), b)?;
+    let attrs = [("axis", Attr::Int(-1)), ("epsilon", Attr::Float(eps))];
+    if g.compute == Compute::F16 {
+        let x32 = g.op("Cast", &[x], &[("to", Attr::Int(data_type::FLOAT as i64))], hint);
+        let y = g.op("LayerNormalization", &[&x32, &w, &b], &attrs, hint);
+        return Ok(g.op("Cast", &[&y], &[("to", Attr::Int(data_type::FLOAT16 as i64))], hint));
+    }
+    Ok(g.op("LayerNormalization", &[x, &w, &b], &attrs, hint))
 }
 
 /// Exact GELU, `x * 0.5 * (1 + erf(x / sqrt(2)))`, as libtorch's
