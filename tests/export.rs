@@ -141,6 +141,10 @@ fn parity(dir: &Dir, what: &str, score_args: &[&str], export_args: &[&str]) -> (
     let prep = preprocess(&meta);
     let paths = images(4);
     let reference = score(dir, score_args, &paths);
+    // Images that score apart: a graph giving every image one output could
+    // not match them.
+    let (lo, hi) = reference.1.iter().fold((f64::MAX, f64::MIN), |(l, h), &s| (l.min(s), h.max(s)));
+    assert!(hi - lo > 1e-3 * hi.abs(), "{what}: dinomaly-score gives the images one score ({lo} .. {hi})");
     let data = crops(&paths, &prep);
     let side = prep.crop();
     let per = 3 * side.0 * side.1;
@@ -397,4 +401,198 @@ fn export_metadata_says_how_to_feed_the_model() {
     let plain_meta = metadata(&plain);
     assert!(!plain_meta.contains_key("calibration"));
     assert_eq!(plain_meta["dinomaly.model_id"], model_id);
+}
+
+/// A ViT-S/14-reg4 Dinomaly with seeded random weights in the three
+/// checkpoint kinds: the encoder from `demo-data weights --random` (Meta's
+/// layout), a dinomaly checkpoint trained on it for two iterations at a
+/// 224 crop, and the same encoder and decoder re-keyed as the official
+/// `ViTill` state dict (`encoder.*`, MLP biases) and as anomalib's
+/// (`encoder.feature_extractor.*`, no MLP biases), both as safetensors.
+struct VitS {
+    weights: PathBuf,
+    dinomaly: PathBuf,
+    official: PathBuf,
+    anomalib: PathBuf,
+}
+
+fn vit_s(dir: &Dir) -> VitS {
+    let release = Path::new(env!("CARGO_BIN_EXE_dinomaly-export")).parent().unwrap().to_path_buf();
+    let demo_data = release.join("examples").join("demo-data");
+    assert!(demo_data.is_file(), "{} is missing: `cargo test --release` builds it", demo_data.display());
+    let out = util::run(
+        std::process::Command::new(&demo_data)
+            .args(["weights", "--backbone", "dinov2_vits14_reg4", "--random", "--seed", "0", "--random-dir"])
+            .arg(dir.join("weights")),
+        "",
+    );
+    assert_code(&out, 0);
+    let weights = PathBuf::from(util::stdout(&out).trim().strip_prefix("random ").expect("random weights").to_string());
+    let store = dir.join("vits.store");
+    let list: String = images(4).iter().map(|p| format!("{}\n", p.display())).collect();
+    let out = util::run(
+        util::tool("dinomaly-extract")
+            .args(["-q", "--backbone", "dinov2_vits14_reg4", "--resize", "224", "--crop", "224", "--weights"])
+            .arg(&weights)
+            .arg("-o")
+            .arg(&store),
+        &list,
+    );
+    assert_code(&out, 0);
+    let dinomaly = dir.join("vits-dinomaly.safetensors");
+    assert_code(&util::run(&mut fx::train(&store, &dinomaly, 2, 4), ""), 0);
+    let read = |p: &Path| {
+        dinomaly::io::safetensors_load::read_safetensors(p, dinomaly::io::safetensors_load::FloatKind::F32)
+            .expect("read safetensors")
+    };
+    let encoder = read(&weights);
+    let trainable = read(&dinomaly);
+    assert!(trainable.iter().any(|(k, _)| k == "bottleneck.0.fc1.bias"), "trained with MLP biases");
+    let write = |path: &Path, prefix: &str, biases: bool| {
+        let named: Vec<(String, tch::Tensor)> = encoder
+            .iter()
+            .map(|(k, t)| (format!("{prefix}{k}"), t.shallow_clone()))
+            .chain(
+                trainable
+                    .iter()
+                    .filter(|(k, _)| biases || !(k.contains(".fc1.bias") || k.contains(".fc2.bias")))
+                    .map(|(k, t)| (k.clone(), t.shallow_clone())),
+            )
+            .collect();
+        tch::Tensor::write_safetensors(&named, path).expect("write checkpoint");
+    };
+    let official = dir.join("vits-official.safetensors");
+    write(&official, "encoder.", true);
+    let anomalib = dir.join("vits-anomalib.safetensors");
+    write(&anomalib, "encoder.feature_extractor.", false);
+    VitS { weights, dinomaly, official, anomalib }
+}
+
+/// ViT-S/14-reg4 in every checkpoint kind. A dinomaly checkpoint runs at
+/// its own crop (224 here); official and anomalib checkpoints carry no
+/// pre-processing and are scored, like their own code does, at 448 → 392.
+#[test]
+fn export_vit_s_of_every_kind_matches_dinomaly_score() {
+    let dir = Dir::new("export-vits");
+    let m = vit_s(&dir);
+    let (ckpt, weights) = (m.dinomaly.to_str().unwrap(), m.weights.to_str().unwrap());
+    let args = ["-c", ckpt, "--weights", weights];
+    let (onnx, _, _) = parity(&dir, "vits-dinomaly-224", &args, &args);
+    let meta = metadata(&onnx);
+    assert_eq!(meta["crop"], "[224,224]");
+    assert_eq!(meta["layers"], "[2,3,4,5,6,7,8,9]");
+    for (what, c, crop) in [("official", &m.official, "[392,392]"), ("anomalib", &m.anomalib, "[392,392]")] {
+        let args = ["-c", c.to_str().unwrap()];
+        let (onnx, _, _) = parity(&dir, &format!("vits-{what}-392"), &args, &args);
+        let meta = metadata(&onnx);
+        assert_eq!((meta["checkpoint_kind"].as_str(), meta["crop"].as_str()), (what, crop));
+    }
+}
+
+/// `dinomaly-export -q` with `args` is refused: exit 2, one stderr line
+/// holding `needles`, and `dir`'s `out/` folder is left as it was (an
+/// earlier model there kept byte for byte, no temporary file).
+/// Errors found by the flag parser are clap's: a first line naming the
+/// flag, then a usage hint (as for the other tools).
+fn refused(dir: &Dir, args: &[&str], needles: &[&str]) {
+    let out_dir = dir.join("out");
+    let before: Vec<(String, Vec<u8>)> =
+        fx::entries(&out_dir).into_iter().map(|n| (n.clone(), std::fs::read(out_dir.join(&n)).unwrap())).collect();
+    let out = util::run(util::tool("dinomaly-export").arg("-q").args(args), "");
+    let err = util::stderr(&out);
+    if err.contains("For more information, try '--help'") {
+        assert_code(&out, 2);
+        let first = err.lines().next().unwrap_or_default();
+        assert!(needles.iter().all(|n| first.contains(n)), "{args:?}: {err}");
+    } else {
+        fx::assert_error(&out, needles);
+    }
+    assert!(util::stdout(&out).is_empty(), "no JSON line on a failure");
+    let after: Vec<(String, Vec<u8>)> =
+        fx::entries(&out_dir).into_iter().map(|n| (n.clone(), std::fs::read(out_dir.join(&n)).unwrap())).collect();
+    assert!(before == after, "{args:?}: out/ changed: {:?}", fx::entries(&out_dir));
+}
+
+#[test]
+fn export_bad_input_is_refused_and_writes_nothing() {
+    let shared = fx::shared();
+    let dir = Dir::new("export-bad");
+    let out_dir = dir.join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    // An earlier model at the output path survives every failure below.
+    let model = out_dir.join("model.onnx");
+    std::fs::write(&model, b"an earlier model").unwrap();
+    let o = model.to_str().unwrap();
+    let w = shared.weights.to_str().unwrap();
+    let bytes = std::fs::read(&shared.ckpt).unwrap();
+    let cut = dir.write("cut.safetensors", &bytes[..bytes.len() / 2]);
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 3;
+    flipped[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    flipped[mid] ^= 0xff;
+    let corrupt = dir.write("corrupt.safetensors", &flipped);
+    let text = dir.write("notes.pth", b"just some text, not a checkpoint\n");
+    let empty = dir.write("empty.ckpt", b"");
+    for (ckpt, needle) in [
+        (cut.to_str().unwrap(), "cut.safetensors"),
+        (corrupt.to_str().unwrap(), "corrupt.safetensors"),
+        (text.to_str().unwrap(), "notes.pth"),
+        (empty.to_str().unwrap(), "empty.ckpt"),
+        // Encoder weights are not a model: no decoder in them.
+        (w, "tiny.safetensors"),
+        ("/nonexistent/model.safetensors", "/nonexistent/model.safetensors"),
+    ] {
+        refused(&dir, &["-c", ckpt, "--weights", w, "-o", o], &[needle]);
+    }
+    let ckpt = shared.ckpt.to_str().unwrap();
+    // Encoder weights: missing, cut, of another model, or not found offline.
+    refused(
+        &dir,
+        &["-c", ckpt, "--weights", "/nonexistent/enc.safetensors", "-o", o],
+        &["/nonexistent/enc.safetensors"],
+    );
+    let enc_bytes = std::fs::read(&shared.weights).unwrap();
+    let enc_cut = dir.write("enc-cut.safetensors", &enc_bytes[..enc_bytes.len() / 2]);
+    refused(&dir, &["-c", ckpt, "--weights", enc_cut.to_str().unwrap(), "-o", o], &["enc-cut.safetensors"]);
+    let other = dir.join("other.safetensors");
+    fx::tiny_weights(&other, 7);
+    refused(&dir, &["-c", ckpt, "--weights", other.to_str().unwrap(), "-o", o], &["other.safetensors", "sha256"]);
+    let cache = dir.join("empty-cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let out = util::run(
+        util::tool("dinomaly-export")
+            .args(["-q", "-c", ckpt, "-o", o])
+            .env("DINOMALY_CACHE", &cache)
+            .env("DINOMALY_OFFLINE", "1"),
+        "",
+    );
+    fx::assert_error(&out, &["tiny"]);
+    // Outputs that cannot be written: refused before the model is read.
+    let file = dir.write("plain-file", b"x");
+    for (path, needle) in [
+        ("-".to_string(), "-o"),
+        (dir.join("no/such/folder/m.onnx").display().to_string(), "no/such/folder"),
+        (file.join("m.onnx").display().to_string(), "plain-file"),
+        (out_dir.display().to_string(), "out"),
+    ] {
+        refused(&dir, &["-c", ckpt, "--weights", w, "-o", &path], &[needle]);
+    }
+    // Flags out of range or that do not apply.
+    let official = score_fixture("official.pth");
+    let anomalib = score_fixture("anomalib.ckpt");
+    for (args, needle) in [
+        (vec!["-c", ckpt, "--weights", w, "--batch", "-1"], "--batch"),
+        (vec!["-c", ckpt, "--weights", w, "--max-ratio", "1.5"], "--max-ratio"),
+        (vec!["-c", ckpt, "--weights", w, "--max-ratio", "NaN"], "--max-ratio"),
+        (vec!["-c", ckpt, "--weights", w, "--map-size", "0"], "--map-size"),
+        (vec!["-c", ckpt, "--weights", w, "--precision", "bf16"], "--precision"),
+        (vec!["-c", ckpt, "--weights", w, "--input", "rgb"], "--input"),
+        (vec!["-c", official.to_str().unwrap(), "--weights", w], "--weights"),
+        (vec!["-c", anomalib.to_str().unwrap(), "--map-size", "64"], "--map-size"),
+        (vec!["-c", official.to_str().unwrap(), "--kind", "anomalib"], "--kind official"),
+    ] {
+        refused(&dir, &[&args[..], &["-o", o]].concat(), &[needle]);
+    }
+    assert_eq!(std::fs::read(&model).unwrap(), b"an earlier model");
+    assert_eq!(fx::entries(&out_dir), vec!["model.onnx"]);
 }

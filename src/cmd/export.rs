@@ -68,8 +68,8 @@ pub struct Args {
 
     /// Batch size: 0 is a dynamic batch axis ("batch"); N >= 1 a static
     /// one (TensorRT and OpenVINO plan for a fixed shape).
-    #[arg(long, default_value_t = 0, value_name = "N", value_parser = ranges::at_least::<i64>(0), allow_hyphen_values = true)]
-    pub batch: i64,
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = ranges::at_least::<u32>(0), allow_hyphen_values = true)]
+    pub batch: u32,
 
     /// fp32, or fp16: float16 weights and encoder/decoder compute (GPUs),
     /// with the linear attention's normaliser, the maps and the score in
@@ -80,6 +80,9 @@ pub struct Args {
     /// What the input holds: float (normalised float32 crops, as
     /// dinomaly-score feeds its model) or uint8 (raw RGB crops, uint8
     /// (B, 3, crop, crop); /255 and the ImageNet mean/std inside the graph).
+    /// uint8 crops are exact for dinomaly and official checkpoints (Pillow
+    /// resizes in uint8 too); anomalib resizes the float image, so crops
+    /// resized in uint8 differ from its input by rounding.
     #[arg(long, value_enum, default_value = "float")]
     pub input: InputArg,
 
@@ -138,7 +141,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             quiet,
             tool: TOOL.to_string(),
         },
-        batch: (args.batch > 0).then_some(args.batch),
+        batch: (args.batch > 0).then_some(i64::from(args.batch)),
         precision: match args.precision {
             PrecisionArg::Fp32 => ExportPrecision::Fp32,
             PrecisionArg::Fp16 => ExportPrecision::Fp16,

@@ -211,7 +211,16 @@ pub fn export(req: &ExportRequest) -> Result<Exported> {
         InputKind::Uint8 => "uint8",
     };
     Ok(Exported {
-        bytes: onnx::encode(&model),
+        bytes: onnx::encode(&model).map_err(|len| {
+            let hint = match req.precision {
+                ExportPrecision::Fp32 if len / 2 < onnx::MAX_PROTO_BYTES => " (--precision fp16 halves it)",
+                _ => "",
+            };
+            Error::config(format!(
+                "the model is {:.2} GiB, more than the 2 GiB a single .onnx file can hold{hint}",
+                len as f64 / f64::from(1u32 << 30)
+            ))
+        })?,
         inputs: json!([{"name": INPUT, "dtype": input_dtype, "shape": [batch, 3, crop_h, crop_w]}]),
         outputs: json!([
             {"name": MAP_OUTPUT, "dtype": "float32", "shape": [batch, map_h, map_w]},

@@ -217,8 +217,24 @@ pub fn value_info(name: &str, elem_type: i32, shape: &[Dim]) -> ValueInfoProto {
 }
 
 /// The encoded file.
-pub fn encode(model: &ModelProto) -> Vec<u8> {
-    model.encode_to_vec()
+/// The largest message protobuf readers accept (2 GiB - 1: lengths are
+/// signed 32-bit in protobuf's C++ runtime, which onnx, onnxruntime,
+/// OpenVINO and TensorRT parse with). Larger models need ONNX's external
+/// data files, which this writer does not produce.
+pub const MAX_PROTO_BYTES: usize = i32::MAX as usize;
+
+/// Encodes `model`, refusing one that no runtime could read back; the
+/// error is the size it would have had.
+pub fn encode(model: &ModelProto) -> Result<Vec<u8>, usize> {
+    encode_within(model, MAX_PROTO_BYTES)
+}
+
+fn encode_within(model: &ModelProto, limit: usize) -> Result<Vec<u8>, usize> {
+    let len = model.encoded_len();
+    if len > limit {
+        return Err(len);
+    }
+    Ok(model.encode_to_vec())
 }
 
 #[cfg(test)]
@@ -238,12 +254,20 @@ mod tests {
             }),
             ..Default::default()
         };
-        let bytes = encode(&model);
+        let bytes = encode(&model).unwrap();
         // ir_version is field 1, varint: key 0x08, value 8.
         assert_eq!(&bytes[..2], &[0x08, 0x08]);
         assert_eq!(ModelProto::decode(bytes.as_slice()).unwrap(), model);
         // A dimension's dim_param is field 2 (length-delimited: key 0x12).
         let dim = Dimension { value: Some(DimensionValue::DimParam("b".into())) }.encode_to_vec();
         assert_eq!(dim, vec![0x12, 0x01, b'b']);
+    }
+
+    #[test]
+    fn models_over_the_limit_are_refused_with_their_size() {
+        let model = ModelProto { producer_name: "x".repeat(100), ..Default::default() };
+        let len = model.encoded_len();
+        assert_eq!(encode_within(&model, len).unwrap().len(), len);
+        assert_eq!(encode_within(&model, len - 1), Err(len));
     }
 }
