@@ -50,8 +50,14 @@ impl Dir {
 }
 
 /// Every binary of the suite.
-pub const TOOLS: &[&str] =
-    &["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-calibrate", "dinomaly-metrics"];
+pub const TOOLS: &[&str] = &[
+    "dinomaly-extract",
+    "dinomaly-train",
+    "dinomaly-score",
+    "dinomaly-calibrate",
+    "dinomaly-metrics",
+    "dinomaly-export",
+];
 
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {

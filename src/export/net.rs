@@ -7,7 +7,9 @@
 //! OpenVINO, TensorRT 8.6+ and tract all implement: MatMul (no Einsum, no
 //! Gemm on 3-d inputs), LayerNormalization (new in 17), Erf for the exact
 //! GELU (the Gelu operator only arrived in opset 20), Elu, Softmax, Conv,
-//! Pad, Resize, TopK, Reduce*, Reshape/Transpose/Gather/Slice/Concat/Expand.
+//! Pad, TopK, Reduce*, Reshape/Transpose/Gather/Slice/Concat/Expand.
+//! Bilinear resizes are MatMuls by constant interpolation matrices (see
+//! [`interpolation_matrix`]), not Resize.
 //! Reshapes copy the batch axis (0) so the batch stays dynamic.
 
 use std::collections::HashMap;
