@@ -6,7 +6,7 @@ complete -c dinomaly-export -l weights -d 'Encoder weights for dinomaly-train ch
 complete -c dinomaly-export -l layers -d 'Target layers of official/anomalib checkpoints (default per size), as for dinomaly-score' -r
 complete -c dinomaly-export -s o -l output -d 'The .onnx file to write (written to a temporary name, then renamed)' -r -F
 complete -c dinomaly-export -l batch -d 'Batch size: 0 is a dynamic batch axis ("batch"); N >= 1 a static one (TensorRT and OpenVINO plan for a fixed shape)' -r
-complete -c dinomaly-export -l precision -d 'fp32, or fp16: float16 weights and encoder/decoder compute (GPUs), with the linear attention\'s normaliser, the maps and the score in float32; the graph\'s input and outputs stay float32' -r -f -a "fp32\t'float32 throughout'
+complete -c dinomaly-export -l precision -d 'fp32, or fp16: float16 weights and encoder/decoder compute (GPUs), with the LayerNorms, the linear attention, the maps and the score in float32; the graph\'s input and outputs stay float32' -r -f -a "fp32\t'float32 throughout'
 fp16\t'float16 weights and compute, float32 I/O'"
 complete -c dinomaly-export -l input -d 'What the input holds: float (normalised float32 crops, as dinomaly-score feeds its model) or uint8 (raw RGB crops, uint8 (B, 3, crop, crop); /255 and the ImageNet mean/std inside the graph). uint8 crops are exact for dinomaly and official checkpoints (Pillow resizes in uint8 too); anomalib resizes the float image, so crops resized in uint8 differ from its input by rounding' -r -f -a "float\t'Normalised float32 crops'
 uint8\t'Raw uint8 RGB crops'"

@@ -72,7 +72,7 @@ pub struct Args {
     pub batch: u32,
 
     /// fp32, or fp16: float16 weights and encoder/decoder compute (GPUs),
-    /// with the linear attention's normaliser, the maps and the score in
+    /// with the LayerNorms, the linear attention, the maps and the score in
     /// float32; the graph's input and outputs stay float32.
     #[arg(long, value_enum, default_value = "fp32")]
     pub precision: PrecisionArg,

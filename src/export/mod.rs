@@ -47,8 +47,8 @@ pub enum ExportPrecision {
     /// float32 throughout.
     #[default]
     Fp32,
-    /// float16 weights and encoder/decoder compute; the linear attention's
-    /// normaliser, the maps and the score in float32; float32 graph I/O.
+    /// float16 weights and encoder/decoder compute; the LayerNorms, the
+    /// linear attention, the maps and the score in float32; float32 graph I/O.
     Fp16,
 }
 
