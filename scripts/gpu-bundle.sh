@@ -31,6 +31,12 @@ mkdir -p "$TMP/bin"
 for b in dinomaly-extract dinomaly-train dinomaly-score dinomaly-metrics examples/demo-data; do
   cp "$TARGET/$b" "$TMP/bin/"
 done
+# dinomaly-export for the TensorRT step of gpu-check.sh (skipped there without it).
+if [[ -x $TARGET/dinomaly-export ]]; then
+  cp "$TARGET/dinomaly-export" "$TMP/bin/"
+else
+  echo "gpu-bundle: no $TARGET/dinomaly-export: the TensorRT step of gpu-check.sh will be skipped" >&2
+fi
 # Symbols are not needed there, and the device tool carries at most 64 MiB.
 if command -v strip >/dev/null; then strip "$TMP"/bin/*; fi
 # Per class (mono, poly): 48 normal training images, 24 normal and 24

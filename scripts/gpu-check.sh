@@ -21,7 +21,13 @@
 #     start-up counted and also taken out (a run over no image, timed apart);
 #  5. training iterations/s from the feature store (fp32, bf16), from the
 #     run's own --log (the first iteration and start-up left out), and the
-#     peak GPU memory of every step.
+#     peak GPU memory of every step;
+#  6. when TensorRT's trtexec is there (PATH, /usr/src/tensorrt/bin or
+#     TRTEXEC=FILE) and the device is CUDA: the --precision fp16 export of
+#     dinomaly-export built into an engine (dynamic batch), its maps and
+#     scores on the same crops against the CPU fp32 run, and its images/s
+#     at the batches of step 4; otherwise the table says TensorRT was
+#     absent or skipped (not a failure).
 # Exit status: 0 when every comparison is within its tolerance, 1 when one
 # is not, 2 when something fails to run.
 #
@@ -34,6 +40,8 @@
 #   GPU_BUNDLE=.gpu         where the binaries (bin/) and images (data/) are
 #   LIBTORCH_LIB=DIR        libtorch's lib folder (default: python3's torch/lib)
 #   PYTHON=python3          finds torch/lib when LIBTORCH_LIB is not given
+#   TRTEXEC=FILE            TensorRT's trtexec (default: PATH, /usr/src/tensorrt/bin)
+#   GPU_CHECK_TRT_IMAGES=32 test images compared through TensorRT
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -203,7 +211,61 @@ for p in fp32 bf16; do
   done
 done
 
-# --- 5. the table ---------------------------------------------------------------
+# --- 5. TensorRT, when present ------------------------------------------------
+# The fp16 export (dinomaly-export --precision fp16) built into an engine by
+# trtexec with a dynamic batch, fed the very crops dinomaly-score's model
+# sees (demo-data crops: its own pre-processing, written raw), its maps and
+# scores compared with the CPU fp32 run of step 3 on the first TRT_IMAGES
+# test images, then its throughput at the batch sizes of step 4 (trtexec's
+# own timing: GPU compute and transfers, no decoding). No TensorRT, or a
+# CPU run: the step says so and is skipped; that is not a failure.
+TRTEXEC=${TRTEXEC:-$(command -v trtexec || true)}
+if [[ -z $TRTEXEC && -x /usr/src/tensorrt/bin/trtexec ]]; then TRTEXEC=/usr/src/tensorrt/bin/trtexec; fi
+TRT_NOTE="" TRT_MAP_REL="" TRT_SPEARMAN="" TRT_SCORE_REL=""
+declare -A TRT_RATE
+if [[ $DEVICE != cuda* ]]; then
+  TRT_NOTE="skipped: device $DEVICE (TensorRT runs on NVIDIA GPUs)"
+elif [[ -z $TRTEXEC ]]; then
+  if "$PYTHON" -c 'import tensorrt' 2>/dev/null; then
+    TRT_NOTE="skipped: the tensorrt Python package imports but there is no trtexec (set TRTEXEC=/path/to/trtexec)"
+  else
+    TRT_NOTE="absent (no trtexec on PATH or in /usr/src/tensorrt/bin, no tensorrt Python package): skipped"
+  fi
+elif [[ ! -x $BIN/dinomaly-export ]]; then
+  TRT_NOTE="skipped: no $BIN/dinomaly-export in the bundle (make gpu-bundle copies it)"
+else
+  TRT_IMAGES=${GPU_CHECK_TRT_IMAGES:-32}
+  head -n "$TRT_IMAGES" "$WORK/test.txt" >"$WORK/trt.txt"
+  head -n "$TRT_IMAGES" "$WORK/cpu.jsonl" >"$WORK/trt-ref.jsonl"
+  N_TRT=$(wc -l <"$WORK/trt.txt")
+  run trt-export "$BIN/dinomaly-export" -c "$CKPT" --weights "$WEIGHTS" --precision fp16 -o "$WORK/model-fp16.onnx" >/dev/null
+  run trt-crops "$BIN/demo-data" crops -i "$WORK/trt.txt" --resize "$RESIZE" --crop "$CROP" -o "$WORK/crops.bin"
+  IMG=3x${CROP}x${CROP} MAXB=$N_TRT
+  for batch in "${BATCHES[@]}"; do ((batch > MAXB)) && MAXB=$batch; done
+  say "TensorRT: building an fp16 engine with $TRTEXEC (batch 1..$MAXB)"
+  run trt-build "$TRTEXEC" --onnx="$WORK/model-fp16.onnx" --fp16 --minShapes=image:1x$IMG \
+    --optShapes=image:${BATCHES[0]}x$IMG --maxShapes=image:${MAXB}x$IMG --saveEngine="$WORK/model.plan" >"$WORK/trt-build.out"
+  run trt-run "$TRTEXEC" --loadEngine="$WORK/model.plan" --shapes=image:${N_TRT}x$IMG --loadInputs=image:"$WORK/crops.bin" \
+    --exportOutput="$WORK/trt-out.json" --iterations=1 --warmUp=0 --duration=0 >"$WORK/trt-run.out"
+  "$BIN/demo-data" compare --trtexec "$WORK/trt-ref.jsonl" "$WORK/trt-out.json" >"$WORK/trt-compare.txt"
+  trt_val() { awk -v k="$1" '$1 == k { print $2 }' "$WORK/trt-compare.txt"; }
+  TRT_MAP_REL=$(trt_val map_rel) TRT_SCORE_REL=$(trt_val score_rel) TRT_SPEARMAN=$(trt_val spearman)
+  say "TensorRT fp16 against the CPU fp32: $(tr '\n' ' ' <"$WORK/trt-compare.txt")"
+  # The fp16 bounds of scripts/onnx_check.py: 2 % of the map's peak, the
+  # order of the scores kept.
+  awk -v x="$TRT_MAP_REL" -v r="$TRT_SPEARMAN" 'BEGIN { exit !(x <= 2e-2 && r >= 0.99) }' ||
+    { say "TensorRT fp16 maps or score order out of bounds (map_rel <= 2e-2, Spearman >= 0.99)"; STATUS=1; }
+  for batch in "${BATCHES[@]}"; do
+    run "trt-rate-$batch" "$TRTEXEC" --loadEngine="$WORK/model.plan" --shapes=image:${batch}x$IMG \
+      --warmUp=1000 --duration=10 >"$WORK/trt-rate-$batch.out"
+    qps=$(awk '/Throughput:/ { for (i = 1; i <= NF; i++) if ($i == "Throughput:") print $(i + 1) }' "$WORK/trt-rate-$batch.out" | tail -n 1)
+    TRT_RATE[$batch]=$(awk -v q="$qps" -v b="$batch" 'BEGIN { if (q > 0) printf "%.0f", q * b; else print "n/a" }')
+    say "TensorRT fp16 batch $batch: ${TRT_RATE[$batch]} img/s (trtexec: $qps batches/s)"
+  done
+fi
+if [[ -n $TRT_NOTE ]]; then say "TensorRT: $TRT_NOTE"; fi
+
+# --- 6. the table ---------------------------------------------------------------
 TABLE=$OUTDIR/gpu-check.md
 {
   echo "# GPU check ($(date -u +%Y-%m-%d), scripts/gpu-check.sh)"
@@ -226,6 +288,16 @@ TABLE=$OUTDIR/gpu-check.md
   for p in fp32 bf16; do
     echo "| training from the store $p, batch $TRAIN_BATCH (it/s, first iteration left out) | ${TRAIN_ITS[$p]} |"
   done
+  if [[ -n $TRT_NOTE ]]; then
+    echo "| TensorRT (fp16 export, trtexec) | $TRT_NOTE |"
+  else
+    echo "| TensorRT fp16 engine maps vs fp32 CPU, $N_TRT images: max abs diff / max abs map | $TRT_MAP_REL |"
+    echo "| TensorRT fp16 engine scores vs fp32 CPU: max relative diff | $TRT_SCORE_REL |"
+    echo "| TensorRT fp16 engine scores vs fp32 CPU: Spearman rank correlation | $TRT_SPEARMAN |"
+    for batch in "${BATCHES[@]}"; do
+      echo "| TensorRT fp16 engine, batch $batch (img/s, trtexec: model only, no decoding) | ${TRT_RATE[$batch]} |"
+    done
+  fi
   echo "| extract: $N_TRAIN images (s, start-up included) | $EXTRACT_S |"
   echo "| peak GPU memory above idle, MiB: extract / train fp32 / train bf16 | $EXTRACT_MEM / ${TRAIN_MEM[fp32]} / ${TRAIN_MEM[bf16]} |"
   for p in fp32 bf16; do

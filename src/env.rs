@@ -192,7 +192,7 @@ fn check_with(tool: &str, get: impl Fn(&str) -> Option<std::ffi::OsString>) -> R
 
 /// The variables `tool` reads.
 pub fn vars_for(tool: &str) -> Vec<&'static Var> {
-    let opens_weights = matches!(tool, "dinomaly-extract" | "dinomaly-train" | "dinomaly-score");
+    let opens_weights = matches!(tool, "dinomaly-extract" | "dinomaly-train" | "dinomaly-score" | "dinomaly-export");
     let weights: &[Var] = if opens_weights { WEIGHTS } else { &[] };
     weights.iter().chain(PROCESS).collect()
 }
@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn every_tool_lists_the_process_variables_and_only_weight_readers_the_weight_ones() {
-        for tool in ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-metrics"] {
+        for tool in ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-export", "dinomaly-metrics"] {
             let names: Vec<&str> = vars_for(tool).iter().map(|v| v.name).collect();
             assert!(names.contains(&"DINOMALY_MKL_VENDOR_CHECK"), "{tool}");
             assert_eq!(names.contains(&"DINOMALY_CACHE"), tool != "dinomaly-metrics", "{tool}");

@@ -28,6 +28,7 @@ pub mod data;
 pub mod device;
 pub mod env;
 pub mod error;
+pub mod export;
 pub mod io;
 pub mod metrics;
 pub mod mkl_kernels;

@@ -23,6 +23,7 @@ fn required(tool: &str, dir: &Path) -> Vec<String> {
         "dinomaly-extract" => vec!["-o".into(), p("out.safetensors")],
         "dinomaly-train" => vec![p("absent.safetensors"), "-o".into(), p("out.safetensors")],
         "dinomaly-score" => vec!["-c".into(), p("absent.safetensors")],
+        "dinomaly-export" => vec!["-c".into(), p("absent.safetensors"), "-o".into(), p("out.onnx")],
         _ => vec!["-i".into(), p("absent.jsonl")],
     }
 }
@@ -75,6 +76,10 @@ fn cli_flags_out_of_range_values_are_refused_at_parse_time() {
         ("dinomaly-score", "--batch-wait", "-1", "use a whole number in [0, 65535]", &[]),
         ("dinomaly-score", "--batch-wait", "65536", "use a whole number in [0, 65535]", &[]),
         ("dinomaly-score", "--batch-wait", "0.5", "use a whole number in [0, 65535]", &[]),
+        ("dinomaly-export", "--batch", "-1", "use a whole number in [0, 4294967295]", &[]),
+        ("dinomaly-export", "--batch", "1.5", "use a whole number in [0, 4294967295]", &[]),
+        ("dinomaly-export", "--max-ratio", "1.5", "use a number in [0, 1]", &[]),
+        ("dinomaly-export", "--max-ratio", "NaN", "use a number in [0, 1]", &[]),
         ("dinomaly-metrics", "--fpr-limit", "0", "use a number in (0, 1]", &[]),
         ("dinomaly-metrics", "--fpr-limit", "1.5", "use a number in (0, 1]", &[]),
         ("dinomaly-metrics", "--mask-threshold", "1", "use a number in [0, 1)", &[]),

@@ -50,8 +50,14 @@ impl Dir {
 }
 
 /// Every binary of the suite.
-pub const TOOLS: &[&str] =
-    &["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-calibrate", "dinomaly-metrics"];
+pub const TOOLS: &[&str] = &[
+    "dinomaly-extract",
+    "dinomaly-train",
+    "dinomaly-score",
+    "dinomaly-calibrate",
+    "dinomaly-metrics",
+    "dinomaly-export",
+];
 
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {
@@ -61,6 +67,7 @@ pub fn tool(name: &str) -> Command {
         "dinomaly-score" => env!("CARGO_BIN_EXE_dinomaly-score"),
         "dinomaly-calibrate" => env!("CARGO_BIN_EXE_dinomaly-calibrate"),
         "dinomaly-metrics" => env!("CARGO_BIN_EXE_dinomaly-metrics"),
+        "dinomaly-export" => env!("CARGO_BIN_EXE_dinomaly-export"),
         other => panic!("unknown tool {other}"),
     };
     let mut cmd = Command::new(path);

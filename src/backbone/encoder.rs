@@ -63,6 +63,13 @@ impl Encoder {
         self._vs.set_kind(kind);
     }
 
+    /// The loaded weights by canonical name (`cls_token`, `pos_embed`,
+    /// `blocks.{i}.attn.qkv.weight`, ...; blocks up to the last target
+    /// layer only): what `dinomaly-export` writes into its graph.
+    pub fn named_tensors(&self) -> std::collections::HashMap<String, Tensor> {
+        self._vs.variables()
+    }
+
     /// Target layers.
     pub fn layers(&self) -> &[usize] {
         &self.layers

@@ -65,8 +65,14 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
 }
 
 /// The suite's tools, for SEE ALSO.
-const TOOLS: [&str; 5] =
-    ["dinomaly-extract", "dinomaly-train", "dinomaly-score", "dinomaly-calibrate", "dinomaly-metrics"];
+const TOOLS: [&str; 6] = [
+    "dinomaly-extract",
+    "dinomaly-train",
+    "dinomaly-score",
+    "dinomaly-calibrate",
+    "dinomaly-metrics",
+    "dinomaly-export",
+];
 
 /// One example of a man page: what it does, and the command exactly as
 /// README.md shows it (continuation lines included).
@@ -168,6 +174,20 @@ pub fn examples(tool: &str) -> &'static [Example] {
                 what: "A report to look at: the table, curves, score histograms and each class's 6 worst \
                        good and defective images with their maps, the checkpoint's calibrated thresholds:",
                 command: "dinomaly-metrics -i scores.jsonl --html report/ --checkpoint model.safetensors --worst 6",
+            },
+        ],
+        "dinomaly-export" => &[
+            Example {
+                what: "One ONNX file for onnxruntime or OpenVINO (dynamic batch, float32, normalised crops):",
+                command: "dinomaly-export -c model.cal.safetensors -o model.onnx",
+            },
+            Example {
+                what: "For TensorRT on a GPU: float16, a fixed batch of 8, raw uint8 crops in:",
+                command: "dinomaly-export -c model.safetensors --precision fp16 --batch 8 --input uint8 -o model-fp16.onnx",
+            },
+            Example {
+                what: "An official or anomalib checkpoint (it holds its own encoder):",
+                command: "dinomaly-export -c released/model.pth -o official.onnx",
             },
         ],
         _ => &[],

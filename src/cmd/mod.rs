@@ -2,6 +2,7 @@
 //! `Args` and `run`.
 
 pub mod calibrate;
+pub mod export;
 pub mod extract;
 pub mod metrics;
 pub mod score;

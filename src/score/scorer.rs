@@ -111,6 +111,16 @@ impl Scorer {
         &self.model_id
     }
 
+    /// The loaded encoder (`None` when opened for feature stores only).
+    pub fn encoder(&self) -> Option<&Encoder> {
+        self.encoder.as_ref()
+    }
+
+    /// The loaded bottleneck and decoder.
+    pub fn model(&self) -> &Dinomaly {
+        &self.model
+    }
+
     /// Scores normalised images (B, 3, h, w). An image's score and map do
     /// not depend on the other images or on B (see [`Scorer::run_alone`]);
     /// `batch` is the fixed batch shape of devices that run a batch at once.

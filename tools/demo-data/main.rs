@@ -9,12 +9,16 @@
 //! - `weights`: the DINOv2 ViT-S/14-reg4 weights from the cache or the
 //!   official download, else a seeded random checkpoint in Meta's layout;
 //! - `compare`: the differences between two scoring outputs (maps and
-//!   scores), for scripts/gpu-check.sh.
+//!   scores), or between a scoring output and TensorRT's (`trtexec
+//!   --exportOutput`), for scripts/gpu-check.sh;
+//! - `crops`: the model inputs dinomaly-score makes of a list of images, as
+//!   one raw tensor file (for `trtexec --loadInputs`).
 //!
 //! Every tree is written under a temporary name and renamed into place when
 //! complete, so an interrupted run leaves nothing that looks finished.
 
 mod compare;
+mod crops;
 mod elpv;
 mod image_ops;
 mod random_weights;
@@ -40,6 +44,9 @@ enum Command {
     /// Differences between two dinomaly-score outputs of the same inputs
     /// (maps and scores), for scripts/gpu-check.sh.
     Compare(compare::Args),
+    /// The pre-processed model inputs of a list of images as one raw
+    /// float32 (or uint8) NCHW file, for trtexec --loadInputs.
+    Crops(crops::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +55,7 @@ fn main() -> ExitCode {
         Command::Textures(a) => textures::run(&a),
         Command::Weights(a) => weights::run(&a),
         Command::Compare(a) => compare::run(&a),
+        Command::Crops(a) => crops::run(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
