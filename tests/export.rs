@@ -145,18 +145,38 @@ fn parity(dir: &Dir, what: &str, score_args: &[&str], export_args: &[&str]) -> (
     // not match them.
     let (lo, hi) = reference.1.iter().fold((f64::MAX, f64::MIN), |(l, h), &s| (l.min(s), h.max(s)));
     assert!(hi - lo > 1e-3 * hi.abs(), "{what}: dinomaly-score gives the images one score ({lo} .. {hi})");
-    let data = crops(&paths, &prep);
-    let side = prep.crop();
+    let (map_rel, score_rel) =
+        batches_1_and_3(what, &Runtime::load(&onnx), &Crops::F32(crops(&paths, &prep)), prep.crop(), &reference);
+    assert!(map_rel <= TOL, "{what}: maps differ by {map_rel:e} relative");
+    assert!(score_rel <= TOL, "{what}: scores differ by {score_rel:e} relative");
+    (onnx, map_rel, score_rel)
+}
+
+/// Model inputs for N images, (N, 3, h, w) flat: normalised float crops or
+/// raw uint8 crops.
+enum Crops {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+/// Runs image 0 at batch 1 and images 1..4 at batch 3 of the dynamic axis;
+/// returns the worst relative (map, score) differences from `reference`.
+fn batches_1_and_3(
+    what: &str,
+    runtime: &Runtime,
+    crops: &Crops,
+    side: (usize, usize),
+    reference: &(Vec<Vec<f32>>, Vec<f64>),
+) -> (f64, f64) {
     let per = 3 * side.0 * side.1;
-    let runtime = Runtime::load(&onnx);
-    let one = runtime.run_f32(&data[..per], 1, side);
-    let three = runtime.run_f32(&data[per..], 3, side);
-    let (m1, s1) = compare(&one, &reference, 0);
-    let (m3, s3) = compare(&three, &reference, 1);
+    let run = |first: usize, n: usize| match crops {
+        Crops::F32(d) => runtime.run_f32(&d[first * per..(first + n) * per], n, side),
+        Crops::U8(d) => runtime.run_u8(&d[first * per..(first + n) * per], n, side),
+    };
+    let (m1, s1) = compare(&run(0, 1), reference, 0);
+    let (m3, s3) = compare(&run(1, 3), reference, 1);
     eprintln!("{what}: batch 1 map {m1:.2e} score {s1:.2e}; batch 3 map {m3:.2e} score {s3:.2e} (relative)");
-    assert!(m1 <= TOL && m3 <= TOL, "{what}: maps differ by {m1:e} / {m3:e} relative");
-    assert!(s1 <= TOL && s3 <= TOL, "{what}: scores differ by {s1:e} / {s3:e} relative");
-    (onnx, m1.max(m3), s1.max(s3))
+    (m1.max(m3), s1.max(s3))
 }
 
 fn score_fixture(name: &str) -> PathBuf {
@@ -225,16 +245,9 @@ fn export_uint8_input_normalises_inside_the_graph() {
     let prep = preprocess(&meta);
     let paths = images(4);
     let reference = score(&dir, &strs(&args), &paths);
-    let data = raw_crops(&paths, &prep);
-    let side = prep.crop();
-    let runtime = Runtime::load(&onnx);
-    let per = 3 * side.0 * side.1;
-    let one = runtime.run_u8(&data[..per], 1, side);
-    let three = runtime.run_u8(&data[per..], 3, side);
-    let (m1, s1) = compare(&one, &reference, 0);
-    let (m3, s3) = compare(&three, &reference, 1);
-    eprintln!("uint8 input: batch 1 map {m1:.2e} score {s1:.2e}; batch 3 map {m3:.2e} score {s3:.2e} (relative)");
-    assert!(m1.max(m3) <= TOL && s1.max(s3) <= TOL, "uint8 input: {m1:e} {m3:e} {s1:e} {s3:e}");
+    let crops = Crops::U8(raw_crops(&paths, &prep));
+    let (m, s) = batches_1_and_3("uint8 input", &Runtime::load(&onnx), &crops, prep.crop(), &reference);
+    assert!(m <= TOL && s <= TOL, "uint8 input: maps {m:e}, scores {s:e} relative");
     // The official kind (the same Pillow resize) takes raw crops as well.
     let c = score_fixture("official.pth");
     let official = ["-c", c.to_str().unwrap(), "--layers", "0,1"];
@@ -278,16 +291,11 @@ fn export_fp16_stays_within_float16_rounding_of_dinomaly_score() {
     let prep = preprocess(&meta);
     let paths = images(4);
     let reference = score(&dir, &strs(&args), &paths);
-    let data = crops(&paths, &prep);
-    let side = prep.crop();
-    let per = 3 * side.0 * side.1;
-    let runtime = Runtime::load(&onnx);
-    let (m1, s1) = compare(&runtime.run_f32(&data[..per], 1, side), &reference, 0);
-    let (m3, s3) = compare(&runtime.run_f32(&data[per..], 3, side), &reference, 1);
-    eprintln!("fp16: batch 1 map {m1:.2e} score {s1:.2e}; batch 3 map {m3:.2e} score {s3:.2e} (relative)");
-    assert!(m1.max(m3) <= FP16_TOL && s1.max(s3) <= FP16_TOL, "fp16: {m1:e} {m3:e} {s1:e} {s3:e}");
+    let crops = Crops::F32(crops(&paths, &prep));
+    let (m, s) = batches_1_and_3("fp16", &Runtime::load(&onnx), &crops, prep.crop(), &reference);
+    assert!(m <= FP16_TOL && s <= FP16_TOL, "fp16: maps {m:e}, scores {s:e} relative");
     // Not float32 in disguise: the rounding shows.
-    assert!(m1.max(m3) > 1e-6, "fp16 maps equal float32's to {:e}", m1.max(m3));
+    assert!(m > 1e-6, "fp16 maps equal float32's to {m:e}");
 }
 
 #[test]

@@ -50,14 +50,7 @@ impl Dir {
 }
 
 /// Every binary of the suite.
-pub const TOOLS: &[&str] = &[
-    "dinomaly-extract",
-    "dinomaly-train",
-    "dinomaly-score",
-    "dinomaly-calibrate",
-    "dinomaly-metrics",
-    "dinomaly-export",
-];
+pub const TOOLS: &[&str] = &dinomaly::cli::generate::TOOLS;
 
 /// A command for one of the suite's binaries.
 pub fn tool(name: &str) -> Command {

@@ -13,6 +13,20 @@ pub struct DeviceArgs {
     pub device: DeviceChoice,
 }
 
+/// `-c CKPT [--kind KIND]`: a trained model of any of the three kinds
+/// (dinomaly-score, dinomaly-export).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckpointArgs {
+    /// Checkpoint: from dinomaly-train, the official repository's saved
+    /// state dict, or anomalib 2.x Dinomaly weights.
+    #[arg(long, short = 'c', value_name = "CKPT")]
+    pub checkpoint: PathBuf,
+
+    /// Checkpoint kind (default: detected from the file).
+    #[arg(long, value_enum)]
+    pub kind: Option<crate::io::checkpoint_kind::CheckpointKind>,
+}
+
 /// `--quiet`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuietArgs {

@@ -64,8 +64,8 @@ pub fn write(kind: &str, command: clap::Command, out: &mut Vec<u8>) -> Result<()
     }
 }
 
-/// The suite's tools, for SEE ALSO.
-const TOOLS: [&str; 6] = [
+/// The suite's tools, for SEE ALSO (and the tests' list of binaries).
+pub const TOOLS: [&str; 6] = [
     "dinomaly-extract",
     "dinomaly-train",
     "dinomaly-score",

@@ -9,13 +9,13 @@ use anyhow::Context;
 use serde_json::json;
 use sha2::Digest;
 
-use crate::cli::args::QuietArgs;
+use crate::cli::args::{CheckpointArgs, QuietArgs};
 use crate::cli::output::DataOut;
 use crate::cli::progress;
 use crate::cli::ranges;
 use crate::export::{self, ExportPrecision, ExportRequest, InputKind};
 use crate::io::atomic;
-use crate::score::scorer::{CheckpointKind, ScorerRequest};
+use crate::score::scorer::ScorerRequest;
 
 const TOOL: &str = "dinomaly-export";
 
@@ -42,14 +42,8 @@ const TOOL: &str = "dinomaly-export";
 #[derive(Debug, clap::Parser)]
 #[command(name = "dinomaly-export", version, allow_negative_numbers = true)]
 pub struct Args {
-    /// Checkpoint: from dinomaly-train, the official repository's saved
-    /// state dict, or anomalib 2.x Dinomaly weights.
-    #[arg(long, short = 'c', value_name = "CKPT")]
-    pub checkpoint: PathBuf,
-
-    /// Checkpoint kind (default: detected from the file).
-    #[arg(long, value_enum)]
-    pub kind: Option<CheckpointKind>,
+    #[command(flatten)]
+    pub model: CheckpointArgs,
 
     /// Encoder weights for dinomaly-train checkpoints, as for dinomaly-score
     /// (default: the cache or a download by the recorded backbone name;
@@ -123,15 +117,15 @@ pub enum InputArg {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet.quiet;
     crate::cli::stdio::refuse_dash(&[
-        ("-c", Some(&args.checkpoint), "the checkpoint is read from a file"),
+        ("-c", Some(&args.model.checkpoint), "the checkpoint is read from a file"),
         ("--weights", args.weights.as_deref(), "encoder weights are read from a file or folder"),
         ("-o", Some(&args.output), "the ONNX model is binary and is written to a file"),
     ])?;
     atomic::check_writable(&args.output).with_context(|| "-o is not writable")?;
     let req = ExportRequest {
         scorer: ScorerRequest {
-            checkpoint: args.checkpoint.clone(),
-            kind: args.kind,
+            checkpoint: args.model.checkpoint.clone(),
+            kind: args.model.kind,
             weights: args.weights.clone(),
             layers: args.layers.clone(),
             map_size: args.map_size.map(|s| (s.height as i64, s.width as i64)),
@@ -151,8 +145,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             InputArg::Uint8 => InputKind::Uint8,
         },
     };
-    let exported =
-        export::export(&req).with_context(|| format!("cannot export checkpoint {}", args.checkpoint.display()))?;
+    let exported = export::export(&req)
+        .with_context(|| format!("cannot export checkpoint {}", args.model.checkpoint.display()))?;
     atomic::write_bytes(&args.output, &exported.bytes)?;
     let sha256 = crate::io::hash::hex(&sha2::Sha256::digest(&exported.bytes));
     progress::note(

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use sha2::Digest;
 use tch::{Device, Kind, Tensor};
 
-use crate::cli::args::{DeviceArgs, OnError, QuietArgs, SampleArgs};
+use crate::cli::args::{CheckpointArgs, DeviceArgs, OnError, QuietArgs, SampleArgs};
 use crate::cli::on_error::{OnErrorPolicy, Skipped};
 use crate::cli::output::DataOut;
 use crate::cli::progress;
@@ -65,14 +65,8 @@ const TOOL: &str = "dinomaly-score";
 #[derive(Debug, clap::Parser)]
 #[command(name = "dinomaly-score", version, allow_negative_numbers = true)]
 pub struct Args {
-    /// Checkpoint: from dinomaly-train, the official repository's saved
-    /// state dict, or anomalib 2.x Dinomaly weights.
-    #[arg(long, short = 'c', value_name = "CKPT")]
-    pub checkpoint: PathBuf,
-
-    /// Checkpoint kind (default: detected from the file).
-    #[arg(long, value_enum)]
-    pub kind: Option<CheckpointKind>,
+    #[command(flatten)]
+    pub model: CheckpointArgs,
 
     /// Encoder weights for dinomaly-train checkpoints (default: the cache or
     /// a download, by the backbone name the checkpoint records). Must be
@@ -211,7 +205,7 @@ pub use crate::cli::args::Shard;
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let quiet = args.quiet.quiet;
     crate::cli::stdio::refuse_dash(&[
-        ("-c", Some(&args.checkpoint), "the checkpoint is read from a file"),
+        ("-c", Some(&args.model.checkpoint), "the checkpoint is read from a file"),
         ("--weights", args.weights.as_deref(), "encoder weights are read from a file or folder"),
         ("--maps-dir", args.maps_dir.as_deref(), "maps are written as files into a folder"),
         ("--skip-existing", args.skip_existing.as_deref(), "the results file is read and trimmed in place"),
@@ -269,8 +263,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let device = args.device.device.resolve()?;
     let scorer = Scorer::open(
         &ScorerRequest {
-            checkpoint: args.checkpoint.clone(),
-            kind: args.kind,
+            checkpoint: args.model.checkpoint.clone(),
+            kind: args.model.kind,
             weights: args.weights.clone(),
             layers: args.layers.clone(),
             map_size: args.map_size.map(|s| (s.height as i64, s.width as i64)),
@@ -282,11 +276,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         },
         device,
     )
-    .with_context(|| format!("cannot use checkpoint {}", args.checkpoint.display()))?;
+    .with_context(|| format!("cannot use checkpoint {}", args.model.checkpoint.display()))?;
     // The checkpoint's calibration, read once for the decisions and the
     // pixel thresholds (official and anomalib checkpoints carry none).
     let calibration = match scorer.kind {
-        CheckpointKind::Dinomaly => crate::io::checkpoint::read_meta(&args.checkpoint)?.calibration,
+        CheckpointKind::Dinomaly => crate::io::checkpoint::read_meta(&args.model.checkpoint)?.calibration,
         _ => None,
     };
     let pixel_thresholds = pixel_thresholds(&args, calibration.as_ref());
@@ -424,7 +418,7 @@ fn decider(args: &Args, calibration: Option<Calibration>) -> anyhow::Result<Opti
         bail!(
             "--fail-above without a value uses the calibrated thresholds, and {} is not calibrated: give a value \
              or calibrate it with dinomaly-calibrate",
-            args.checkpoint.display()
+            args.model.checkpoint.display()
         );
     }
     Ok(calibration.map(|c| Decider::new(c, args.threshold)))
