@@ -42,8 +42,8 @@ DEVICE=${DEVICE:-auto}
 QUICK=${DEMO_QUICK:-0}
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 
-ELPV_WHEEL_PIN=elpv-dataset==1.0.0.post1
-SKIMAGE_PIN=scikit-image==0.26.0
+# shellcheck source=scripts/data-wheels.sh
+source scripts/data-wheels.sh
 
 if [[ $QUICK == 1 ]]; then
   MODE="quick (smoke test)"
@@ -125,26 +125,9 @@ random_banner
 echo "encoder: $WEIGHTS_NOTE"
 
 # --- data -----------------------------------------------------------------
-pip_download() {
-  "$PYTHON" -m pip download --no-deps --disable-pip-version-check -q -d "$WHEELS" "$@"
-}
-say "data: wheels from the package registry (pip download, pinned)"
-mkdir -p "$WHEELS"
-ELPV_WHEEL=$WHEELS/elpv_dataset-1.0.0.post1-py3-none-any.whl
-if [[ ! -f $ELPV_WHEEL ]]; then
-  pip_download "$ELPV_WHEEL_PIN" || die "cannot download $ELPV_WHEEL_PIN with pip"
-fi
-skimage_wheel() { compgen -G "$WHEELS/scikit_image-0.26.0-*.whl" | head -n 1; }
-if [[ -z $(skimage_wheel) ]]; then
-  # Any platform's wheel carries the same data files; when this Python has
-  # none, take the manylinux CPython 3.12 one.
-  pip_download --only-binary=:all: "$SKIMAGE_PIN" ||
-    pip_download --only-binary=:all: --platform manylinux_2_28_x86_64 \
-      --python-version 3.12 --implementation cp --abi cp312 "$SKIMAGE_PIN" ||
-    die "cannot download a $SKIMAGE_PIN wheel with pip"
-fi
-SKIMAGE_WHEEL=$(skimage_wheel)
-[[ -n $SKIMAGE_WHEEL ]] || die "no scikit-image wheel in $WHEELS"
+say "data: wheels from the package registry (pip download, pinned in scripts/data-wheels.sh)"
+fetch_elpv_wheel "$WHEELS" || die "no ELPV wheel"
+fetch_skimage_wheel "$WHEELS" || die "no scikit-image wheel"
 
 "$DEMO_DATA" elpv --wheel "$ELPV_WHEEL" --out "$DATA/elpv" "${ELPV_SUBSET[@]}"
 "$DEMO_DATA" textures --wheel "$SKIMAGE_WHEEL" --out "$DATA/textures" "${TEX_SUBSET[@]}"

@@ -15,16 +15,13 @@ DIR=${1:-.gpu}
 TARGET=${CARGO_TARGET_DIR:-target}/release
 PYTHON=${PYTHON:-python3}
 WHEELS=${DEMO_DIR:-.demo}/wheels
-ELPV_WHEEL_PIN=elpv-dataset==1.0.0.post1
-ELPV_WHEEL=$WHEELS/elpv_dataset-1.0.0.post1-py3-none-any.whl
+# shellcheck source=scripts/data-wheels.sh
+source scripts/data-wheels.sh
 
 for b in dinomaly-extract dinomaly-train dinomaly-score dinomaly-metrics examples/demo-data; do
   [[ -x $TARGET/$b ]] || { echo "gpu-bundle: no $TARGET/$b (make build; cargo build --release --example demo-data)" >&2; exit 2; }
 done
-if [[ ! -f $ELPV_WHEEL ]]; then
-  mkdir -p "$WHEELS"
-  "$PYTHON" -m pip download --no-deps --disable-pip-version-check -q -d "$WHEELS" "$ELPV_WHEEL_PIN"
-fi
+fetch_elpv_wheel "$WHEELS" || { echo "gpu-bundle: no ELPV wheel" >&2; exit 2; }
 TMP=$DIR.tmp
 rm -rf "$TMP"
 mkdir -p "$TMP/bin"

@@ -48,9 +48,8 @@ WHEELS=${DEMO_DIR:-.demo}/wheels
 THREADS=${ONNX_CHECK_THREADS:-$(nproc)}
 QUICK=${ONNX_CHECK_QUICK:-0}
 REQUIREMENTS=scripts/onnx-check-requirements.txt
-ELPV_WHEEL_PIN=elpv-dataset==1.0.0.post1
-ELPV_WHEEL=$WHEELS/elpv_dataset-1.0.0.post1-py3-none-any.whl
-SKIMAGE_PIN=scikit-image==0.26.0
+# shellcheck source=scripts/data-wheels.sh
+source scripts/data-wheels.sh
 if [[ $QUICK == 1 ]]; then
   ARCH=dinov2_vits14_reg4 NAME=random-vits14-reg4 RESIZE=224 CROP=224
   ELPV_SUBSET=(--train 4 --test-good 1 --test-defect 1) TEX_SUBSET=(--train 2 --test-good 1 --test-defect 1)
@@ -103,18 +102,10 @@ WEIGHTS=${line#* }
 ENCODER=(--backbone "$NAME" --weights "$WEIGHTS" --resize "$RESIZE" --crop "$CROP")
 
 # --- 2. images and a briefly trained model -----------------------------------
-pip_download() { "$PYTHON" -m pip download --no-deps --disable-pip-version-check -q -d "$WHEELS" "$@"; }
-mkdir -p "$WHEELS"
-[[ -f $ELPV_WHEEL ]] || pip_download "$ELPV_WHEEL_PIN" || die "cannot download $ELPV_WHEEL_PIN"
-skimage_wheel() { compgen -G "$WHEELS/scikit_image-0.26.0-*.whl" | head -n 1; }
-if [[ -z $(skimage_wheel) ]]; then
-  pip_download --only-binary=:all: "$SKIMAGE_PIN" ||
-    pip_download --only-binary=:all: --platform manylinux_2_28_x86_64 \
-      --python-version 3.12 --implementation cp --abi cp312 "$SKIMAGE_PIN" ||
-    die "cannot download a $SKIMAGE_PIN wheel"
-fi
+fetch_elpv_wheel "$WHEELS" || die "no ELPV wheel"
+fetch_skimage_wheel "$WHEELS" || die "no scikit-image wheel"
 run "$DEMO_DATA" elpv --wheel "$ELPV_WHEEL" --out "$WORK/elpv" "${ELPV_SUBSET[@]}"
-run "$DEMO_DATA" textures --wheel "$(skimage_wheel)" --out "$WORK/textures" "${TEX_SUBSET[@]}"
+run "$DEMO_DATA" textures --wheel "$SKIMAGE_WHEEL" --out "$WORK/textures" "${TEX_SUBSET[@]}"
 find "$WORK/elpv/train" -type f -name '*.png' | LC_ALL=C sort >"$WORK/train.txt"
 {
   find "$WORK/elpv/test" -type f -name '*.png' | LC_ALL=C sort

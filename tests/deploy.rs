@@ -166,29 +166,13 @@ fn parse_pbtxt(text: &str) -> Pb {
     pb
 }
 
-fn export_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_dinomaly-export"))
-}
-
 /// dinomaly-export's JSON line for the shared checkpoint with `flags`.
 fn export_line(dir: &Dir, name: &str, flags: &[&str]) -> Value {
     let shared = fx::shared();
-    let out = util::run(
-        Command::new(export_bin())
-            .arg("-q")
-            .arg("-c")
-            .arg(&shared.ckpt)
-            .arg("--weights")
-            .arg(&shared.weights)
-            .arg("-o")
-            .arg(dir.join(name))
-            .args(flags)
-            .env("DINOMALY_NO_CUDA", "1")
-            .env("OMP_NUM_THREADS", "1"),
-        "",
-    );
-    assert_code(&out, 0);
-    serde_json::from_str(util::stdout(&out).trim()).expect("one JSON line")
+    let mut args: Vec<std::ffi::OsString> = vec!["-c".into(), shared.ckpt.clone().into()];
+    args.extend(["--weights".into(), shared.weights.clone().into(), "-o".into(), dir.join(name).into()]);
+    args.extend(flags.iter().map(Into::into));
+    fx::export_line(&args)
 }
 
 /// Runs the script: CKPT REPO [args...], with the shared weights after them.
@@ -202,7 +186,7 @@ fn triton(ckpt: &Path, repo: &Path, args: &[&str], env: &[(&str, &str)]) -> Outp
         .arg("--weights")
         .arg(&shared.weights)
         .arg("-q")
-        .env("DINOMALY_EXPORT", export_bin())
+        .env("DINOMALY_EXPORT", env!("CARGO_BIN_EXE_dinomaly-export"))
         .env("DINOMALY_NO_CUDA", "1")
         .env("OMP_NUM_THREADS", "1");
     for (k, v) in env {

@@ -24,15 +24,6 @@ fn images(n: usize) -> Vec<PathBuf> {
     fx::images().into_iter().take(n).collect()
 }
 
-/// `dinomaly-export -q` with `args`; returns its JSON line.
-fn export(args: &[&str]) -> Value {
-    let out = util::run(util::tool("dinomaly-export").arg("-q").args(args), "");
-    assert_code(&out, 0);
-    let text = util::stdout(&out);
-    assert_eq!(text.lines().count(), 1, "one JSON line: {text}");
-    serde_json::from_str(text.trim()).expect("a JSON line")
-}
-
 /// The metadata of an ONNX file, read by tract's own protobuf decoder.
 fn metadata(path: &Path) -> std::collections::HashMap<String, String> {
     let proto = tract_onnx::onnx().proto_model_for_path(path).expect("tract reads the model");
@@ -135,7 +126,7 @@ fn compare(onnx: &(Vec<f32>, Vec<usize>, Vec<f32>), reference: &(Vec<Vec<f32>>, 
 /// Returns the exported file and the worst (map, score) differences.
 fn parity(dir: &Dir, what: &str, score_args: &[&str], export_args: &[&str]) -> (PathBuf, f64, f64) {
     let onnx = dir.join(&format!("{what}.onnx"));
-    let line = export(&[export_args, &["-o", onnx.to_str().unwrap()]].concat());
+    let line = fx::export_line(&[export_args, &["-o", onnx.to_str().unwrap()]].concat());
     assert_eq!(line["inputs"][0]["shape"][0], -1, "{what}: dynamic batch");
     let meta = metadata(&onnx);
     let prep = preprocess(&meta);
@@ -207,19 +198,7 @@ impl Runtime {
 /// The raw RGB crops (uint8 CHW, flat) a `--input uint8` model takes: the
 /// checkpoint's resize and centre crop, before /255 and mean/std.
 fn raw_crops(paths: &[PathBuf], prep: &dinomaly::data::preprocess::Preprocess) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for p in paths {
-        let crop = prep.visible_crop(&dinomaly::data::decode::load_rgb(p).expect("load image"));
-        let (w, h) = crop.dimensions();
-        for c in 0..3 {
-            for y in 0..h {
-                for x in 0..w {
-                    bytes.push(crop.get_pixel(x, y)[c]);
-                }
-            }
-        }
-    }
-    bytes
+    paths.iter().flat_map(|p| prep.crop_chw_u8(&dinomaly::data::decode::load_rgb(p).expect("load image"))).collect()
 }
 
 /// The shared tiny checkpoint's `-c CKPT --weights W` arguments.
@@ -237,7 +216,7 @@ fn export_uint8_input_normalises_inside_the_graph() {
     let dir = Dir::new("export-uint8");
     let args = shared_args();
     let onnx = dir.join("u8.onnx");
-    let line = export(&[strs(&args), vec!["--input", "uint8", "-o", onnx.to_str().unwrap()]].concat());
+    let line = fx::export_line(&[strs(&args), vec!["--input", "uint8", "-o", onnx.to_str().unwrap()]].concat());
     assert_eq!(line["input_kind"], "uint8");
     assert_eq!(line["inputs"][0]["dtype"], "uint8");
     let meta = metadata(&onnx);
@@ -252,7 +231,7 @@ fn export_uint8_input_normalises_inside_the_graph() {
     let c = score_fixture("official.pth");
     let official = ["-c", c.to_str().unwrap(), "--layers", "0,1"];
     let onnx = dir.join("official-u8.onnx");
-    export(&[&official[..], &["--input", "uint8", "-o", onnx.to_str().unwrap()]].concat());
+    fx::export_line(&[&official[..], &["--input", "uint8", "-o", onnx.to_str().unwrap()]].concat());
     let prep = preprocess(&metadata(&onnx));
     let reference = score(&dir, &official, &paths[..2]);
     let got = Runtime::load(&onnx).run_u8(&raw_crops(&paths[..2], &prep), 2, prep.crop());
@@ -276,13 +255,13 @@ fn export_fp16_stays_within_float16_rounding_of_dinomaly_score() {
     let dir = Dir::new("export-fp16");
     let args = shared_args();
     let onnx = dir.join("fp16.onnx");
-    let line = export(&[strs(&args), vec!["--precision", "fp16", "-o", onnx.to_str().unwrap()]].concat());
+    let line = fx::export_line(&[strs(&args), vec!["--precision", "fp16", "-o", onnx.to_str().unwrap()]].concat());
     assert_eq!(line["precision"], "fp16");
     // Graph I/O stays float32.
     assert_eq!(line["inputs"][0]["dtype"], "float32");
     assert_eq!(line["outputs"][0]["dtype"], "float32");
     let fp32 = dir.join("fp32.onnx");
-    let line32 = export(&[strs(&args), vec!["-o", fp32.to_str().unwrap()]].concat());
+    let line32 = fx::export_line(&[strs(&args), vec!["-o", fp32.to_str().unwrap()]].concat());
     // Weights in float16: the file is about half the float32 one.
     let (b16, b32) = (line["bytes"].as_f64().unwrap(), line32["bytes"].as_f64().unwrap());
     assert!(b16 < 0.6 * b32, "fp16 file {b16} bytes, fp32 {b32}");
@@ -303,7 +282,7 @@ fn export_static_batch_fixes_the_batch_axis() {
     let dir = Dir::new("export-static");
     let args = shared_args();
     let onnx = dir.join("b3.onnx");
-    let line = export(&[strs(&args), vec!["--batch", "3", "-o", onnx.to_str().unwrap()]].concat());
+    let line = fx::export_line(&[strs(&args), vec!["--batch", "3", "-o", onnx.to_str().unwrap()]].concat());
     assert_eq!(line["inputs"][0]["shape"][0], 3);
     assert_eq!(line["outputs"][0]["shape"][0], 3);
     assert_eq!(line["outputs"][1]["shape"], serde_json::json!([3]));
@@ -355,7 +334,7 @@ fn export_metadata_says_how_to_feed_the_model() {
     );
     assert_code(&out, 0);
     let onnx = dir.join("cal.onnx");
-    let line = export(&[
+    let line = fx::export_line(&[
         "-c",
         calibrated.to_str().unwrap(),
         "--weights",
@@ -405,7 +384,7 @@ fn export_metadata_says_how_to_feed_the_model() {
     assert_eq!(meta["dinomaly.model_id"], fx::parse_lines(&util::stdout(&out))[0]["model"].as_str().unwrap());
     // Uncalibrated: no calibration key.
     let plain = dir.join("plain.onnx");
-    export(&[strs(&args), vec!["-o", plain.to_str().unwrap()]].concat());
+    fx::export_line(&[strs(&args), vec!["-o", plain.to_str().unwrap()]].concat());
     let plain_meta = metadata(&plain);
     assert!(!plain_meta.contains_key("calibration"));
     assert_eq!(plain_meta["dinomaly.model_id"], model_id);

@@ -154,23 +154,37 @@ impl Preprocess {
         Ok(Tensor::f_from_slice(chw)?.f_view([3, h as i64, w as i64])?)
     }
 
-    fn pil_chw(&self, img: &RgbImage) -> Vec<f32> {
+    /// The PIL path's crop before normalisation: Pillow's resize, the
+    /// centre crop, as `3 * h * w` bytes in channel-major (CHW) order. What
+    /// a model exported with `dinomaly-export --input uint8` takes.
+    pub fn crop_chw_u8(&self, img: &RgbImage) -> Vec<u8> {
         let resized = self.resize_pil(img);
         let (top, left) = self.crop_offset();
         let (h, w) = self.crop;
-        let mut out = vec![0f32; 3 * h * w];
+        let mut out = vec![0u8; 3 * h * w];
         for y in 0..h {
             let row = ((top + y) * resized.width + left) * 3;
             for x in 0..w {
                 for c in 0..3 {
-                    let v = f32::from(resized.data[row + x * 3 + c]);
-                    // ToTensor divides by 255 in f32, Normalize subtracts and
-                    // divides in f32: the same IEEE operations, same order.
-                    out[(c * h + y) * w + x] = (v / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                    out[(c * h + y) * w + x] = resized.data[row + x * 3 + c];
                 }
             }
         }
         out
+    }
+
+    fn pil_chw(&self, img: &RgbImage) -> Vec<f32> {
+        let plane = self.crop.0 * self.crop.1;
+        self.crop_chw_u8(img)
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let c = i / plane;
+                // ToTensor divides by 255 in f32, Normalize subtracts and
+                // divides in f32: the same IEEE operations, same order.
+                (f32::from(v) / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
+            })
+            .collect()
     }
 
     /// anomalib's pre-processor on one image, with libtorch on the CPU.

@@ -94,6 +94,16 @@ pub fn score(ckpt: &Path, weights: &Path) -> Command {
     cmd
 }
 
+/// `dinomaly-export -q ARGS`: asserts success and returns the one JSON
+/// line it prints.
+pub fn export_line<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Value {
+    let out = util::run(util::tool("dinomaly-export").arg("-q").args(args), "");
+    assert_code(&out, 0);
+    let text = util::stdout(&out);
+    assert_eq!(text.lines().count(), 1, "one JSON line: {text}");
+    serde_json::from_str(text.trim()).expect("a JSON line")
+}
+
 /// `dinomaly-train -q FEATURES --warmup 5` (add -o, --iterations, --batch).
 pub fn train_base(features: &Path) -> Command {
     let mut cmd = util::tool("dinomaly-train");

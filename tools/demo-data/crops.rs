@@ -42,16 +42,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let path = PathBuf::from(line.trim());
         let img = load_rgb(&path)?;
         if args.uint8 {
-            // CHW order of the visible crop's HWC bytes.
-            let crop = prep.visible_crop(&img);
-            let (w, h) = crop.dimensions();
-            for c in 0..3 {
-                for y in 0..h {
-                    for x in 0..w {
-                        bytes.push(crop.get_pixel(x, y)[c]);
-                    }
-                }
-            }
+            bytes.extend(prep.crop_chw_u8(&img));
         } else {
             for v in prep.image_chw(&img)? {
                 bytes.extend_from_slice(&v.to_le_bytes());
